@@ -1,0 +1,38 @@
+# The README's two commands are `make demo` and `make test`; each sets itself up (virtual env,
+# install with test extras, native cffi build) and is quick when that is already done.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+NATIVE_SRC := $(wildcard native/*.c native/*.h native/*.py)
+
+.PHONY: all setup demo test test-fast lint bench fuzz soak clean
+
+all: test
+
+$(STAMP): pyproject.toml setup.py $(NATIVE_SRC)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip setuptools wheel
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/tcpstack demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not kernel and not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check stack tests examples benchmarks
+	$(VENV)/bin/mypy --strict stack/tcp stack/wire
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info stack/_native*.so stack/_native.c

@@ -1,0 +1,1 @@
+"""Links carry segments between a stack and its peer: `memory` (virtual clock) and `tun` (kernel)."""

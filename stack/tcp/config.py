@@ -1,0 +1,104 @@
+"""The one typed configuration object of a stack (every knob a user may turn, with Linux defaults).
+
+The defaults follow Linux where RFC 9293 leaves a choice, because the peers tcpstack meets are Linux
+kernels: 2MSL = 60 s (`TCP_TIMEWAIT_LEN`), `tcp_fin_timeout` = 60 s, `tcp_rfc1337` = 0, RFC 6191 SYN
+reopen of TIME-WAIT on, 40 ms delayed ACK, initial window of 10 segments (RFC 6928).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+# (local_addr, local_port, remote_addr, remote_port)
+FourTuple = tuple[str, int, str, int]
+IsnFunction = Callable[[FourTuple, float], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    # --- closing-state timers -------------------------------------------------------------------
+    msl: float = 30.0
+    """Maximum segment lifetime in seconds; TIME-WAIT lasts 2*msl (RFC 9293 §3.4.2)."""
+    fin_timeout: float = 60.0
+    """How long an orphaned connection may sit in FIN-WAIT-2 (Linux `tcp_fin_timeout`)."""
+    rfc1337: bool = False
+    """Ignore RST in TIME-WAIT (RFC 1337 protection; Linux `tcp_rfc1337`, default off)."""
+    syn_reopen_time_wait: bool = True
+    """Accept a new SYN on a TIME-WAIT 4-tuple when its SEQ or TSval is newer (RFC 6191, RFC 9293 MAY-2)."""
+    max_time_wait: int = 262_144
+    """Cap on TIME-WAIT records; a close beyond it skips TIME-WAIT (Linux `tcp_max_tw_buckets`)."""
+    tw_reuse: bool = False
+    """Let outgoing connects take a TIME-WAIT 4-tuple (timestamps seen, >= 1 s old; Linux `tcp_tw_reuse`)."""
+
+    # --- retransmission (RFC 6298) and retry limits -----------------------------------------------
+    rto_initial: float = 1.0
+    rto_min: float = 0.2
+    rto_max: float = 120.0
+    syn_retries: int = 6
+    synack_retries: int = 5
+    retries: int = 15
+    """Retransmissions of data or FIN before the connection is aborted (Linux `tcp_retries2`)."""
+    user_timeout: float | None = None
+    """Abort when sent data stays unacknowledged this long (RFC 9293 §3.8.3 USER TIMEOUT)."""
+
+    # --- acknowledgements and sending -------------------------------------------------------------
+    delayed_ack: bool = True
+    delayed_ack_timeout: float = 0.04
+    nagle: bool = True
+    challenge_ack_interval: float = 0.5
+    """At most one challenge ACK per connection per interval (RFC 5961 §7; Linux `tcp_invalid_ratelimit`)."""
+    initial_cwnd_segments: int = 10
+    congestion_control: str = "newreno"
+
+    # --- options and buffers ----------------------------------------------------------------------
+    mtu: int = 1500
+    window_scaling: bool = True
+    sack: bool = True
+    timestamps: bool = True
+    recv_buffer: int = 4 * 1024 * 1024
+    send_buffer: int = 4 * 1024 * 1024
+
+    # --- keepalive (off by default, RFC 9293 §3.8.4) ----------------------------------------------
+    keepalive: bool = False
+    keepalive_time: float = 7200.0
+    keepalive_interval: float = 75.0
+    keepalive_probes: int = 9
+
+    # --- listeners and ports ----------------------------------------------------------------------
+    syn_backlog: int = 256
+    ephemeral_ports: tuple[int, int] = (32768, 60999)
+
+    # --- initial sequence numbers (RFC 6528) ------------------------------------------------------
+    isn: IsnFunction | None = field(default=None, compare=False)
+    """Replace the RFC 6528 generator, e.g. to start a test's sequence numbers near 2**32."""
+    secret: bytes | None = field(default=None, compare=False, repr=False)
+    """Key of the ISN hash; random per stack when None."""
+
+    @property
+    def time_wait_duration(self) -> float:
+        return 2.0 * self.msl
+
+    @property
+    def mss(self) -> int:
+        """The MSS this stack announces: MTU less 20 bytes of IPv4 and 20 of TCP header."""
+        return self.mtu - 40
+
+    def with_changes(self, **changes: Any) -> Config:
+        return replace(self, **changes)
+
+    def __post_init__(self) -> None:
+        if self.msl <= 0:
+            raise ValueError("msl must be positive")
+        if not 68 <= self.mtu <= 65535:
+            raise ValueError("mtu must be between 68 and 65535")
+        from stack.tcp.congestion import ALGORITHMS  # the registry lives beside the algorithms
+
+        if self.congestion_control not in ALGORITHMS:
+            known = ", ".join(sorted(ALGORITHMS))
+            raise ValueError(f"unknown congestion control {self.congestion_control!r} (known: {known})")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+                raise ValueError(f"{f.name} must not be negative")

@@ -1,0 +1,640 @@
+"""One connection's transmission control block (RFC 9293 §3.3.1): state, user calls, and output.
+
+Segment arrival lives in `stack.tcp.receive`; timers are owned by the host's timer wheel and
+dispatched here by kind. Field names are RFC 9293's (`snd_una`, `snd_nxt`, `rcv_nxt`, ...), plus
+`snd_max`: the highest sequence number sent so far, which stays put when a retransmission timeout
+rewinds `snd_nxt` to `snd_una` (go-back-N), and against which ACKs are validated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+from stack.tcp import congestion
+from stack.tcp.buffers import ReceiveQueue, SendBuffer
+from stack.tcp.config import Config, FourTuple
+from stack.tcp.events import Closed, CloseReason, Writable
+from stack.tcp.rtt import RttEstimator
+from stack.tcp.seq import MASK, seq_add, seq_gt, seq_lt, seq_sub
+from stack.tcp.states import State, check_transition
+from stack.wire.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
+
+if TYPE_CHECKING:
+    from stack.tcp.host import Host
+
+INF = float("inf")
+S = State
+
+
+class Timer(IntEnum):
+    RTX = 0  # retransmission of SYN, data or FIN (RFC 6298)
+    PERSIST = 1  # zero-window probe (RFC 9293 §3.8.6.1)
+    DELACK = 2  # delayed ACK (RFC 9293 §3.8.6.3)
+    KEEPALIVE = 3  # RFC 9293 §3.8.4
+    FIN_WAIT_2 = 4  # orphan FIN-WAIT-2 reaping (Linux tcp_fin_timeout)
+
+
+N_TIMERS = len(Timer)
+
+# States in which the send side may still put data (or our FIN) on the wire.
+_SENDING_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
+
+
+class ConnectionError_(Exception):
+    """A user call the current state does not allow (RFC 9293 §3.10 'error: ...' responses)."""
+
+
+class Connection:
+    """A TCP connection. User calls take `now`; output is collected by the host (`Host.take`)."""
+
+    __slots__ = (
+        "_ack_due",
+        "_armed",
+        "_challenge_time",
+        "_deadline",
+        "_handle",
+        "_rtt_seq",
+        "_rtt_time",
+        "_want_writable",
+        "announced",
+        "cc",
+        "cfg",
+        "cid",
+        "close_reason",
+        "dupacks",
+        "fin_queued",
+        "fin_seq",
+        "first_unacked_time",
+        "four_tuple",
+        "history",
+        "host",
+        "in_recovery",
+        "irs",
+        "iss",
+        "keepalive_sent",
+        "last_ack_sent",
+        "last_recv_time",
+        "linger0",
+        "listen_port",
+        "max_snd_wnd",
+        "orphan",
+        "passive",
+        "peer_fin",
+        "rcv_adv",
+        "rcv_nxt",
+        "rcv_wscale",
+        "read_closed",
+        "recover",
+        "recv",
+        "retries",
+        "rtt",
+        "sack_ok",
+        "send_buf",
+        "snd_max",
+        "snd_mss",
+        "snd_nxt",
+        "snd_una",
+        "snd_wl1",
+        "snd_wl2",
+        "snd_wnd",
+        "snd_wscale",
+        "state",
+        "ts_offset",
+        "ts_ok",
+        "ts_recent",
+        "ts_recent_time",
+        "user_data",
+        "wscale_ok",
+    )
+
+    def __init__(
+        self,
+        host: Host,
+        four_tuple: FourTuple,
+        cid: int,
+        config: Config,
+        iss: int,
+        ts_offset: int,
+        now: float,
+        passive: bool,
+        listen_port: int | None = None,
+    ) -> None:
+        self.host = host
+        self.four_tuple = four_tuple
+        self.cid = cid
+        self.cfg = config
+        self.state = S.LISTEN if passive else S.CLOSED
+        self.passive = passive
+        self.listen_port = listen_port
+        self.history: list[tuple[float, State, State, str]] = []
+        self.close_reason: CloseReason | None = None
+        # Whether the application knows this connection: an active one from connect(), a passive
+        # one once Accepted was emitted. Only those get a Closed event.
+        self.announced = not passive
+        self.user_data: object = None  # free for the driver (the runtime keeps its transport here)
+
+        # Send sequence space (RFC 9293 §3.3.1, Figure 3).
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_max = iss
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.max_snd_wnd = 0
+        self.snd_wscale = 0
+        self.snd_mss = 536  # RFC 9293 §3.7.1: default when the peer sends no MSS option
+        # Receive sequence space (Figure 4).
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0  # right edge of the window we advertised last (never moved left, §3.8.6.2.2)
+        self.rcv_wscale = _window_shift(config.recv_buffer) if config.window_scaling else 0
+        self.wscale_ok = False  # both SYNs carried the window-scale option (RFC 7323 §2.2)
+
+        # Options (RFC 7323 timestamps, RFC 2018 SACK), decided by the handshake.
+        self.ts_ok = False
+        self.ts_recent = 0
+        self.ts_recent_time = now
+        self.ts_offset = ts_offset
+        self.sack_ok = False
+        self.last_ack_sent = 0
+
+        self.send_buf = SendBuffer(config.send_buffer, seq_add(iss, 1))
+        self.recv = ReceiveQueue()
+        self.fin_queued = False  # the application shut down its sending side
+        self.fin_seq: int | None = None  # sequence number of our FIN, once it has been sent
+        self.peer_fin = False
+        self.read_closed = False
+        self.orphan = False  # the application closed the connection fully
+        self.linger0 = False
+
+        self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
+        self.cc = congestion.create(config.congestion_control, 536, config.initial_cwnd_segments)
+        self.dupacks = 0
+        self.in_recovery = False
+        self.recover = iss
+        self.retries = 0
+        self._rtt_seq: int | None = None
+        self._rtt_time = 0.0
+        self.first_unacked_time: float | None = None
+        self.last_recv_time = now
+        self.keepalive_sent = 0
+        self._ack_due = 0  # full-sized segments received since our last ACK (delayed ACK, §3.8.6.3)
+        self._challenge_time = -INF
+        self._want_writable = False
+        self._deadline = [INF] * N_TIMERS
+        self._handle = [-1] * N_TIMERS
+        self._armed = [INF] * N_TIMERS  # when the wheel entry of each timer fires
+
+    # ------------------------------------------------------------------ introspection
+    def __repr__(self) -> str:
+        la, lp, ra, rp = self.four_tuple
+        return f"<Connection {la}:{lp} -> {ra}:{rp} {self.state}>"
+
+    @property
+    def rcv_wnd(self) -> int:
+        """RCV.WND as last advertised: what the acceptability test of §3.10.7.4 checks against."""
+        return max(0, seq_sub(self.rcv_adv, self.rcv_nxt))
+
+    @property
+    def recv_queue_len(self) -> int:
+        """Bytes received in order and not yet read by the application (`ss` Recv-Q)."""
+        return len(self.recv.ready)
+
+    @property
+    def send_queue_len(self) -> int:
+        """Bytes not yet acknowledged by the peer (`ss` Send-Q)."""
+        return len(self.send_buf)
+
+    def last_window(self) -> int:
+        """The window field we advertised last (what a TIME-WAIT record keeps sending)."""
+        return min(self.rcv_wnd >> self.rcv_wscale, 65535)
+
+    @property
+    def in_flight(self) -> int:
+        return seq_sub(self.snd_nxt, self.snd_una)
+
+    def timer_deadline(self, kind: Timer) -> float | None:
+        deadline = self._deadline[kind]
+        return None if deadline == INF else deadline
+
+    # ------------------------------------------------------------------ state changes
+    def set_state(self, new: State, cause: str, now: float) -> None:
+        old = self.state
+        check_transition(old, new)
+        self.state = new
+        self.history.append((now, old, new, cause))
+        self.host.record_transition(self.four_tuple, old, new, cause, now)
+
+    def finish(self, reason: CloseReason, cause: str, now: float, new_state: State = S.CLOSED) -> None:
+        """Leave the connection table: CLOSED (or LISTEN, for a passive embryo), timers stopped."""
+        self.set_state(new_state, cause, now)
+        self.close_reason = reason
+        self.cancel_all_timers()
+        self.host.forget(self)
+        if self.announced:
+            self.host.emit_event(Closed(self, reason))
+
+    # ------------------------------------------------------------------ timers
+    def set_timer(self, kind: Timer, deadline: float) -> None:
+        """Arm a timer. Pushing a deadline later leaves the wheel entry alone (it fires early, is
+        re-armed then): an ACK stream that restarts the RTO costs no wheel work per ACK."""
+        self._deadline[kind] = deadline
+        handle = self._handle[kind]
+        if handle >= 0:
+            if self._armed[kind] <= deadline:
+                return
+            self.host.cancel_timer(handle)
+        self._handle[kind] = self.host.schedule_timer(self.cid, kind, deadline)
+        self._armed[kind] = deadline
+
+    def clear_timer(self, kind: Timer) -> None:
+        self._deadline[kind] = INF
+        handle = self._handle[kind]
+        if handle >= 0:
+            self.host.cancel_timer(handle)
+            self._handle[kind] = -1
+
+    def cancel_all_timers(self) -> None:
+        for kind in Timer:
+            self.clear_timer(kind)
+
+    def on_timer(self, kind: Timer, now: float) -> None:
+        """The wheel fired `kind`. A lazily pushed-back deadline re-arms instead of acting."""
+        self._handle[kind] = -1
+        deadline = self._deadline[kind]
+        if deadline == INF:
+            return
+        if deadline > now:
+            self._handle[kind] = self.host.schedule_timer(self.cid, kind, deadline)
+            self._armed[kind] = deadline
+            return
+        self._deadline[kind] = INF
+        _TIMER_ACTIONS[kind](self, now)
+
+    # ------------------------------------------------------------------ user calls (RFC 9293 §3.10)
+    def send(self, data: bytes | bytearray | memoryview, now: float) -> int:
+        """SEND: queue data; returns how many bytes fitted in the send buffer."""
+        if self.fin_queued or self.state in (S.CLOSED, S.CLOSING, S.LAST_ACK, S.TIME_WAIT):
+            raise ConnectionError_("connection closing")
+        if self.state is S.LISTEN:
+            raise ConnectionError_("connection not open")
+        n = self.send_buf.append(data)
+        if n < len(data):
+            self._want_writable = True
+        if self.state in _SENDING_STATES:
+            self.push(now)
+        return n
+
+    def receive(self, now: float, max_bytes: int = -1) -> bytes:
+        """RECEIVE: take in-order data (all of it when max_bytes < 0), reopening the window."""
+        ready = self.recv.ready
+        if max_bytes < 0 or max_bytes >= len(ready):
+            data = bytes(ready)
+            ready.clear()
+        else:
+            data = bytes(ready[:max_bytes])
+            del ready[:max_bytes]
+        if data and self.state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):
+            self._maybe_window_update(now)
+        return data
+
+    def shutdown(self, now: float, read: bool = False, write: bool = True) -> None:
+        """shutdown(2): SHUT_WR sends our FIN after pending data and keeps receiving; SHUT_RD sends nothing."""
+        if read:
+            self.read_closed = True
+        if not write or self.fin_queued:
+            return
+        if self.state is S.SYN_SENT:
+            self.finish(CloseReason.ABORTED, "shutdown in SYN-SENT", now)
+            return
+        self._queue_fin(now, "shutdown(SHUT_WR)")
+
+    def close(self, now: float) -> None:
+        """CLOSE (RFC 9293 §3.10.4) with Linux's choices: RST when unread data is discarded (SHLD-3)."""
+        if self.orphan or self.state in (S.CLOSED, S.TIME_WAIT):
+            return
+        self.orphan = True
+        self.read_closed = True
+        if self.state is S.SYN_SENT:
+            self.finish(CloseReason.ABORTED, "CLOSE in SYN-SENT", now)
+            return
+        if self.recv.ready and self.state.synchronized:
+            self.host.counters.inc("TCPAbortOnClose")
+            self._reset(now, CloseReason.ABORTED, "close with unread data")
+            return
+        if self.linger0:
+            self.abort(now)
+            return
+        if not self.fin_queued:
+            self._queue_fin(now, "CLOSE")
+        if self.state is S.FIN_WAIT_2:
+            self.set_timer(Timer.FIN_WAIT_2, now + self.cfg.fin_timeout)
+
+    def abort(self, now: float) -> None:
+        """ABORT (RFC 9293 §3.10.5), also close() under SO_LINGER {1, 0}: RST, no TIME-WAIT."""
+        if self.state in (S.CLOSED, S.TIME_WAIT):
+            return
+        self.orphan = True
+        if self.state in (S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT):
+            self.host.counters.inc("TCPAbortOnLinger")
+            self._reset(now, CloseReason.ABORTED, "abort")
+        else:
+            self.finish(CloseReason.ABORTED, "abort", now)
+
+    def _queue_fin(self, now: float, cause: str) -> None:
+        self.fin_queued = True
+        state = self.state
+        if state in (S.ESTABLISHED, S.SYN_RECEIVED):
+            self.set_state(S.FIN_WAIT_1, cause, now)
+        elif state is S.CLOSE_WAIT:
+            self.set_state(S.LAST_ACK, cause, now)
+        else:
+            return
+        self.push(now)
+
+    def _reset(self, now: float, reason: CloseReason, cause: str) -> None:
+        """Send <SEQ=SND.NXT><ACK=RCV.NXT><CTL=RST,ACK> (Linux sets ACK) and drop the connection."""
+        self.emit(RST | ACK, self.snd_nxt, b"", now)
+        self.finish(reason, cause, now)
+
+    # ------------------------------------------------------------------ output
+    def emit(self, flags: int, seq: int, payload: bytes, now: float, options: TcpOptions | None = None) -> None:
+        """Put one segment on the host's output queue, ACK fields and options filled in."""
+        la, lp, ra, rp = self.four_tuple
+        if options is None:
+            options = self._options(flags, now)
+        window = 0
+        ack = 0
+        if flags & SYN:
+            # Windows in SYNs are never scaled (RFC 7323 §2.2).
+            window = min(self._window_free(), 65535)
+            self.rcv_adv = seq_add(self.rcv_nxt, window)
+        if flags & ACK:
+            ack = self.rcv_nxt
+            if not flags & SYN:
+                window = self._advertise()
+            self.last_ack_sent = ack
+            self._ack_due = 0
+            self.host.ack_sent(self)
+            if self._deadline[Timer.DELACK] != INF:
+                self.clear_timer(Timer.DELACK)
+        seg = Segment(la, ra, lp, rp, seq, ack, flags, window, 0, options, payload)
+        self.host.transmit(seg, flags)
+
+    def _options(self, flags: int, now: float) -> TcpOptions:
+        if flags & SYN:
+            return self._syn_options(now)
+        if not self.ts_ok and not self.sack_ok:
+            return _NO_OPTIONS
+        timestamp = (self.tsval(now), self.ts_recent) if self.ts_ok else None
+        blocks: tuple[tuple[int, int], ...] = ()
+        if self.sack_ok and flags & ACK and self.recv.ooo:
+            blocks = self.recv.sack_blocks(3 if self.ts_ok else 4)
+        return TcpOptions(sack_blocks=blocks, timestamp=timestamp)
+
+    def _syn_options(self, now: float) -> TcpOptions:
+        cfg = self.cfg
+        # In a SYN-ACK we only echo what the peer's SYN offered (RFC 7323 §1.3, RFC 2018 §2).
+        answering = self.state is S.SYN_RECEIVED
+        wscale = self.rcv_wscale if (cfg.window_scaling and (not answering or self.wscale_ok)) else None
+        sack = cfg.sack and (not answering or self.sack_ok)
+        ts: tuple[int, int] | None = None
+        if cfg.timestamps and (not answering or self.ts_ok):
+            ts = (self.tsval(now), self.ts_recent if answering else 0)
+        return TcpOptions(mss=cfg.mss, wscale=wscale, sack_permitted=sack, timestamp=ts)
+
+    def tsval(self, now: float) -> int:
+        """Our timestamp clock: milliseconds plus a per-connection offset (RFC 7323 §5.4, §7.1)."""
+        return (int(now * 1000.0) + self.ts_offset) & MASK
+
+    def _window_free(self) -> int:
+        return max(0, self.cfg.recv_buffer - len(self.recv.ready) - self.recv.ooo_bytes)
+
+    def _advertise(self) -> int:
+        """The window field of an outgoing ACK. The right edge never moves left (RFC 9293 §3.8.6.2.2
+        SHLD-14) and grows only by useful amounts (receiver SWS avoidance, SHLD-13)."""
+        shift = self.rcv_wscale
+        rcv_nxt = self.rcv_nxt
+        right = seq_add(rcv_nxt, self._window_free())
+        grow = seq_sub(right, self.rcv_adv)
+        if grow < 0 or 0 < grow < min(self.cfg.recv_buffer // 2, self.snd_mss):
+            right = self.rcv_adv
+        wnd = max(0, seq_sub(right, rcv_nxt))
+        field = min(wnd >> shift, 65535)
+        if (field << shift) < wnd and field < 65535:
+            field += 1  # round up: scaling must not pull the edge left (RFC 7323 §2.4)
+        edge = seq_add(rcv_nxt, field << shift)
+        if seq_gt(edge, self.rcv_adv):
+            self.rcv_adv = edge
+        return field
+
+    def send_ack(self, now: float) -> None:
+        self.emit(ACK, self.snd_nxt, b"", now)
+
+    def challenge_ack(self, now: float) -> None:
+        """RFC 5961 §3.2/§4.2 challenge ACK, at most one per `challenge_ack_interval` (§7)."""
+        counters = self.host.counters
+        if now - self._challenge_time < self.cfg.challenge_ack_interval:
+            counters.inc("TCPACKSkippedChallenge")
+            return
+        self._challenge_time = now
+        counters.inc("TCPChallengeACK")
+        self.send_ack(now)
+
+    def push(self, now: float) -> None:
+        """Send what the windows, Nagle (RFC 9293 §3.7.4) and sender SWS avoidance (§3.8.6.2.1)
+        allow, then our FIN once every byte before it has been sent."""
+        if self.state not in _SENDING_STATES:
+            return
+        buf = self.send_buf
+        mss = self.snd_mss
+        sent_any = False
+        while True:
+            avail = len(buf) - seq_sub(self.snd_nxt, buf.seq)
+            if avail <= 0:
+                if avail == 0 and self.fin_queued:
+                    self._send_data(b"", FIN, now)  # a bare FIN goes out even into a closed window
+                    sent_any = True
+                break
+            usable = min(self.snd_wnd, self.cc.cwnd) - seq_sub(self.snd_nxt, self.snd_una)
+            n = min(avail, mss, usable)
+            if n <= 0:
+                break
+            last = n == avail
+            if n < mss:
+                if not last:
+                    if n < self.max_snd_wnd // 2:
+                        break  # a window-limited runt: wait for the window to open further
+                elif self.cfg.nagle and self.snd_nxt != self.snd_una and not self.fin_queued:
+                    break  # Nagle: a small segment waits while data is unacknowledged
+            self._send_data(buf.slice(self.snd_nxt, n), FIN if last and self.fin_queued else 0, now)
+            sent_any = True
+        if not sent_any and self.snd_nxt == self.snd_una and avail_after(self) > 0:
+            # Nothing in flight and the window keeps data back: probe it (RFC 9293 §3.8.6.1).
+            if self._deadline[Timer.PERSIST] == INF and self.snd_wnd < self.snd_mss:
+                self.set_timer(Timer.PERSIST, now + self.rtt.rto)
+
+    def _send_data(self, payload: bytes, extra_flags: int, now: float) -> None:
+        seq = self.snd_nxt
+        flags = ACK | extra_flags
+        if payload and seq_add(seq, len(payload)) == self.send_buf.end_seq():
+            flags |= PSH
+        n = len(payload) + (1 if extra_flags & FIN else 0)
+        end = seq_add(seq, n)
+        if extra_flags & FIN:
+            self.fin_seq = seq_add(seq, len(payload))
+        if seq_lt(seq, self.snd_max):
+            self.host.counters.inc("RetransSegs")
+        elif self._rtt_seq is None and not self.ts_ok:
+            self._rtt_seq, self._rtt_time = end, now  # time this one (RFC 6298 §3, Karn)
+        self.emit(flags, seq, payload, now)
+        self.snd_nxt = end
+        if seq_gt(end, self.snd_max):
+            self.snd_max = end
+        if self.first_unacked_time is None:
+            self.first_unacked_time = now
+        if self._deadline[Timer.RTX] == INF:
+            self.set_timer(Timer.RTX, now + self.rtt.rto)
+
+    def retransmit_first(self, now: float) -> None:
+        """Resend one segment from SND.UNA (fast retransmit, partial ACK) without moving SND.NXT."""
+        buf = self.send_buf
+        n = min(self.snd_mss, max(0, seq_sub(buf.end_seq(), self.snd_una)))
+        flags = ACK
+        if self.fin_seq is not None and seq_add(self.snd_una, n) == self.fin_seq:
+            flags |= FIN
+        if n == 0 and not flags & FIN:
+            return
+        self.host.counters.inc("RetransSegs")
+        self._rtt_seq = None
+        self.emit(flags, self.snd_una, buf.slice(self.snd_una, n), now)
+
+    def send_syn(self, now: float) -> None:
+        """(Re)send our SYN; a SYN-ACK once the peer's SYN is known (every state after SYN-SENT)."""
+        flags = SYN | (0 if self.state is S.SYN_SENT else ACK)
+        if seq_lt(self.iss, self.snd_max):
+            self.host.counters.inc("RetransSegs")
+            self.host.counters.inc("TCPSynRetrans")
+        self.emit(flags, self.iss, b"", now)
+        self.snd_nxt = self.snd_max = seq_add(self.iss, 1)
+        self.set_timer(Timer.RTX, now + self.rtt.rto)
+
+    def _maybe_window_update(self, now: float) -> None:
+        """After a read, tell the peer when the window opened by a useful amount (SHLD-13)."""
+        right = seq_add(self.rcv_nxt, self._window_free())
+        if seq_sub(right, self.rcv_adv) >= min(self.cfg.recv_buffer // 2, 2 * self.cfg.mss):
+            self.send_ack(now)
+
+    def note_writable(self) -> None:
+        if self._want_writable and self.send_buf.free > 0:
+            self._want_writable = False
+            self.host.emit_event(Writable(self))
+
+
+def avail_after(conn: Connection) -> int:
+    """Bytes in the send buffer not yet sent."""
+    return len(conn.send_buf) - seq_sub(conn.snd_nxt, conn.send_buf.seq)
+
+
+def _window_shift(buffer: int) -> int:
+    """The smallest window-scale shift that lets 16 bits cover `buffer` (RFC 7323 §2.3, max 14)."""
+    shift = 0
+    while shift < 14 and (65535 << shift) < buffer:
+        shift += 1
+    return shift
+
+
+_NO_OPTIONS = TcpOptions()
+
+
+# ---------------------------------------------------------------------- timer actions
+def _on_rtx(c: Connection, now: float) -> None:
+    counters = c.host.counters
+    cfg = c.cfg
+    state = c.state
+    if state in (S.SYN_SENT, S.SYN_RECEIVED):
+        limit = cfg.syn_retries if state is S.SYN_SENT else cfg.synack_retries
+        if c.retries >= limit:
+            counters.inc("TCPAbortOnTimeout")
+            c.finish(CloseReason.TIMED_OUT, "SYN retries exhausted", now)
+            return
+        c.retries += 1
+        c.rtt.on_timeout()
+        counters.inc("TCPTimeouts")
+        c.send_syn(now)
+        return
+    if c.snd_una == c.snd_max:
+        return  # everything was acknowledged meanwhile
+    timed_out = c.retries >= cfg.retries
+    if cfg.user_timeout is not None and c.first_unacked_time is not None:
+        timed_out = timed_out or now - c.first_unacked_time >= cfg.user_timeout
+    if timed_out:
+        counters.inc("TCPAbortOnTimeout")
+        c._reset(now, CloseReason.TIMED_OUT, "retransmissions exhausted")
+        return
+    c.retries += 1
+    counters.inc("TCPTimeouts")
+    c.cc.on_timeout(now, c.in_flight)
+    c.rtt.on_timeout()
+    c.in_recovery = False
+    c.dupacks = 0
+    c._rtt_seq = None  # Karn: no sample from what is about to be retransmitted
+    # Go back N (RFC 9293 §3.8.1, RFC 5681 §3.1): resend from SND.UNA as the loss window allows.
+    c.snd_nxt = c.snd_una
+    if c.snd_una == c.iss:
+        c.send_syn(now)  # closed in SYN-RECEIVED: the SYN-ACK itself is still unacknowledged
+    c.set_timer(Timer.RTX, now + c.rtt.rto)
+    c.push(now)
+
+
+def _on_persist(c: Connection, now: float) -> None:
+    """Zero-window probe: Linux's form, an ACK carrying SEQ = SND.UNA - 1, always answered."""
+    if c.state not in _SENDING_STATES or avail_after(c) <= 0 or c.snd_wnd > 0:
+        return
+    c.host.counters.inc("TCPZeroWindowProbes")
+    c.emit(ACK, seq_add(c.snd_una, -1), b"", now)
+    c.rtt.on_timeout()
+    c.set_timer(Timer.PERSIST, now + c.rtt.rto)
+
+
+def _on_delack(c: Connection, now: float) -> None:
+    if c._ack_due or c.last_ack_sent != c.rcv_nxt:
+        c.host.counters.inc("DelayedACKs")
+        c.send_ack(now)
+
+
+def _on_keepalive(c: Connection, now: float) -> None:
+    cfg = c.cfg
+    if not cfg.keepalive or not c.state.synchronized:
+        return
+    idle = now - c.last_recv_time
+    if idle < cfg.keepalive_time and c.keepalive_sent == 0:
+        c.set_timer(Timer.KEEPALIVE, c.last_recv_time + cfg.keepalive_time)
+        return
+    if c.keepalive_sent >= cfg.keepalive_probes:
+        c.host.counters.inc("TCPAbortOnTimeout")
+        c._reset(now, CloseReason.TIMED_OUT, "keepalive probes unanswered")
+        return
+    c.keepalive_sent += 1
+    c.host.counters.inc("TCPKeepAliveProbes")
+    c.emit(ACK, seq_add(c.snd_una, -1), b"", now)  # RFC 9293 §3.8.4: SEG.SEQ = SND.NXT-1, no data
+    c.set_timer(Timer.KEEPALIVE, now + cfg.keepalive_interval)
+
+
+def _on_fin_wait_2(c: Connection, now: float) -> None:
+    if c.state is S.FIN_WAIT_2 and c.orphan:
+        c.host.counters.inc("TCPFinTimeout")
+        c.finish(CloseReason.NORMAL, "orphan FIN-WAIT-2 timeout", now)
+
+
+# Indexed by Timer.
+_TIMER_ACTIONS: tuple[Callable[[Connection, float], None], ...] = (
+    _on_rtx,
+    _on_persist,
+    _on_delack,
+    _on_keepalive,
+    _on_fin_wait_2,
+)

@@ -1,0 +1,60 @@
+"""Counters of a stack, named as Linux's `nstat` names them where the meaning matches."""
+
+from __future__ import annotations
+
+# Names and meaning follow Linux (`nstat -az`, without the Tcp/TcpExt prefix).
+COUNTER_NAMES: tuple[str, ...] = (
+    "ActiveOpens",  # connections that went CLOSED -> SYN-SENT
+    "PassiveOpens",  # connections that went LISTEN -> SYN-RECEIVED
+    "AttemptFails",  # SYN-SENT/SYN-RECEIVED -> CLOSED, or SYN-RECEIVED -> LISTEN
+    "EstabResets",  # ESTABLISHED/CLOSE-WAIT -> CLOSED by a reset
+    "InSegs",
+    "OutSegs",
+    "RetransSegs",
+    "InErrs",  # segments dropped as malformed (every wire reason) or bad checksum
+    "InCsumErrors",
+    "OutRsts",
+    "TCPTimeWaitOverflow",
+    "TCPAbortOnClose",  # closed with unread data: RST instead of FIN
+    "TCPAbortOnData",  # data after the application fully closed: RST
+    "TCPAbortOnTimeout",
+    "TCPAbortOnLinger",  # abort() / SO_LINGER {1, 0}
+    "TCPChallengeACK",
+    "TCPSYNChallenge",
+    "TCPACKSkippedChallenge",  # challenge ACK suppressed by the rate limit
+    "TCPTimeouts",
+    "TCPSynRetrans",
+    "TCPFastRetrans",
+    "TCPLossProbes",
+    "DelayedACKs",
+    "TCPPureAcks",
+    "PAWSEstab",
+    "TCPOFOQueue",
+    "TW",  # connections that entered TIME-WAIT
+    "TWKilled",  # TIME-WAIT ended early by RST
+    "TWRecycled",  # TIME-WAIT 4-tuple reused by an outgoing connect (tw_reuse)
+    "TCPTimeWaitReopen",  # TIME-WAIT 4-tuple reopened by an incoming SYN (RFC 6191)
+    "ListenOverflows",
+    "ListenDrops",
+    "TCPFinTimeout",  # orphan FIN-WAIT-2 reaped after fin_timeout
+    "TCPKeepAliveProbes",
+    "TCPZeroWindowProbes",
+    "TCPRcvNoListener",  # segment to a port nobody listens on (answered with RST)
+)
+
+# Counted drops of malformed input, one per wire reason: "InMalformed.<reason>".
+MALFORMED_PREFIX = "InMalformed."
+
+
+class Counters(dict[str, int]):
+    """A dict of counter name -> value, with every known name present from the start."""
+
+    def __init__(self) -> None:
+        super().__init__((name, 0) for name in COUNTER_NAMES)
+
+    def inc(self, name: str, n: int = 1) -> None:
+        self[name] = self.get(name, 0) + n
+
+    def malformed(self, reason: str) -> None:
+        self.inc(MALFORMED_PREFIX + reason)
+        self["InErrs"] += 1

@@ -1,0 +1,83 @@
+"""What the core tells the application. Returned, never called back: the driver decides what to do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Union
+
+from stack.tcp.states import State
+
+if TYPE_CHECKING:
+    from stack.tcp.connection import Connection
+
+
+class CloseReason(Enum):
+    NORMAL = "normal"
+    """Both sides closed in order (possibly through TIME-WAIT)."""
+    RESET = "reset"
+    """The peer reset the connection (ECONNRESET)."""
+    REFUSED = "refused"
+    """The peer answered our SYN with RST (ECONNREFUSED)."""
+    TIMED_OUT = "timed-out"
+    """Retransmissions, keepalive probes or the user timeout ran out (ETIMEDOUT)."""
+    ABORTED = "aborted"
+    """The application aborted, or closed with unread data, or the stack reset it (RST sent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A passive open completed: a new connection on a listening port."""
+
+    conn: Connection
+    listen_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """An active (or simultaneous) open completed."""
+
+    conn: Connection
+
+
+@dataclass(frozen=True, slots=True)
+class Readable:
+    """New in-order data waits in the receive buffer; `Host.receive` takes it."""
+
+    conn: Connection
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream:
+    """The peer's FIN arrived after all its data: nothing more will be received."""
+
+    conn: Connection
+
+
+@dataclass(frozen=True, slots=True)
+class Writable:
+    """Acknowledged data freed room in the send buffer."""
+
+    conn: Connection
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The connection is finished for the application (it is CLOSED, or lives on as TIME-WAIT)."""
+
+    conn: Connection
+    reason: CloseReason
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """One state change, with what caused it: the raw material of traces and ladder diagrams."""
+
+    time: float
+    four_tuple: tuple[str, int, str, int]
+    old: State
+    new: State
+    cause: str
+
+
+Event = Union[Accepted, Connected, Readable, EndOfStream, Writable, Closed, StateChanged]

@@ -1,0 +1,370 @@
+"""The host: demultiplexing, listeners, the TIME-WAIT table, RST answers, ports, ISNs and timers.
+
+This is the sans-IO entry point of the core. A driver feeds it segments (`on_segment`), timer
+expiry (`on_timers`) and user calls, each with the current time, then collects what to send and
+what happened with `take()`. It never reads a clock, a socket or a device.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from stack.native import TimerWheel
+from stack.tcp.config import Config, FourTuple
+from stack.tcp.connection import Connection, Timer
+from stack.tcp.counters import Counters
+from stack.tcp.events import Closed, CloseReason, Event, StateChanged
+from stack.tcp.isn import IsnGenerator
+from stack.tcp.receive import negotiate, segment_arrives
+from stack.tcp.seq import seq_add
+from stack.tcp.states import State, check_transition
+from stack.tcp.timewait import TimeWait, TwAction
+from stack.wire.segment import ACK, FIN, RST, SYN, Segment
+
+S = State
+TIMER_KINDS = 8  # a wheel id is cid * TIMER_KINDS + kind
+TW_TIMER = 7
+
+
+class Output(NamedTuple):
+    segments: list[Segment]
+    events: list[Event]
+
+
+class PortInUse(OSError):
+    """No free local port (EADDRNOTAVAIL), or a port already listened on (EADDRINUSE)."""
+
+
+class Listener:
+    """A passive OPEN (RFC 9293 §3.10.1) on one port of the host's addresses."""
+
+    __slots__ = ("backlog", "config", "embryos", "host", "port", "state")
+
+    def __init__(self, host: Host, port: int, backlog: int, config: Config) -> None:
+        self.host = host
+        self.port = port
+        self.backlog = backlog
+        self.config = config
+        self.state = S.LISTEN
+        self.embryos: set[FourTuple] = set()  # connections of ours still in SYN-RECEIVED
+
+    def close(self, now: float) -> None:
+        """CLOSE in LISTEN: delete the listener; embryonic connections are reset."""
+        self.host.unlisten(self, now)
+
+    def __repr__(self) -> str:
+        return f"<Listener :{self.port} {self.state}>"
+
+
+class Host:
+    def __init__(self, addresses: str | tuple[str, ...] = "198.18.0.2", config: Config | None = None,
+                 *, timer_resolution: float = 0.0001, start: float = 0.0) -> None:
+        self.addresses = (addresses,) if isinstance(addresses, str) else tuple(addresses)
+        self.config = config or Config()
+        self.counters = Counters()
+        self.connections: dict[FourTuple, Connection] = {}
+        self.time_wait: dict[FourTuple, TimeWait] = {}
+        self.listeners: dict[int, Listener] = {}
+        self.wheel = TimerWheel(timer_resolution, start)
+        self.record_state_changes = True  # emit a StateChanged event per transition
+        self._owners: dict[int, Connection | TimeWait] = {}
+        self._next_cid = 1
+        self._out: list[Segment] = []
+        self._events: list[Event] = []
+        self._ack_pending: dict[Connection, None] = {}
+        self._now = start
+        self._isn = IsnGenerator(self.config.secret)
+        self._port_cursor = 0
+
+    # ------------------------------------------------------------------ driver entry points
+    def on_segment(self, seg: Segment, now: float) -> None:
+        """SEGMENT ARRIVES (RFC 9293 §3.10.7): find the connection, TIME-WAIT record or listener."""
+        self._now = now
+        self.counters["InSegs"] += 1
+        key = (seg.dst_addr, seg.dst_port, seg.src_addr, seg.src_port)
+        conn = self.connections.get(key)
+        if conn is not None:
+            segment_arrives(conn, seg, now)
+            return
+        tw = self.time_wait.get(key)
+        if tw is not None:
+            self._time_wait_segment(tw, seg, now)
+            return
+        listener = self.listeners.get(seg.dst_port)
+        if listener is not None and seg.dst_addr in self.addresses:
+            self._listen_segment(listener, seg, now, None)
+            return
+        # CLOSED (§3.10.7.1): everything but a RST is answered with a RST.
+        if not seg.flags & RST:
+            self.counters.inc("TCPRcvNoListener")
+        self.reply_rst(seg)
+
+    def on_malformed(self, reason: str) -> None:
+        """A packet the wire layer refused: count it by reason (it is dropped)."""
+        self.counters.malformed(reason)
+        if reason == "bad_tcp_checksum":
+            self.counters["InCsumErrors"] += 1
+
+    def on_timers(self, now: float) -> None:
+        """Advance the timer wheel to `now` and run every timer that expired."""
+        self._now = now
+        owners = self._owners
+        for uid in self.wheel.advance(now):
+            cid, kind = divmod(uid, TIMER_KINDS)
+            owner = owners.get(cid)
+            if owner is None:
+                continue
+            if type(owner) is TimeWait:
+                self._time_wait_timer(owner, now)
+            else:
+                owner.on_timer(Timer(kind), now)  # type: ignore[union-attr]
+
+    def next_deadline(self) -> float | None:
+        """When `on_timers` should next be called (None: no timer pending)."""
+        return self.wheel.next_deadline()
+
+    def take(self) -> Output:
+        """Everything to transmit and every event since the last call. ACKs requested while
+        processing a batch are sent here, one per connection (RFC 9293 MUST-58/59)."""
+        if self._ack_pending:
+            pending, self._ack_pending = self._ack_pending, {}
+            now = self._now
+            for conn in pending:
+                if conn.state is not S.CLOSED:
+                    conn.send_ack(now)
+        out = Output(self._out, self._events)
+        self._out = []
+        self._events = []
+        return out
+
+    # ------------------------------------------------------------------ user calls
+    def listen(self, port: int, backlog: int | None = None, config: Config | None = None) -> Listener:
+        if not 0 < port < 65536:
+            raise ValueError(f"port out of range: {port}")
+        if port in self.listeners:
+            raise PortInUse(f"port {port} is already listened on")
+        cfg = config or self.config
+        listener = Listener(self, port, backlog if backlog is not None else cfg.syn_backlog, cfg)
+        self.listeners[port] = listener
+        check_transition(S.CLOSED, S.LISTEN)
+        self.record_transition((self.addresses[0], port, "0.0.0.0", 0), S.CLOSED, S.LISTEN, "passive OPEN",
+                               self._now)
+        return listener
+
+    def unlisten(self, listener: Listener, now: float) -> None:
+        if self.listeners.get(listener.port) is not listener:
+            return
+        del self.listeners[listener.port]
+        for key in list(listener.embryos):
+            conn = self.connections.get(key)
+            if conn is not None:
+                conn.abort(now)
+        check_transition(S.LISTEN, S.CLOSED)
+        listener.state = S.CLOSED
+        self.record_transition((self.addresses[0], listener.port, "0.0.0.0", 0), S.LISTEN, S.CLOSED, "CLOSE", now)
+
+    def connect(self, remote_addr: str, remote_port: int, now: float, *, local_port: int | None = None,
+                local_addr: str | None = None, config: Config | None = None) -> Connection:
+        """Active OPEN (RFC 9293 §3.10.1): send a SYN and enter SYN-SENT."""
+        self._now = now
+        cfg = config or self.config
+        laddr = local_addr or self.addresses[0]
+        if local_port is None:
+            local_port = self._pick_port(laddr, remote_addr, remote_port, now)
+        key = (laddr, local_port, remote_addr, remote_port)
+        iss: int | None = None
+        if key in self.connections:
+            raise PortInUse(f"{laddr}:{local_port} -> {remote_addr}:{remote_port} is in use")
+        tw = self.time_wait.get(key)
+        if tw is not None:
+            if not self._tw_reusable(tw, now):
+                raise PortInUse(f"{laddr}:{local_port} -> {remote_addr}:{remote_port} is in TIME-WAIT")
+            iss = tw.reopen_isn()
+            self.counters.inc("TWRecycled")
+            self._end_time_wait(tw, now, "reused by connect (tw_reuse)")
+        conn = self._new_connection(key, cfg, now, passive=False, listen_port=None, iss=iss)
+        conn.set_state(S.SYN_SENT, "active OPEN", now)
+        self.counters.inc("ActiveOpens")
+        conn.send_syn(now)
+        return conn
+
+    # ------------------------------------------------------------------ services for connections
+    def transmit(self, seg: Segment, flags: int) -> None:
+        self._out.append(seg)
+        self.counters["OutSegs"] += 1
+        if flags & RST:
+            self.counters["OutRsts"] += 1
+
+    def emit_event(self, event: Event) -> None:
+        self._events.append(event)
+
+    def request_ack(self, conn: Connection) -> None:
+        self._ack_pending[conn] = None
+
+    def ack_sent(self, conn: Connection) -> None:
+        if self._ack_pending:
+            self._ack_pending.pop(conn, None)
+
+    def schedule_timer(self, cid: int, kind: int, deadline: float) -> int:
+        return self.wheel.schedule(deadline, cid * TIMER_KINDS + kind)
+
+    def cancel_timer(self, handle: int) -> None:
+        self.wheel.cancel(handle)
+
+    def record_transition(self, four_tuple: FourTuple, old: State, new: State, cause: str, now: float) -> None:
+        if self.record_state_changes:
+            self._events.append(StateChanged(now, four_tuple, old, new, cause))
+
+    def forget(self, conn: Connection) -> None:
+        """Drop a connection from the tables (it is CLOSED, back in LISTEN, or in TIME-WAIT)."""
+        key = conn.four_tuple
+        if self.connections.get(key) is conn:
+            del self.connections[key]
+        self._owners.pop(conn.cid, None)
+        self._ack_pending.pop(conn, None)
+        self.embryo_done(conn)
+
+    def embryo_done(self, conn: Connection) -> None:
+        if conn.listen_port is not None:
+            listener = self.listeners.get(conn.listen_port)
+            if listener is not None:
+                listener.embryos.discard(conn.four_tuple)
+
+    def reply_rst(self, seg: Segment) -> None:
+        """The reset of RFC 9293 §3.10.7.1: <SEQ=SEG.ACK><CTL=RST> if the segment had ACK, else
+        <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>. A RST is never answered."""
+        if seg.flags & RST:
+            return
+        if seg.flags & ACK:
+            rst = Segment(seg.dst_addr, seg.src_addr, seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
+        else:
+            rst = Segment(seg.dst_addr, seg.src_addr, seg.dst_port, seg.src_port, 0,
+                          seq_add(seg.seq, seg.seg_len), RST | ACK, 0)
+        self.transmit(rst, RST)
+
+    def enter_time_wait(self, conn: Connection, now: float, cause: str) -> None:
+        """Hand a connection's 4-tuple to a compact TIME-WAIT record for 2MSL (or skip it at the cap)."""
+        cfg = conn.cfg
+        if len(self.time_wait) >= cfg.max_time_wait:
+            self.counters.inc("TCPTimeWaitOverflow")
+            conn.finish(CloseReason.NORMAL, cause + "; TIME-WAIT cap reached", now)
+            return
+        conn.set_state(S.TIME_WAIT, cause, now)
+        conn.close_reason = CloseReason.NORMAL
+        conn.cancel_all_timers()
+        self.forget(conn)
+        if conn.announced:
+            self.emit_event(Closed(conn, CloseReason.NORMAL))
+        cid = self._next_cid
+        self._next_cid += 1
+        deadline = now + cfg.time_wait_duration
+        tw = TimeWait(conn.four_tuple, cid, conn.snd_nxt, conn.rcv_nxt, conn.last_window(),
+                      conn.ts_recent if conn.ts_ok else None, conn.ts_recent_time, conn.ts_offset, now, deadline)
+        tw.handle = self.schedule_timer(cid, TW_TIMER, deadline)
+        self.time_wait[conn.four_tuple] = tw
+        self._owners[cid] = tw
+        self.counters.inc("TW")
+
+    # ------------------------------------------------------------------ internals
+    def _new_connection(self, key: FourTuple, cfg: Config, now: float, *, passive: bool,
+                        listen_port: int | None, iss: int | None) -> Connection:
+        cid = self._next_cid
+        self._next_cid += 1
+        if iss is None:
+            iss = cfg.isn(key, now) if cfg.isn is not None else self._isn.isn(key, now)
+        conn = Connection(self, key, cid, cfg, iss & 0xFFFFFFFF, self._isn.ts_offset(key), now, passive,
+                          listen_port)
+        self.connections[key] = conn
+        self._owners[cid] = conn
+        return conn
+
+    def _listen_segment(self, listener: Listener, seg: Segment, now: float, iss: int | None) -> None:
+        """LISTEN (RFC 9293 §3.10.7.2)."""
+        flags = seg.flags
+        if flags & RST:
+            return
+        if flags & ACK:
+            self.reply_rst(seg)
+            return
+        if not flags & SYN or flags & FIN:
+            return  # nothing else belongs here; SYN+FIN is dropped as Linux does
+        if len(listener.embryos) >= listener.backlog:
+            self.counters.inc("ListenOverflows")
+            self.counters.inc("ListenDrops")
+            return
+        key = (seg.dst_addr, seg.dst_port, seg.src_addr, seg.src_port)
+        conn = self._new_connection(key, listener.config, now, passive=True, listen_port=listener.port, iss=iss)
+        negotiate(conn, seg, now)
+        listener.embryos.add(key)
+        conn.set_state(S.SYN_RECEIVED, "rcv SYN", now)
+        self.counters.inc("PassiveOpens")
+        conn.send_syn(now)
+
+    def _time_wait_segment(self, tw: TimeWait, seg: Segment, now: float) -> None:
+        cfg = self.config
+        action = tw.process(seg, now, cfg)
+        if action is TwAction.ACK:
+            self.transmit(tw.ack_segment(now), ACK)
+        elif action is TwAction.KILL:
+            self.counters.inc("TWKilled")
+            self._end_time_wait(tw, now, "rcv RST")
+        elif action is TwAction.REOPEN:
+            listener = self.listeners.get(seg.dst_port)
+            isn = tw.reopen_isn()
+            self.counters.inc("TCPTimeWaitReopen")
+            self._end_time_wait(tw, now, "SYN reopens the 4-tuple (RFC 6191)")
+            if listener is not None:
+                self._listen_segment(listener, seg, now, isn)
+            else:
+                self.reply_rst(seg)
+
+    def _time_wait_timer(self, tw: TimeWait, now: float) -> None:
+        if tw.deadline > now:
+            tw.handle = self.schedule_timer(tw.cid, TW_TIMER, tw.deadline)
+            tw.armed = tw.deadline
+            return
+        self._end_time_wait(tw, now, "timeout = 2MSL")
+
+    def _end_time_wait(self, tw: TimeWait, now: float, cause: str) -> None:
+        if self.time_wait.get(tw.four_tuple) is tw:
+            del self.time_wait[tw.four_tuple]
+        self._owners.pop(tw.cid, None)
+        self.wheel.cancel(tw.handle)
+        check_transition(S.TIME_WAIT, S.CLOSED)
+        self.record_transition(tw.four_tuple, S.TIME_WAIT, S.CLOSED, cause, now)
+
+    def _tw_reusable(self, tw: TimeWait, now: float) -> bool:
+        """Linux `tcp_tw_reuse`: timestamps were in use and the record is at least 1 s old."""
+        return self.config.tw_reuse and tw.ts_ok and now - tw.entered >= 1.0
+
+    def _pick_port(self, laddr: str, raddr: str, rport: int, now: float) -> int:
+        lo, hi = self.config.ephemeral_ports
+        span = hi - lo + 1
+        start = self._isn.port_offset(raddr, rport) + self._port_cursor
+        self._port_cursor += 1
+        fallback: int | None = None
+        for i in range(span):
+            port = lo + (start + i) % span
+            if port in self.listeners:
+                continue
+            key = (laddr, port, raddr, rport)
+            if key in self.connections:
+                continue
+            tw = self.time_wait.get(key)
+            if tw is None:
+                return port
+            if fallback is None and self._tw_reusable(tw, now):
+                fallback = port
+        if fallback is not None:
+            return fallback
+        raise PortInUse(f"no free local port toward {raddr}:{rport} (EADDRNOTAVAIL)")
+
+    # ------------------------------------------------------------------ observation
+    def stats(self) -> dict[str, int]:
+        """The counters, plus the gauges Linux reports beside them."""
+        snapshot = dict(self.counters)
+        snapshot["CurrEstab"] = sum(
+            1 for c in self.connections.values() if c.state in (S.ESTABLISHED, S.CLOSE_WAIT)
+        )
+        snapshot["TimeWait"] = len(self.time_wait)
+        return snapshot
