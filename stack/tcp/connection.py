@@ -280,7 +280,11 @@ class Connection:
         if self.fin_queued or self.state in (S.CLOSED, S.CLOSING, S.LAST_ACK, S.TIME_WAIT):
             raise ConnectionError_("connection closing")
         if self.state is S.LISTEN:
-            raise ConnectionError_("connection not open")
+            # SEND on a fully specified passive OPEN turns it active (RFC 9293 §3.10.2, LISTEN).
+            self.passive = False
+            self.set_state(S.SYN_SENT, "SEND", now)
+            self.host.counters.inc("ActiveOpens")
+            self.send_syn(now)
         n = self.send_buf.append(data)
         if n < len(data):
             self._want_writable = True
@@ -318,8 +322,8 @@ class Connection:
             return
         self.orphan = True
         self.read_closed = True
-        if self.state is S.SYN_SENT:
-            self.finish(CloseReason.ABORTED, "CLOSE in SYN-SENT", now)
+        if self.state in (S.SYN_SENT, S.LISTEN):
+            self.finish(CloseReason.ABORTED, "CLOSE", now)
             return
         if self.recv.ready and self.state.synchronized:
             self.host.counters.inc("TCPAbortOnClose")
@@ -343,6 +347,19 @@ class Connection:
             self._reset(now, CloseReason.ABORTED, "abort")
         else:
             self.finish(CloseReason.ABORTED, "abort", now)
+
+    def return_to_listen(self, now: float, cause: str) -> None:
+        """A passive connection's handshake failed: back to LISTEN (RFC 9293 §3.10.7.4). An embryo
+        of a listener simply goes away; a fully specified passive OPEN keeps listening."""
+        if self.listen_port is not None:
+            self.finish(CloseReason.RESET, cause, now, S.LISTEN)
+            return
+        self.set_state(S.LISTEN, cause, now)
+        self.cancel_all_timers()
+        self.snd_una = self.snd_nxt = self.snd_max = self.iss
+        self.rcv_nxt = self.rcv_adv = self.irs = 0
+        self.ts_ok = self.sack_ok = self.wscale_ok = False
+        self.retries = 0
 
     def _queue_fin(self, now: float, cause: str) -> None:
         self.fin_queued = True
@@ -472,10 +489,15 @@ class Connection:
                     break  # Nagle: a small segment waits while data is unacknowledged
             self._send_data(buf.slice(self.snd_nxt, n), FIN if last and self.fin_queued else 0, now)
             sent_any = True
-        if not sent_any and self.snd_nxt == self.snd_una and avail_after(self) > 0:
+        if (
+            not sent_any
+            and self.snd_nxt == self.snd_una
+            and avail_after(self) > 0
+            and self._deadline[Timer.PERSIST] == INF
+            and self.snd_wnd < self.snd_mss
+        ):
             # Nothing in flight and the window keeps data back: probe it (RFC 9293 §3.8.6.1).
-            if self._deadline[Timer.PERSIST] == INF and self.snd_wnd < self.snd_mss:
-                self.set_timer(Timer.PERSIST, now + self.rtt.rto)
+            self.set_timer(Timer.PERSIST, now + self.rtt.rto)
 
     def _send_data(self, payload: bytes, extra_flags: int, now: float) -> None:
         seq = self.snd_nxt

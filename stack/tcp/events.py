@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from stack.tcp.states import State
 
@@ -80,4 +80,4 @@ class StateChanged:
     cause: str
 
 
-Event = Union[Accepted, Connected, Readable, EndOfStream, Writable, Closed, StateChanged]
+Event = Accepted | Connected | Readable | EndOfStream | Writable | Closed | StateChanged

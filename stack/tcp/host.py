@@ -15,7 +15,7 @@ from stack.tcp.connection import Connection, Timer
 from stack.tcp.counters import Counters
 from stack.tcp.events import Closed, CloseReason, Event, StateChanged
 from stack.tcp.isn import IsnGenerator
-from stack.tcp.receive import negotiate, segment_arrives
+from stack.tcp.receive import listen_arrives, segment_arrives
 from stack.tcp.seq import seq_add
 from stack.tcp.states import State, check_transition
 from stack.tcp.timewait import TimeWait, TwAction
@@ -279,26 +279,33 @@ class Host:
         return conn
 
     def _listen_segment(self, listener: Listener, seg: Segment, now: float, iss: int | None) -> None:
-        """LISTEN (RFC 9293 §3.10.7.2)."""
+        """LISTEN (RFC 9293 §3.10.7.2): a SYN spawns an embryo connection in SYN-RECEIVED."""
         flags = seg.flags
-        if flags & RST:
-            return
-        if flags & ACK:
-            self.reply_rst(seg)
-            return
-        if not flags & SYN or flags & FIN:
-            return  # nothing else belongs here; SYN+FIN is dropped as Linux does
+        if flags & (SYN | ACK | RST | FIN) != SYN:
+            if flags & ACK and not flags & RST:
+                self.reply_rst(seg)
+            return  # RST ignored; SYN+FIN and the rest dropped
         if len(listener.embryos) >= listener.backlog:
             self.counters.inc("ListenOverflows")
             self.counters.inc("ListenDrops")
             return
         key = (seg.dst_addr, seg.dst_port, seg.src_addr, seg.src_port)
         conn = self._new_connection(key, listener.config, now, passive=True, listen_port=listener.port, iss=iss)
-        negotiate(conn, seg, now)
         listener.embryos.add(key)
-        conn.set_state(S.SYN_RECEIVED, "rcv SYN", now)
-        self.counters.inc("PassiveOpens")
-        conn.send_syn(now)
+        listen_arrives(conn, seg, now)
+
+    def open_passive(self, remote_addr: str, remote_port: int, local_port: int, now: float, *,
+                     config: Config | None = None) -> Connection:
+        """A fully specified passive OPEN (RFC 9293 §3.10.1): a connection in LISTEN that accepts
+        only this peer, and that a SEND turns into an active open (LISTEN -> SYN-SENT)."""
+        self._now = now
+        key = (self.addresses[0], local_port, remote_addr, remote_port)
+        if key in self.connections or key in self.time_wait:
+            raise PortInUse(f"{key} is in use")
+        conn = self._new_connection(key, config or self.config, now, passive=False, listen_port=None, iss=None)
+        conn.passive = True
+        conn.set_state(S.LISTEN, "passive OPEN", now)
+        return conn
 
     def _time_wait_segment(self, tw: TimeWait, seg: Segment, now: float) -> None:
         cfg = self.config

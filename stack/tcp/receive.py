@@ -70,6 +70,9 @@ def segment_arrives(c: Connection, seg: Segment, now: float) -> None:
     if state is S.SYN_SENT:
         _syn_sent(c, seg, now)
         return
+    if state is S.LISTEN:
+        listen_arrives(c, seg, now)
+        return
     flags = seg.flags
     c.last_recv_time = now
     c.keepalive_sent = 0
@@ -80,15 +83,26 @@ def segment_arrives(c: Connection, seg: Segment, now: float) -> None:
         c.send_syn(now)
         return
 
+    seq = seg.seq
+    if (
+        state is S.SYN_RECEIVED
+        and not c.passive
+        and flags & (SYN | ACK | RST) == SYN | ACK
+        and seq_add(seq, 1) == c.rcv_nxt
+        and seg.ack == c.snd_nxt
+    ):
+        # Simultaneous open (RFC 9293 Figure 8): the peer's SYN,ACK repeats its SYN, already taken,
+        # and acknowledges ours. Take it as that ACK (Linux does the same in tcp_validate_incoming).
+        flags &= ~SYN
+        seq = c.rcv_nxt
+
     # PAWS (RFC 7323 §5.3 R1): an older TSval is an old duplicate; ACK it and drop. RST is exempt.
-    if ts is not None and not flags & RST and seq_lt(ts[0], c.ts_recent):
-        if now - c.ts_recent_time < PAWS_IDLE:
-            c.host.counters.inc("PAWSEstab")
-            c.send_ack(now)
-            return
+    if ts is not None and not flags & RST and seq_lt(ts[0], c.ts_recent) and now - c.ts_recent_time < PAWS_IDLE:
+        c.host.counters.inc("PAWSEstab")
+        c.send_ack(now)
+        return
 
     # First: the acceptability test (Table 6).
-    seq = seg.seq
     payload = seg.payload
     seg_len = len(payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
     rcv_nxt = c.rcv_nxt
@@ -124,7 +138,7 @@ def segment_arrives(c: Connection, seg: Segment, now: float) -> None:
     if flags & SYN:
         if state is S.SYN_RECEIVED and c.passive:
             c.host.counters.inc("AttemptFails")
-            c.finish(CloseReason.RESET, "rcv SYN", now, S.LISTEN)
+            c.return_to_listen(now, "rcv SYN")
             return
         c.host.counters.inc("TCPSYNChallenge")
         c.challenge_ack(now)
@@ -258,7 +272,7 @@ def _reset_received(c: Connection, now: float) -> None:
     if state is S.SYN_RECEIVED:
         counters.inc("AttemptFails")
         if c.passive:
-            c.finish(CloseReason.RESET, "rcv RST", now, S.LISTEN)
+            c.return_to_listen(now, "rcv RST")
         else:
             c.finish(CloseReason.REFUSED, "rcv RST", now)
         return
@@ -364,6 +378,26 @@ def _duplicate_ack(c: Connection, now: float) -> None:
         c.retransmit_first(now)
 
 
+def listen_arrives(c: Connection, seg: Segment, now: float) -> bool:
+    """LISTEN (RFC 9293 §3.10.7.2) for a connection that is listening: RST is ignored, an ACK is
+    answered with <SEQ=SEG.ACK><CTL=RST>, a SYN moves it to SYN-RECEIVED with a SYN,ACK.
+    Returns whether a handshake started. SYN+FIN is dropped, as Linux does."""
+    flags = seg.flags
+    if flags & RST:
+        return False
+    if flags & ACK:
+        c.host.reply_rst(seg)
+        return False
+    if not flags & SYN or flags & FIN:
+        return False
+    negotiate(c, seg, now)
+    c.last_recv_time = now
+    c.set_state(S.SYN_RECEIVED, "rcv SYN", now)
+    c.host.counters.inc("PassiveOpens")
+    c.send_syn(now)
+    return True
+
+
 def _syn_sent(c: Connection, seg: Segment, now: float) -> None:
     """RFC 9293 §3.10.7.3."""
     flags = seg.flags
@@ -391,7 +425,7 @@ def _syn_sent(c: Connection, seg: Segment, now: float) -> None:
         become_established(c, seg, now, "rcv SYN,ACK")
         if seg.payload:
             _accept_text(c, c.rcv_nxt, seg.payload, now)
-        c.send_ack(now)
+        c.host.request_ack(c)  # carried by queued data if push() sends any
         c.push(now)
     else:
         # Simultaneous open: answer with SYN,ACK from our ISS (§3.10.7.3, fourth step).
