@@ -1,0 +1,319 @@
+"""A TUN device whose kernel side lives in a private network namespace.
+
+Layout (defaults): the kernel in namespace `tcps-<pid>-<n>` owns 198.18.0.1/24 on the TUN device and
+routes the whole /24 into it; the userspace stack reads those packets from the fd and answers as
+198.18.0.2. 198.18.0.0/15 is the benchmarking range (RFC 2544), so it never collides with a real
+network, and nothing is configured in the root namespace at all.
+
+The device is created in the root namespace (that is where /dev/net/tun is opened) and then moved
+into the private one; the fd stays attached to the device across the move, so all reads and writes
+happen on the same non-blocking fd. Deleting the namespace destroys the device (it is not
+persistent, and TUN devices are not handed back to the root namespace), after which the fd reports
+EBADFD.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from types import TracebackType
+from typing import Any
+
+from stack.link.netns import LinkUnavailable, Netns, NetnsError, netns_available
+
+__all__ = [
+    "DEFAULT_ADDR",
+    "DEFAULT_PEER_ADDR",
+    "LinkClosed",
+    "LinkStats",
+    "LinkUnavailable",
+    "TunLink",
+    "kernel_link_available",
+    "require_kernel_link",
+]
+
+DEFAULT_ADDR = "198.18.0.2"
+DEFAULT_PEER_ADDR = "198.18.0.1"
+TUN_PATH = "/dev/net/tun"
+
+# Errors that mean "the kernel could not take this packet right now": drop it, as a full NIC
+# queue would. TUN writes almost never block, but a full socket buffer can return ENOBUFS.
+_DROP_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ENOMEM})
+
+
+class LinkClosed(OSError):
+    """The link was closed by us (EBADF), or its device vanished with its namespace (EBADFD).
+
+    An OSError, so code that already guards fd operations with `except OSError` handles it.
+    """
+
+
+def kernel_link_available() -> tuple[bool, str]:
+    """(True, "") if a namespaced TUN link can be opened here, else (False, what is needed)."""
+    ok, reason = netns_available()
+    if not ok:
+        return ok, reason
+    if not os.path.exists(TUN_PATH):
+        return False, f"{TUN_PATH} is missing: load the tun module (`modprobe tun`)"
+    try:
+        fd = os.open(TUN_PATH, os.O_RDWR)
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            return False, f"cannot open {TUN_PATH} ({exc.strerror}): tcpstack needs root or CAP_NET_ADMIN"
+        # ENODEV and friends: the node exists but no driver answers it.
+        return False, f"{TUN_PATH} cannot be opened ({exc.strerror}): load the tun module (`modprobe tun`)"
+    os.close(fd)
+    try:
+        import pytun  # noqa: F401
+    except ImportError:
+        return False, "python-pytun is not installed: pip install python-pytun"
+    return True, ""
+
+
+def require_kernel_link() -> None:
+    ok, reason = kernel_link_available()
+    if not ok:
+        raise LinkUnavailable(reason)
+
+
+@dataclass
+class LinkStats:
+    rx_packets: int = 0
+    rx_bytes: int = 0
+    rx_batches: int = 0  # read_batch calls that returned at least one packet
+    tx_packets: int = 0
+    tx_bytes: int = 0
+    tx_dropped: int = 0  # kernel had no room (EAGAIN/ENOBUFS): dropped like a full NIC queue
+    tx_errors: int = 0  # kernel refused the packet (e.g. EINVAL: not IPv4/IPv6) or the device is gone
+    last_tx_errno: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class TunLink:
+    """A non-blocking TUN fd carrying raw IPv4 packets to and from the kernel in a private netns.
+
+    With `netns=None` the link makes its own namespace and deletes it on close; a `Netns` passed in
+    must already be created and stays the caller's to delete.
+    """
+
+    def __init__(
+        self,
+        netns: Netns | None = None,
+        *,
+        addr: str = DEFAULT_ADDR,
+        peer_addr: str = DEFAULT_PEER_ADDR,
+        prefix: int = 24,
+        mtu: int = 1500,
+        name: str | None = None,
+        txqueuelen: int | None = None,
+    ) -> None:
+        self._fd = -1  # first, so repr/close work even if validation below raises
+        self._tun: Any = None
+        network = ipaddress.IPv4Network(f"{peer_addr}/{prefix}", strict=False)
+        stack_ip = ipaddress.IPv4Address(addr)
+        if stack_ip not in network:
+            # The kernel only routes its connected prefix into the TUN (no routes are ever added),
+            # so the stack's address has to sit inside it.
+            raise ValueError(f"addr {addr} is not inside the kernel side's network {network}")
+        if stack_ip == ipaddress.IPv4Address(peer_addr):
+            raise ValueError("addr and peer_addr must differ")
+        if not 68 <= mtu <= 65535:
+            raise ValueError(f"mtu {mtu} out of range 68..65535 (68 is IPv4's minimum)")
+        # IFNAMSIZ is 16 with the NUL; the charset also keeps the name one token in `ip -batch`.
+        if name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", name):
+            raise ValueError(f"bad interface name {name!r} (1..15 of letters, digits, '_', '.', '-')")
+        self.addr = addr
+        self.peer_addr = peer_addr
+        self.prefix = prefix
+        self.mtu = mtu
+        self.txqueuelen = txqueuelen
+        self.name: str | None = name  # the kernel's choice (tunN) once open, if not given
+        self._owns_netns = netns is None
+        self.namespace: Netns = netns if netns is not None else Netns()
+        self.stats = LinkStats()
+        # TUN hands out whole packets, never more than the MTU (no IFF_VNET_HDR, so no GSO);
+        # reading 64 KiB stays correct even if someone raises the MTU inside the namespace later.
+        self._read_size = 65535
+
+    @property
+    def netns(self) -> str:
+        """The namespace's name (final once the link is open)."""
+        return self.namespace.name
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd >= 0
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def open(self) -> TunLink:
+        if self.is_open:
+            return self
+        require_kernel_link()
+        import pytun  # imported late so the module loads (and tests can skip) without it
+
+        if self._owns_netns:
+            if self.namespace.deleted:  # reopened after close(): a fresh namespace
+                self.namespace = Netns()
+            self.namespace.create()
+        elif not self.namespace.active:
+            raise NetnsError(f"network namespace {self.netns} is not active: create() it first")
+        try:
+            try:
+                tun = pytun.TunTapDevice(name=self.name or "", flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+            except pytun.Error as exc:
+                raise LinkUnavailable(f"cannot create a TUN device: {exc}") from exc
+            self._tun = tun
+            self.name = str(tun.name)
+            fd = int(tun.fileno())
+            os.set_blocking(fd, False)
+            self._fd = fd
+            # The move is done from the root namespace; from here on the device is configured only
+            # through `ip -n NS`, never by ioctl on our side (pytun's mtu/addr setters would act on
+            # the root namespace, where the device no longer is).
+            try:
+                subprocess.run(
+                    ["ip", "link", "set", "dev", self.name, "netns", self.netns],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
+            except subprocess.CalledProcessError as exc:
+                raise NetnsError(
+                    f"could not move {self.name} into namespace {self.netns}: {exc.stderr.strip()}"
+                ) from exc
+            dev = self.name
+            commands = [
+                f"link set dev {dev} mtu {self.mtu}",
+                # No IPv6 link-local address: otherwise the kernel sends router solicitations into
+                # the TUN a moment after it comes up, and the stack only speaks IPv4.
+                f"link set dev {dev} addrgenmode none",
+                f"addr add {self.peer_addr}/{self.prefix} dev {dev}",
+            ]
+            if self.txqueuelen is not None:
+                commands.append(f"link set dev {dev} txqueuelen {self.txqueuelen}")
+            commands.append(f"link set dev {dev} up")
+            self.namespace.ip_batch(commands)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Close the fd (which destroys the device), then delete our own namespace. Idempotent."""
+        tun, self._tun, self._fd = self._tun, None, -1
+        try:
+            if tun is not None:
+                tun.close()
+        finally:
+            if self._owns_netns:
+                self.namespace.delete()
+
+    def __enter__(self) -> TunLink:
+        return self.open()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed"
+        return (
+            f"TunLink({self.name or '?'} in {self.netns}, {self.addr} <-> "
+            f"{self.peer_addr}/{self.prefix}, mtu {self.mtu}, {state})"
+        )
+
+    # -- I/O --------------------------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        if self._fd < 0:
+            raise LinkClosed(errno.EBADF, "TUN link is closed")
+        return self._fd
+
+    def read_batch(self, max_packets: int = 256) -> list[bytes]:
+        """Every packet waiting on the device, up to `max_packets`; [] if none. Never blocks.
+
+        A plain os.read loop ended by EAGAIN: TUN has no recvmmsg, one read returns one packet,
+        and catching the single BlockingIOError per batch is cheaper than polling before each read.
+        """
+        fd = self.fileno()
+        read = os.read
+        size = self._read_size
+        packets: list[bytes] = []
+        append = packets.append
+        try:
+            for _ in range(max_packets):
+                append(read(fd, size))
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            if exc.errno in (errno.EBADFD, errno.EIO, errno.ENODEV):
+                if packets:
+                    # Hand over what already arrived; the next call reports the loss.
+                    self._count_rx(packets)
+                    return packets
+                raise LinkClosed(exc.errno, f"TUN device {self.name} is gone ({exc.strerror})") from exc
+            raise
+        if packets:
+            self._count_rx(packets)
+        return packets
+
+    def _count_rx(self, packets: list[bytes]) -> None:
+        st = self.stats
+        st.rx_packets += len(packets)
+        st.rx_bytes += sum(map(len, packets))
+        st.rx_batches += 1
+
+    def write(self, packet: bytes) -> None:
+        """Hand one IP packet to the kernel. Drops and counts instead of raising (see LinkStats)."""
+        fd = self.fileno()
+        try:
+            os.write(fd, packet)
+        except OSError as exc:
+            self._count_tx_failure(exc)
+            return
+        self.stats.tx_packets += 1
+        self.stats.tx_bytes += len(packet)
+
+    def write_batch(self, packets: Iterable[bytes]) -> int:
+        """Write each packet in turn (TUN has no batched write); returns how many the kernel took."""
+        fd = self.fileno()
+        write = os.write
+        sent = 0
+        nbytes = 0
+        for packet in packets:
+            try:
+                write(fd, packet)
+            except OSError as exc:
+                self._count_tx_failure(exc)
+                continue
+            sent += 1
+            nbytes += len(packet)
+        self.stats.tx_packets += sent
+        self.stats.tx_bytes += nbytes
+        return sent
+
+    def _count_tx_failure(self, exc: OSError) -> None:
+        if exc.errno in _DROP_ERRNOS:
+            self.stats.tx_dropped += 1
+        else:
+            self.stats.tx_errors += 1
+            self.stats.last_tx_errno = exc.errno or 0
+
+    # -- conveniences -----------------------------------------------------------------------------
+
+    def run_in_netns(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+        """`subprocess.run` inside the link's namespace, e.g. to make the kernel send something."""
+        return self.namespace.run(argv, **kwargs)
+
+    def popen_in_netns(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        return self.namespace.popen(argv, **kwargs)

@@ -1,0 +1,41 @@
+"""Fixtures for tests that talk to the real kernel through a TUN device in a private namespace.
+
+Everything here skips (with the exact reason) where the kernel link cannot work: no root, no
+/dev/net/tun, no iproute2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from stack.link.netns import install_signal_handlers, reap_stale
+from stack.link.tun import TunLink, kernel_link_available
+
+KERNEL_LINK_OK, KERNEL_LINK_REASON = kernel_link_available()
+
+# Module-level marker: `pytestmark = [requires_kernel_link]` or `@requires_kernel_link`.
+requires_kernel_link = pytest.mark.skipif(not KERNEL_LINK_OK, reason=KERNEL_LINK_REASON or "n/a")
+
+
+@pytest.fixture(scope="session")
+def _kernel_link_session() -> Iterator[None]:
+    if not KERNEL_LINK_OK:
+        pytest.skip(KERNEL_LINK_REASON)
+    # Namespaces left by an earlier run that was SIGKILLed (only dead owners' `tcps-<pid>-<n>`).
+    reap_stale()
+    # A SIGTERM to pytest would otherwise kill it before any fixture finaliser runs.
+    install_signal_handlers()
+    yield
+
+
+@pytest.fixture
+def netns_tun(_kernel_link_session: None) -> Iterator[TunLink]:
+    """An open TunLink in a fresh namespace; the namespace is deleted even if the test fails."""
+    link = TunLink()
+    try:
+        link.open()
+        yield link
+    finally:
+        link.close()
