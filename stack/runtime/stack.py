@@ -171,6 +171,21 @@ class Stack:
     def now(self) -> float:
         return self.loop.time()
 
+    def pause_input(self) -> None:
+        """Stop reading the link: arriving packets wait in the device queue (or the pipe).
+        With `resume_input` this lets an experiment make two segments cross on the wire."""
+        if hasattr(self.link, "fileno"):
+            self.loop.remove_reader(self.link.fileno())
+        else:
+            self.link.detach()
+
+    def resume_input(self) -> None:
+        if hasattr(self.link, "fileno"):
+            self.loop.add_reader(self.link.fileno(), self._on_readable)
+            self.loop.call_soon(self._on_readable)
+        else:
+            self.link.attach(self.loop, self._on_readable)
+
     # ---------------------------------------------------------------- API
     async def create_server(self, protocol_factory: Callable[[], asyncio.BaseProtocol], port: int,
                             *, backlog: int | None = None) -> Server:

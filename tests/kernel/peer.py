@@ -1,0 +1,108 @@
+"""The kernel side of interop tests: its sockets (opened in the namespace from this process), its
+view of them (`ss`), and the stack's transitions recorded per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from stack.link.nsenter import netns_socket
+from stack.runtime import Stack
+from stack.tcp.config import Config
+from stack.tcp.events import StateChanged
+from stack.tcp.states import State
+
+STACK_ADDR = "198.18.0.2"
+KERNEL_ADDR = "198.18.0.1"
+
+
+class Transitions:
+    """Every state change of the stack, by (local port, remote port)."""
+
+    def __init__(self) -> None:
+        self.by_ports: dict[tuple[int, int], list[tuple[State, State]]] = defaultdict(list)
+
+    def __call__(self, kind: str, when: float, *rest: object) -> None:
+        if kind == "state":
+            change = rest[0]
+            assert isinstance(change, StateChanged)
+            _, lport, _, rport = change.four_tuple
+            self.by_ports[(lport, rport)].append((change.old, change.new))
+
+    def path(self, local_port: int, remote_port: int) -> list[State]:
+        """The states a connection went through, starting from its first recorded one."""
+        changes = self.by_ports[(local_port, remote_port)]
+        return [changes[0][0], *(new for _, new in changes)] if changes else []
+
+
+@asynccontextmanager
+async def running_stack(config: Config | None = None, **kw: object) -> AsyncIterator[tuple[Stack, Transitions]]:
+    log = Transitions()
+    stack = Stack(config=config or Config(msl=0.5, secret=b"t" * 16), **kw)  # type: ignore[arg-type]
+    stack.observers.append(log)
+    async with stack:
+        yield stack, log
+
+
+def kernel_states(netns: str) -> list[tuple[str, str, str]]:
+    """(state, local, peer) of every TCP socket of the kernel in the namespace, from `ss -tanH`."""
+    out = subprocess.run(["ip", "netns", "exec", netns, "ss", "-tanH"], capture_output=True, text=True,
+                         check=True).stdout
+    rows = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 5:
+            rows.append((parts[0], parts[3], parts[4]))
+    return rows
+
+
+def kernel_state_of(netns: str, kernel_port: int) -> str | None:
+    for state, local, _peer in kernel_states(netns):
+        if local.endswith(f":{kernel_port}"):
+            return state
+    return None
+
+
+async def wait_kernel_state(netns: str, kernel_port: int, wanted: str, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    seen = None
+    while loop.time() < end:
+        seen = kernel_state_of(netns, kernel_port)
+        if seen == wanted:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"kernel socket :{kernel_port} is {seen}, not {wanted}")
+
+
+async def kernel_connect(netns: str, port: int, addr: str = STACK_ADDR,
+                         linger0: bool = False) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+    """A kernel client connected to the stack; returns the streams and the kernel's local port."""
+    sock = netns_socket(netns)
+    if linger0:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (addr, port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    return reader, writer, sock.getsockname()[1]
+
+
+async def kernel_server(netns: str, port: int, handler):  # type: ignore[no-untyped-def]
+    sock = netns_socket(netns)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((KERNEL_ADDR, port))
+    sock.listen(512)
+    return await asyncio.start_server(handler, sock=sock)
+
+
+async def wait_for(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
