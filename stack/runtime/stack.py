@@ -9,6 +9,7 @@ Protocol calls. Applications use it like asyncio itself: `start_server`, `open_c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -91,6 +92,9 @@ class Stack:
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.servers: dict[int, Server] = {}
         self.observers: list[Observer] = []
+        # Called with the time after each batch of packets was written to the link: the moment a
+        # kernel peer has processed them (a TUN write runs the receive path before returning).
+        self.after_write: list[Callable[[float], None]] = []
         self.internal_errors = 0
         self._transports: set[TcpTransport] = set()
         self._connecting: dict[Connection, asyncio.Future[TcpTransport]] = {}
@@ -152,10 +156,8 @@ class Stack:
         if self._timer is not None:
             self._timer.cancel()
         if hasattr(self.link, "fileno"):
-            try:
+            with contextlib.suppress(ValueError, OSError):
                 self.loop.remove_reader(self.link.fileno())
-            except (ValueError, OSError):
-                pass
         else:
             self.link.detach()
         if self._owns_link:
@@ -253,9 +255,10 @@ class Stack:
             log.error("link read failed: %s", exc)
             self.loop.remove_reader(self.link.fileno()) if hasattr(self.link, "fileno") else None
             return
-        now = self.loop.time()
+        time = self.loop.time
         observers = self.observers
         for packet in packets:
+            now = time()  # per packet: state changes of one batch keep their order in traces
             try:
                 seg = parse_packet(packet)
             except MalformedPacket as bad:
@@ -323,6 +326,10 @@ class Stack:
                 for observer in self.observers:
                     observer("out", now, seg, packet)
         self.link.write_batch(packets)
+        if self.after_write:
+            now = self.loop.time()
+            for hook in self.after_write:
+                hook(now)
 
     def _rearm(self) -> None:
         host = self.host
@@ -373,10 +380,9 @@ class Stack:
             transport = conn.user_data
             if isinstance(transport, TcpTransport):
                 transport.connection_closed(event.reason)  # type: ignore[attr-defined]
-        elif t is StateChanged:
-            if self.observers:
-                for observer in self.observers:
-                    observer("state", event.time, event)  # type: ignore[attr-defined]
+        elif t is StateChanged and self.observers:
+            for observer in self.observers:
+                observer("state", event.time, event)  # type: ignore[attr-defined]
 
     def _accepted(self, event: Accepted) -> None:
         server = self.servers.get(event.listen_port)

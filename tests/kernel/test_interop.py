@@ -9,15 +9,14 @@ import socket
 
 import pytest
 
+from stack.link.nsenter import netns_socket
 from stack.runtime import Stack
 from stack.tcp.config import Config
 from stack.tcp.states import State
 from tests.kernel.conftest import requires_kernel_link
-from stack.link.nsenter import netns_socket
 from tests.kernel.peer import (
     KERNEL_ADDR,
     STACK_ADDR,
-    Transitions,
     kernel_connect,
     kernel_server,
     kernel_states,
@@ -55,7 +54,7 @@ def test_1_kernel_client_closes_first() -> None:
                 writer.close()
 
             await stack.start_server(app, PORT)
-            r, w, kport = await kernel_connect(ns, PORT)
+            _r, w, kport = await kernel_connect(ns, PORT)
             w.write(b"hello")
             w.close()  # the kernel closes first
             await wait_kernel_state(ns, kport, "FIN-WAIT-2")
@@ -149,7 +148,7 @@ def test_4_simultaneous_close() -> None:
                 conns.append(writer)
 
             await stack.start_server(app, PORT)
-            r, w, kport = await kernel_connect(ns, PORT)
+            _r, w, kport = await kernel_connect(ns, PORT)
             await wait_for(lambda: bool(conns))
             stack.pause_input()  # the kernel's FIN waits in the TUN queue ...
             w.close()
@@ -180,7 +179,7 @@ def test_5_half_close_both_ways() -> None:
                 writer.close()
 
             await stack.start_server(app, PORT)
-            r, w, kport = await kernel_connect(ns, PORT)
+            r, w, _kport = await kernel_connect(ns, PORT)
             w.write(b"request")
             w.write_eof()
             got = await r.read()
@@ -218,7 +217,7 @@ def test_6a_close_with_unread_data_resets_the_kernel() -> None:
                 writers.append(writer)
 
             await stack.start_server(app, PORT)
-            r, w, kport = await kernel_connect(ns, PORT)
+            r, w, _kport = await kernel_connect(ns, PORT)
             await wait_for(lambda: bool(writers))
             w.write(b"never read")
             await w.drain()
@@ -248,13 +247,13 @@ def test_6b_abort_and_kernel_linger_zero() -> None:
 
             await stack.start_server(app, PORT)
             # abort() -> RST -> the kernel reads ECONNRESET
-            r, w, kport = await kernel_connect(ns, PORT)
+            r, _w, _kport = await kernel_connect(ns, PORT)
             await wait_for(lambda: len(writers) == 1)
             writers[0].transport.abort()
             with pytest.raises(ConnectionResetError):
                 await r.read()
             # The kernel closes with SO_LINGER {1, 0} -> RST -> the stack sees a reset.
-            r2, w2, kport2 = await kernel_connect(ns, PORT, linger0=True)
+            _r2, w2, kport2 = await kernel_connect(ns, PORT, linger0=True)
             await wait_for(lambda: len(writers) == 2)
             w2.close()
             await wait_for(lambda: bool(lost))
@@ -266,7 +265,7 @@ def test_6b_abort_and_kernel_linger_zero() -> None:
 
 def test_7_data_after_stack_fully_closed_gets_rst() -> None:
     async def main() -> None:
-        async with running_stack() as (stack, log):
+        async with running_stack() as (stack, _log):
             ns = stack.netns
             assert ns is not None
 
@@ -299,7 +298,7 @@ def test_8_isn_near_wrap_one_megabyte_each_way() -> None:
             ns = stack.netns
             assert ns is not None
             await stack.start_server(echo_until_eof, PORT)
-            r, w, kport = await kernel_connect(ns, PORT)
+            r, w, _kport = await kernel_connect(ns, PORT)
             blob = bytes((i * 31) & 0xFF for i in range(1 << 20))
 
             async def send() -> None:

@@ -1,0 +1,1 @@
+"""The `tcpstack` command line (also `python -m stack`)."""
