@@ -1,0 +1,217 @@
+"""`Segment` -> complete IPv4 packet with both checksums filled in.
+
+TCP options are written in one canonical order, the one Linux's tcp_options_write() uses, so
+every option starts where a 32-bit load would want it (RFC 9293 §3.2 leaves the order free)::
+
+    MSS                        02 04 mm mm                  RFC 9293 §3.2
+    SACK-permitted + TS        04 02 08 0a TSval TSecr      RFC 2018 §2, RFC 7323 §3.2
+      or NOP NOP + TS          01 01 08 0a TSval TSecr      (timestamps without SACK-permitted)
+    NOP NOP SACK-permitted     01 01 04 02                  (SACK-permitted without timestamps)
+    NOP + window scale         01 03 03 ss                  RFC 7323 §2.2
+    NOP NOP + SACK             01 01 05 2+8n blocks...      RFC 2018 §3
+    unknown options            kind len data                verbatim, in the order given
+    EOL + zero padding         00 ...                       to a multiple of 4 (RFC 9293 §3.1)
+
+The option area is at most 40 octets (Data Offset is 4 bits of words). SACK blocks that do not
+fit are dropped from the end -- RFC 2018 §4 puts the most recent block first, so the newest
+information survives: at most 3 blocks next to timestamps, 4 without. If the other options
+alone do not fit, `build_packet` raises ValueError.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from io import BytesIO
+from typing import Any
+
+from construct import ConstructError
+
+from stack.native import internet_checksum, tcp_checksum_ipv4
+from stack.wire.headers import (
+    BUILD_CONTEXT,
+    IP_DF,
+    IP_MAX_TOTAL_LENGTH,
+    IPPROTO_TCP,
+    IPV4_MIN_HEADER,
+    IPV4_VERSION,
+    OPT_EOL,
+    OPT_MSS,
+    OPT_NOP,
+    OPT_SACK,
+    OPT_SACK_PERMITTED,
+    OPT_TIMESTAMP,
+    OPT_WSCALE,
+    OPTION_CODEC,
+    OPTION_CODECS,
+    PLAIN_CODEC,
+    PLAIN_LAYOUT_SIZE,
+    SACK_MAX_BLOCKS,
+    TCP_MAX_OPTION_SPACE,
+    TCP_MIN_HEADER,
+    TS_CODEC,
+    TS_OPTION_SIZE,
+    option_key,
+)
+from stack.wire.segment import Segment, TcpOptions
+
+_build_plain = PLAIN_CODEC.build_into
+_build_ts = TS_CODEC.build_into
+_build_option = OPTION_CODEC.build_into
+
+_VERSION_IHL = IPV4_VERSION << 4 | IPV4_MIN_HEADER >> 2  # 0x45: no IP options are ever sent
+_IP_CHECKSUM_AT = 10
+_TCP_CHECKSUM_AT = IPV4_MIN_HEADER + 16
+_PLAIN_DOFF = (PLAIN_LAYOUT_SIZE - IPV4_MIN_HEADER) >> 2 << 4  # 5 words, in the high nibble
+_TS_DOFF = (PLAIN_LAYOUT_SIZE - IPV4_MIN_HEADER + TS_OPTION_SIZE) >> 2 << 4
+_MAX_PAYLOAD = IP_MAX_TOTAL_LENGTH - PLAIN_LAYOUT_SIZE
+
+# Interpreted options are written by their compiled `OPTION_LAYOUTS` FlatSequence (proven equal
+# to `TCP_OPTION` in tests/wire); option-free constants are built by construct once, here.
+_OPTION_BUILDERS = {key: codec.build_into for key, codec in OPTION_CODECS.items()}
+_build_mss = _OPTION_BUILDERS[option_key(OPT_MSS, 4)]
+_build_wscale = _OPTION_BUILDERS[option_key(OPT_WSCALE, 3)]
+_build_timestamp = _OPTION_BUILDERS[option_key(OPT_TIMESTAMP, 10)]
+_NOP = OPTION_CODECS[option_key(OPT_NOP, 1)].build((OPT_NOP,))
+_NOP2 = _NOP * 2
+_EOL = OPTION_CODECS[option_key(OPT_EOL, 1)].build((OPT_EOL,))
+_SACK_PERMITTED = OPTION_CODECS[option_key(OPT_SACK_PERMITTED, 2)].build((OPT_SACK_PERMITTED, 2))
+
+_ADDR_CACHE: dict[str, bytes] = {}
+_ADDR_CACHE_MAX = 1024
+
+
+def _addr(text: str) -> bytes:
+    raw = _ADDR_CACHE.get(text)
+    if raw is None:
+        try:
+            raw = socket.inet_pton(socket.AF_INET, text)  # strict dotted quad, unlike inet_aton
+        except (OSError, TypeError) as exc:
+            raise ValueError(f"not an IPv4 address: {text!r}") from exc
+        if len(_ADDR_CACHE) >= _ADDR_CACHE_MAX:
+            _ADDR_CACHE.clear()
+        _ADDR_CACHE[text] = raw
+    return raw
+
+
+def _encode_options(opts: TcpOptions, stream: BytesIO) -> None:
+    write = stream.write
+    ctx = BUILD_CONTEXT
+    if opts.mss is not None:
+        _build_mss((OPT_MSS, 4, opts.mss), stream, ctx)
+    timestamp = opts.timestamp
+    if timestamp is not None:
+        write(_SACK_PERMITTED if opts.sack_permitted else _NOP2)
+        _build_timestamp((OPT_TIMESTAMP, 10, timestamp[0], timestamp[1]), stream, ctx)
+    elif opts.sack_permitted:
+        write(_NOP2 + _SACK_PERMITTED)
+    if opts.wscale is not None:
+        write(_NOP)
+        _build_wscale((OPT_WSCALE, 3, opts.wscale), stream, ctx)
+    if opts.sack_blocks:
+        unknown = sum(2 + len(data) for _, data in opts.unknown)
+        room = TCP_MAX_OPTION_SPACE - stream.tell() - (unknown + 3) // 4 * 4 - 4  # 4: NOP NOP kind len
+        blocks = opts.sack_blocks[: max(0, min(SACK_MAX_BLOCKS, room // 8))]
+        if blocks:
+            length = 2 + 8 * len(blocks)
+            write(_NOP2)
+            _OPTION_BUILDERS[option_key(OPT_SACK, length)](
+                (OPT_SACK, length, *(edge for block in blocks for edge in block)), stream, ctx
+            )
+    for kind, data in opts.unknown:
+        _build_option({"kind": kind, "length": 2 + len(data), "value": data}, stream, ctx)
+    write(_EOL * (-stream.tell() % 4))
+
+
+def build_tcp_options(opts: TcpOptions) -> bytes:
+    """Encode `opts` (canonical order, padded to a multiple of 4). Raises ValueError if > 40 octets."""
+    stream = BytesIO()
+    try:
+        _encode_options(opts, stream)
+    except (ConstructError, struct.error, TypeError, IndexError) as exc:
+        raise ValueError(f"cannot encode TCP options {opts}: {exc}") from exc
+    raw = stream.getvalue()
+    if len(raw) > TCP_MAX_OPTION_SPACE:
+        raise ValueError(f"TCP options need {len(raw)} octets, at most {TCP_MAX_OPTION_SPACE} fit")
+    return raw
+
+
+def build_packet(seg: Segment, *, ttl: int = 64, ident: int = 0, dont_fragment: bool = True) -> bytes:
+    """A complete IPv4 + TCP packet for `seg` with both checksums correct. Raises ValueError."""
+    opts = seg.options
+    payload = seg.payload
+    src4 = _addr(seg.src_addr)
+    dst4 = _addr(seg.dst_addr)
+    if len(payload) > _MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} octets does not fit in one IPv4 datagram")
+    timestamp = opts.timestamp
+    plain = (
+        opts.mss is None
+        and opts.wscale is None
+        and not opts.sack_permitted
+        and not opts.sack_blocks
+        and not opts.unknown
+    )
+    stream = BytesIO()
+    # Checksums are built as 0 and patched below: RFC 791 §3.1 and RFC 9293 §3.1 both compute
+    # them with the checksum field itself zeroed.
+    try:
+        if plain and timestamp is None:
+            total_length = PLAIN_LAYOUT_SIZE + len(payload)
+            doff = _PLAIN_DOFF
+            raw_options = b""
+            build = _build_plain
+            tail: tuple[Any, ...] = ()
+        elif plain and timestamp is not None:
+            total_length = PLAIN_LAYOUT_SIZE + TS_OPTION_SIZE + len(payload)
+            doff = _TS_DOFF
+            raw_options = b""
+            build = _build_ts
+            tail = (None, timestamp[0], timestamp[1])
+        else:
+            raw_options = build_tcp_options(opts)
+            total_length = PLAIN_LAYOUT_SIZE + len(raw_options) + len(payload)
+            if total_length > IP_MAX_TOTAL_LENGTH:
+                raise ValueError(f"packet of {total_length} octets does not fit in one IPv4 datagram")
+            doff = (TCP_MIN_HEADER + len(raw_options)) >> 2 << 4
+            build = _build_plain
+            tail = ()
+        build(
+            (
+                _VERSION_IHL,
+                0,  # TOS
+                total_length,
+                ident,
+                IP_DF if dont_fragment else 0,
+                ttl,
+                IPPROTO_TCP,
+                0,  # header checksum, patched below
+                src4,
+                dst4,
+                seg.src_port,
+                seg.dst_port,
+                seg.seq,
+                seg.ack,
+                doff,
+                seg.flags,
+                seg.window,
+                0,  # TCP checksum, patched below
+                seg.urgent,
+                *tail,
+            ),
+            stream,
+            BUILD_CONTEXT,
+        )
+    except (ConstructError, struct.error, TypeError, IndexError) as exc:
+        raise ValueError(f"cannot encode {seg.summary()}: {exc}") from exc
+    if raw_options:
+        stream.write(raw_options)
+    stream.write(payload)
+    packet = stream.getvalue()
+    ip_sum = internet_checksum(packet[:IPV4_MIN_HEADER])
+    tcp_sum = tcp_checksum_ipv4(src4, dst4, packet[IPV4_MIN_HEADER:])
+    stream.seek(_IP_CHECKSUM_AT)
+    stream.write(ip_sum.to_bytes(2, "big"))
+    stream.seek(_TCP_CHECKSUM_AT)
+    stream.write(tcp_sum.to_bytes(2, "big"))
+    return stream.getvalue()

@@ -1,0 +1,51 @@
+"""Why a packet read from TUN was dropped by the wire parser.
+
+Every way a buffer can fail to be one well-formed IPv4 datagram carrying one TCP segment maps to
+exactly one `Reason`. The values are stable snake_case strings so they can be used directly as
+counter names (``wire_drop_<reason>``) and grepped in traces; never rename one, add a new one.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """One distinct drop reason per check, in the order `parse_packet` applies them."""
+
+    # RFC 791 §3.1: the fixed IPv4 header is 20 octets, IHL more if IP options are present.
+    TRUNCATED = "truncated"
+    # RFC 791 §3.1 Version field; IPv6 and garbage both land here.
+    NOT_IPV4 = "not_ipv4"
+    # RFC 791 §3.1: IHL counts 32-bit words and "the minimum value for a correct header is 5".
+    BAD_IHL = "bad_ihl"
+    # RFC 791 §3.1 Header Checksum covers the IP header only; checked before trusting its fields.
+    BAD_IP_CHECKSUM = "bad_ip_checksum"
+    # RFC 791 §3.2: MF set or a non-zero fragment offset. This stack does not reassemble.
+    FRAGMENT = "fragment"
+    # RFC 791 §3.1 Protocol field is not 6 (TCP, RFC 9293 §3.1).
+    NOT_TCP = "not_tcp"
+    # RFC 791 §3.1 Total Length: larger than what was read, or smaller than the IP header itself.
+    BAD_TOTAL_LENGTH = "bad_total_length"
+    # The datagram ends before the 20-octet fixed TCP header does (RFC 9293 §3.1).
+    TCP_TRUNCATED = "tcp_truncated"
+    # RFC 9293 §3.1 Data Offset: below 5 words, or pointing past the end of the segment.
+    BAD_DATA_OFFSET = "bad_data_offset"
+    # RFC 9293 §3.1 Checksum over the pseudo-header, header and payload does not verify.
+    BAD_TCP_CHECKSUM = "bad_tcp_checksum"
+    # RFC 9293 §3.2: an option length octet of 0 or 1 (it counts kind and length, so >= 2),
+    # or an option running past the end of the option area.
+    BAD_OPTION_LENGTH = "bad_option_length"
+
+
+class MalformedPacket(ValueError):
+    """The only exception `parse_packet` raises: the packet is dropped and `reason` counted."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[MalformedPacket], tuple[Reason, str]]:
+        # Keep the two-argument constructor working through pickle (e.g. multiprocessing).
+        return (MalformedPacket, (self.reason, self.detail))
