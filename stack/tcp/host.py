@@ -18,12 +18,11 @@ from stack.tcp.isn import IsnGenerator
 from stack.tcp.receive import listen_arrives, segment_arrives
 from stack.tcp.seq import seq_add
 from stack.tcp.states import State, check_transition
-from stack.tcp.timewait import TimeWait, TwAction
+from stack.tcp.timewait import TimeWait, TimeWaitTable, TwAction
 from stack.wire.segment import ACK, FIN, RST, SYN, Segment
 
 S = State
 TIMER_KINDS = 8  # a wheel id is cid * TIMER_KINDS + kind
-TW_TIMER = 7
 
 
 class Output(NamedTuple):
@@ -63,11 +62,11 @@ class Host:
         self.config = config or Config()
         self.counters = Counters()
         self.connections: dict[FourTuple, Connection] = {}
-        self.time_wait: dict[FourTuple, TimeWait] = {}
+        self.time_wait = TimeWaitTable(timer_resolution, start)
         self.listeners: dict[int, Listener] = {}
         self.wheel = TimerWheel(timer_resolution, start)
         self.record_state_changes = True  # emit a StateChanged event per transition
-        self._owners: dict[int, Connection | TimeWait] = {}
+        self._owners: dict[int, Connection] = {}
         self._next_cid = 1
         self._out: list[Segment] = []
         self._events: list[Event] = []
@@ -86,10 +85,11 @@ class Host:
         if conn is not None:
             segment_arrives(conn, seg, now)
             return
-        tw = self.time_wait.get(key)
-        if tw is not None:
-            self._time_wait_segment(tw, seg, now)
-            return
+        if self.time_wait:
+            tw = self.time_wait.get(key)
+            if tw is not None:
+                self._time_wait_segment(tw, seg, now)
+                return
         listener = self.listeners.get(seg.dst_port)
         if listener is not None and seg.dst_addr in self.addresses:
             self._listen_segment(listener, seg, now, None)
@@ -112,16 +112,25 @@ class Host:
         for uid in self.wheel.advance(now):
             cid, kind = divmod(uid, TIMER_KINDS)
             owner = owners.get(cid)
-            if owner is None:
-                continue
-            if type(owner) is TimeWait:
-                self._time_wait_timer(owner, now)
-            else:
-                owner.on_timer(Timer(kind), now)  # type: ignore[union-attr]
+            if owner is not None:
+                owner.on_timer(Timer(kind), now)
+        if self.time_wait:
+            for tw in self.time_wait.expire(now):
+                check_transition(S.TIME_WAIT, S.CLOSED)
+                self.record_transition(tw.four_tuple, S.TIME_WAIT, S.CLOSED, "timeout = 2MSL", now)
 
     def next_deadline(self) -> float | None:
         """When `on_timers` should next be called (None: no timer pending)."""
-        return self.wheel.next_deadline()
+        deadline = self.wheel.next_deadline()
+        if self.time_wait:
+            tw_deadline = self.time_wait.next_deadline()
+            if tw_deadline is not None and (deadline is None or tw_deadline < deadline):
+                return tw_deadline
+        return deadline
+
+    def pending_timers(self) -> int:
+        """Timers in the wheels: zero once every connection and TIME-WAIT is gone."""
+        return len(self.wheel) + self.time_wait.timers()
 
     def take(self) -> Output:
         """Everything to transmit and every event since the last call. ACKs requested while
@@ -255,14 +264,10 @@ class Host:
         self.forget(conn)
         if conn.announced:
             self.emit_event(Closed(conn, CloseReason.NORMAL))
-        cid = self._next_cid
-        self._next_cid += 1
-        deadline = now + cfg.time_wait_duration
-        tw = TimeWait(conn.four_tuple, cid, conn.snd_nxt, conn.rcv_nxt, conn.last_window(),
-                      conn.ts_recent if conn.ts_ok else None, conn.ts_recent_time, conn.ts_offset, now, deadline)
-        tw.handle = self.schedule_timer(cid, TW_TIMER, deadline)
-        self.time_wait[conn.four_tuple] = tw
-        self._owners[cid] = tw
+        tw = TimeWait(conn.four_tuple, conn.snd_nxt, conn.rcv_nxt, conn.last_window(),
+                      conn.ts_recent if conn.ts_ok else None, conn.ts_recent_time, conn.ts_offset, now,
+                      now + cfg.time_wait_duration)
+        self.time_wait.add(tw)
         self.counters.inc("TW")
 
     # ------------------------------------------------------------------ internals
@@ -310,6 +315,8 @@ class Host:
     def _time_wait_segment(self, tw: TimeWait, seg: Segment, now: float) -> None:
         cfg = self.config
         action = tw.process(seg, now, cfg)
+        if action is TwAction.ACK or action is TwAction.NONE:
+            self.time_wait.store(tw)  # TS.Recent, the restarted 2MSL, the ACK rate limit
         if action is TwAction.ACK:
             self.transmit(tw.ack_segment(now), ACK)
         elif action is TwAction.KILL:
@@ -325,18 +332,8 @@ class Host:
             else:
                 self.reply_rst(seg)
 
-    def _time_wait_timer(self, tw: TimeWait, now: float) -> None:
-        if tw.deadline > now:
-            tw.handle = self.schedule_timer(tw.cid, TW_TIMER, tw.deadline)
-            tw.armed = tw.deadline
-            return
-        self._end_time_wait(tw, now, "timeout = 2MSL")
-
     def _end_time_wait(self, tw: TimeWait, now: float, cause: str) -> None:
-        if self.time_wait.get(tw.four_tuple) is tw:
-            del self.time_wait[tw.four_tuple]
-        self._owners.pop(tw.cid, None)
-        self.wheel.cancel(tw.handle)
+        self.time_wait.remove(tw)
         check_transition(S.TIME_WAIT, S.CLOSED)
         self.record_transition(tw.four_tuple, S.TIME_WAIT, S.CLOSED, cause, now)
 
@@ -357,7 +354,7 @@ class Host:
             key = (laddr, port, raddr, rport)
             if key in self.connections:
                 continue
-            tw = self.time_wait.get(key)
+            tw = self.time_wait.get(key) if self.time_wait else None
             if tw is None:
                 return port
             if fallback is None and self._tw_reusable(tw, now):

@@ -7,8 +7,12 @@ and its 2MSL timer. `process` is the counterpart of Linux's `tcp_timewait_state_
 
 from __future__ import annotations
 
+import socket
+import struct
+from collections.abc import Iterator
 from enum import Enum
 
+from stack.native import TimerWheel
 from stack.tcp.config import Config, FourTuple
 from stack.tcp.seq import seq_gt, seq_lt
 from stack.wire.segment import ACK, FIN, RST, SYN, Segment, TcpOptions
@@ -25,8 +29,6 @@ class TwAction(Enum):
 
 class TimeWait:
     __slots__ = (
-        "armed",
-        "cid",
         "deadline",
         "entered",
         "four_tuple",
@@ -43,7 +45,6 @@ class TimeWait:
     def __init__(
         self,
         four_tuple: FourTuple,
-        cid: int,
         snd_nxt: int,
         rcv_nxt: int,
         window: int,
@@ -54,7 +55,6 @@ class TimeWait:
         deadline: float,
     ) -> None:
         self.four_tuple = four_tuple
-        self.cid = cid
         self.snd_nxt = snd_nxt
         self.rcv_nxt = rcv_nxt
         self.window = window
@@ -63,7 +63,6 @@ class TimeWait:
         self.ts_offset = ts_offset
         self.entered = now
         self.deadline = deadline
-        self.armed = deadline
         self.handle = -1
         self.last_oow_ack = -1e18
 
@@ -126,3 +125,156 @@ class TimeWait:
         ts = self.ts_recent
         opts = TcpOptions(timestamp=(self.tsval(now), ts)) if ts is not None else TcpOptions()
         return Segment(la, ra, lp, rp, self.snd_nxt, self.rcv_nxt, ACK, self.window, 0, opts, b"")
+
+
+# ---------------------------------------------------------------------------------------------
+# The table: packed records, so a busy server can hold a million TIME-WAITs.
+#
+# A TimeWait object costs ~500 bytes in CPython (boxed ints and floats). The table instead keeps,
+# per local address, a dict from one 64-bit int key (local port, remote port, remote address) to a
+# 60-byte packed record, and a timer wheel of its own whose timer ids ARE those keys, so a timer that
+# fires needs no side map. Records are unpacked into a TimeWait only when a segment or a timer
+# touches them, which is rare.
+
+_RECORD = struct.Struct("!IIIIHBxQdddd")
+_TS_OK = 1
+
+
+def _addr_int(addr: str, cache: dict[str, int] = {}) -> int:  # noqa: B006 - a deliberate memo
+    value = cache.get(addr)
+    if value is None:
+        value = int.from_bytes(socket.inet_aton(addr), "big")
+        if len(cache) < 65536:
+            cache[addr] = value
+    return value
+
+
+def _pack_key(four_tuple: FourTuple) -> int:
+    _, lport, raddr, rport = four_tuple
+    return (lport << 48) | (rport << 32) | _addr_int(raddr)
+
+
+def _unpack_key(local: str, key: int) -> FourTuple:
+    return (local, key >> 48, socket.inet_ntoa((key & 0xFFFFFFFF).to_bytes(4, "big")), (key >> 32) & 0xFFFF)
+
+
+class TimeWaitTable:
+    """4-tuple -> TIME-WAIT record, with O(1) add, lookup, removal and expiry (no scans)."""
+
+    def __init__(self, resolution: float, start: float) -> None:
+        self._resolution = resolution
+        self._start = start
+        self._records: dict[str, dict[int, bytes]] = {}
+        self._wheels: dict[str, TimerWheel] = {}
+
+    # ---- mapping-like reading (what observers and tests use)
+    def __len__(self) -> int:
+        return sum(len(records) for records in self._records.values())
+
+    def __bool__(self) -> bool:
+        return any(self._records.values())
+
+    def __contains__(self, four_tuple: object) -> bool:
+        if not isinstance(four_tuple, tuple) or len(four_tuple) != 4:
+            return False
+        records = self._records.get(four_tuple[0])
+        return records is not None and _pack_key(four_tuple) in records
+
+    def get(self, four_tuple: FourTuple) -> TimeWait | None:
+        records = self._records.get(four_tuple[0])
+        if not records:
+            return None
+        raw = records.get(_pack_key(four_tuple))
+        return None if raw is None else _unpack(four_tuple, raw)
+
+    def __getitem__(self, four_tuple: FourTuple) -> TimeWait:
+        tw = self.get(four_tuple)
+        if tw is None:
+            raise KeyError(four_tuple)
+        return tw
+
+    def __iter__(self) -> Iterator[FourTuple]:
+        for local, records in self._records.items():
+            for key in list(records):
+                yield _unpack_key(local, key)
+
+    def keys(self) -> Iterator[FourTuple]:
+        return iter(self)
+
+    def values(self) -> Iterator[TimeWait]:
+        for local, records in self._records.items():
+            for key, raw in list(records.items()):
+                yield _unpack(_unpack_key(local, key), raw)
+
+    def items(self) -> Iterator[tuple[FourTuple, TimeWait]]:
+        for tw in self.values():
+            yield tw.four_tuple, tw
+
+    def __repr__(self) -> str:
+        return f"<TimeWaitTable {len(self)} records>"
+
+    # ---- changes (the host's business)
+    def add(self, tw: TimeWait) -> None:
+        local = tw.four_tuple[0]
+        wheel = self._wheels.get(local)
+        if wheel is None:
+            wheel = self._wheels[local] = TimerWheel(self._resolution, self._start)
+            self._records[local] = {}
+        key = _pack_key(tw.four_tuple)
+        tw.handle = wheel.schedule(tw.deadline, key)
+        self._records[local][key] = _pack(tw)
+
+    def store(self, tw: TimeWait) -> None:
+        """Write back a record changed by `TimeWait.process` (its deadline may have moved later:
+        the wheel entry stays where it is and is re-armed when it fires, see `expire`)."""
+        records = self._records.get(tw.four_tuple[0])
+        key = _pack_key(tw.four_tuple)
+        if records is not None and key in records:
+            records[key] = _pack(tw)
+
+    def remove(self, tw: TimeWait) -> None:
+        local = tw.four_tuple[0]
+        records = self._records.get(local)
+        if records is None or records.pop(_pack_key(tw.four_tuple), None) is None:
+            return
+        self._wheels[local].cancel(tw.handle)
+
+    def expire(self, now: float) -> list[TimeWait]:
+        """Records whose 2MSL ran out by `now` (removed from the table); restarted ones re-arm."""
+        done: list[TimeWait] = []
+        for local, wheel in self._wheels.items():
+            records = self._records[local]
+            for key in wheel.advance(now):
+                raw = records.get(key)
+                if raw is None:
+                    continue
+                tw = _unpack(_unpack_key(local, key), raw)
+                if tw.deadline > now:
+                    tw.handle = wheel.schedule(tw.deadline, key)
+                    records[key] = _pack(tw)
+                else:
+                    del records[key]
+                    done.append(tw)
+        return done
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for w in self._wheels.values() if (d := w.next_deadline()) is not None]
+        return min(deadlines) if deadlines else None
+
+    def timers(self) -> int:
+        return sum(len(w) for w in self._wheels.values())
+
+
+def _pack(tw: TimeWait) -> bytes:
+    ts = tw.ts_recent
+    return _RECORD.pack(tw.snd_nxt, tw.rcv_nxt, ts or 0, tw.ts_offset, tw.window, _TS_OK if ts is not None else 0,
+                        tw.handle & 0xFFFFFFFFFFFFFFFF, tw.ts_recent_time, tw.entered, tw.deadline, tw.last_oow_ack)
+
+
+def _unpack(four_tuple: FourTuple, raw: bytes) -> TimeWait:
+    snd_nxt, rcv_nxt, ts, ts_offset, window, flags, handle, ts_time, entered, deadline, last_oow = _RECORD.unpack(raw)
+    tw = TimeWait(four_tuple, snd_nxt, rcv_nxt, window, ts if flags & _TS_OK else None, ts_time, ts_offset,
+                  entered, deadline)
+    tw.handle = handle
+    tw.last_oow_ack = last_oow
+    return tw

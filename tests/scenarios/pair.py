@@ -57,7 +57,7 @@ class Pair:
 
     def idle(self) -> bool:
         """Nothing left: no connection, no TIME-WAIT record, no timer, on either side."""
-        return all(not h.connections and not h.time_wait and len(h.wheel) == 0 for h in (self.a, self.b))
+        return all(not h.connections and not h.time_wait and h.pending_timers() == 0 for h in (self.a, self.b))
 
 
 def drop_matching(predicate: Callable[..., bool], count: int = 1) -> Hook:

@@ -86,7 +86,7 @@ def test_lost_final_ack_fin_retransmitted_time_wait_reacks_and_restarts() -> Non
     dropped: list[float] = []
 
     def is_final_ack(seg: Segment) -> bool:
-        hit = seg.src_addr == A_ADDR and seg.flags == ACK and p.a.time_wait != {}
+        hit = seg.src_addr == A_ADDR and seg.flags == ACK and bool(p.a.time_wait)
         if hit:
             dropped.append(p.now)
         return hit
