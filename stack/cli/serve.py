@@ -1,0 +1,297 @@
+"""`tcpstack serve`: run the stack in its own namespace with apps on ports until SIGINT/SIGTERM.
+
+    tcpstack serve --app echo --port 7 --app reply-close --port 8 [--netns NAME] [--msl 5]
+                   [--pcap FILE] [--trace FILE] [--control PATH] ...
+
+Once the kernel in the namespace can connect, exactly one line goes to stdout (flushed):
+`ready netns=NAME addr=A peer=B`; everything else (warnings) goes to stderr. `tcpstack ss` and
+`tcpstack stats` then read the stack through its control socket (see stack/cli/control.py).
+
+Shutdown: SIGINT or SIGTERM ends the run cleanly and the exit status is 0: the namespace is
+deleted, the control socket removed, the pcap and trace flushed and closed. (We exit 0 rather than
+128+N because the signal is the documented way to stop a server, not a failure.) Errors: bad
+arguments exit 2, anything else that stops the start (not root, a namespace or control socket
+already in use, an unwritable capture file) exits 1, each with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from stack.cli.apps import APPS
+from stack.cli.common import (
+    CliError,
+    UsageError,
+    ipv4_address,
+    mtu_value,
+    port_number,
+    positive_float,
+    require_kernel_link,
+)
+from stack.cli.control import ControlError, ControlServer, default_path, netns_name
+from stack.link.netns import LinkUnavailable, NetnsBusy, NetnsError, install_signal_handlers
+from stack.observe.pcap import PcapWriter
+from stack.observe.snapshot import host_stats, socket_rows
+from stack.observe.trace import TraceWriter
+from stack.runtime.stack import Server, Stack
+from stack.tcp.config import Config
+from stack.tcp.events import StateChanged
+from stack.tcp.host import PortInUse
+from stack.wire.segment import Segment
+
+log = logging.getLogger("tcpstack")
+
+DEFAULT_ADDR = "198.18.0.2"
+DEFAULT_PEER = "198.18.0.1"
+PREFIX = 24
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the stack with apps on ports until SIGINT/SIGTERM",
+                       description="Run tcpstack in a private network namespace with the given apps, until "
+                                   "SIGINT/SIGTERM. --app and --port repeat and pair up in order.")
+    p.add_argument("--app", action="append", choices=sorted(APPS), default=[], metavar="APP",
+                   help=f"application to serve ({', '.join(sorted(APPS))}); repeatable, paired with --port")
+    p.add_argument("--port", action="append", type=port_number, default=[], metavar="PORT",
+                   help="port of the matching --app; repeatable")
+    p.add_argument("--netns", type=netns_name, metavar="NAME",
+                   help="name of the namespace to create (default: a fresh tcps-<pid>-<n>)")
+    p.add_argument("--addr", type=ipv4_address, default=DEFAULT_ADDR, metavar="A",
+                   help=f"the stack's address (default {DEFAULT_ADDR})")
+    p.add_argument("--peer-addr", type=ipv4_address, default=DEFAULT_PEER, metavar="B",
+                   help=f"the kernel's address in the namespace (default {DEFAULT_PEER}, a /{PREFIX})")
+    p.add_argument("--mtu", type=mtu_value, metavar="N", help="MTU of the TUN link (default 1500)")
+    p.add_argument("--msl", type=positive_float, metavar="SECONDS", help="MSL; TIME-WAIT lasts 2*MSL (default 30)")
+    p.add_argument("--fin-timeout", type=positive_float, metavar="SECONDS",
+                   help="how long an orphaned FIN-WAIT-2 lives (default 60)")
+    p.add_argument("--rfc1337", action="store_true", help="ignore RST in TIME-WAIT (RFC 1337)")
+    p.add_argument("--pcap", metavar="FILE", help="record every packet in and out (classic pcap, tcpdump -r)")
+    p.add_argument("--trace", metavar="FILE", help="write state changes and segments as JSON lines")
+    p.add_argument("--control", metavar="PATH",
+                   help="control socket path (default /run/tcpstack/<netns>.sock)")
+    p.set_defaults(func=run)
+
+
+def _apps(args: argparse.Namespace) -> list[tuple[str, int]]:
+    apps: list[str] = args.app
+    ports: list[int] = args.port
+    if not apps:
+        raise UsageError("nothing to serve: give at least one --app APP --port PORT")
+    if len(apps) != len(ports):
+        raise UsageError(f"--app and --port must pair up: got {len(apps)} --app and {len(ports)} --port")
+    seen: set[int] = set()
+    for port in ports:
+        if port in seen:
+            raise UsageError(f"port {port} is given twice")
+        seen.add(port)
+    return list(zip(apps, ports, strict=True))
+
+
+def _check_addresses(addr: str, peer: str) -> None:
+    # The kernel routes only its connected /24 into the TUN, so the stack must sit inside it.
+    network = ipaddress.IPv4Network(f"{peer}/{PREFIX}", strict=False)
+    if ipaddress.IPv4Address(addr) not in network:
+        raise UsageError(f"--addr {addr} must be inside the kernel side's network {network} (--peer-addr {peer})")
+    if addr == peer:
+        raise UsageError("--addr and --peer-addr must differ")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    changes: dict[str, Any] = {}
+    if args.msl is not None:
+        changes["msl"] = args.msl
+    if args.fin_timeout is not None:
+        changes["fin_timeout"] = args.fin_timeout
+    if args.rfc1337:
+        changes["rfc1337"] = True
+    if args.mtu is not None:
+        changes["mtu"] = args.mtu
+    try:
+        return Config(**changes)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    apps = _apps(args)
+    _check_addresses(args.addr, args.peer_addr)
+    config = _config(args)
+    require_kernel_link()
+    # Before anything is created: a second serve of the same name must leave the first alone.
+    control_path = args.control or (default_path(args.netns) if args.netns else None)
+    if control_path is not None:
+        try:
+            ControlServer.check_free(control_path)
+        except ControlError as exc:
+            raise CliError(str(exc)) from None
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="tcpstack serve: %(message)s")
+    session = Session(args, apps, config)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(session.quiet_after_teardown)
+    try:
+        return asyncio.run(session.main())
+    finally:
+        session.close_files()
+
+
+class Session:
+    """One serve run: the stack, its servers, recorders and control socket, and their teardown."""
+
+    def __init__(self, args: argparse.Namespace, apps: list[tuple[str, int]], config: Config) -> None:
+        self.args = args
+        self.apps = apps
+        self.config = config
+        self.stack: Stack | None = None
+        self.control: ControlServer | None = None
+        self.pcap: PcapWriter | None = None
+        self.trace: TraceWriter | None = None
+        self.started_wall = time.time()
+        self.offset = 0.0  # wall time - loop time, so captures carry real timestamps
+        self._open_files()
+
+    def _open_files(self) -> None:
+        # Opened first: an unwritable path is an error before any namespace exists.
+        try:
+            if self.args.pcap:
+                self.pcap = PcapWriter(self.args.pcap)
+            if self.args.trace:
+                self.trace = TraceWriter(self.args.trace)
+        except OSError as exc:
+            self.close_files()
+            raise CliError(f"cannot write {exc.filename}: {exc.strerror}") from None
+
+    def close_files(self) -> None:
+        for writer in (self.pcap, self.trace):
+            if writer is not None:
+                try:
+                    writer.close()
+                except OSError as exc:
+                    log.warning("could not finish %s: %s", "capture" if writer is self.pcap else "trace", exc)
+        self.pcap = self.trace = None
+
+    def quiet_after_teardown(self, record: logging.LogRecord) -> bool:
+        """Logging filter: on SIGINT/SIGTERM the netns module deletes the namespace before the loop
+        hears of the signal, so the stack's next read fails on the vanished device. That failure is
+        the shutdown itself, not news: keep it off stderr."""
+        stack = self.stack
+        namespace = getattr(stack.link, "namespace", None) if stack is not None else None
+        return not (getattr(namespace, "deleted", False) and record.getMessage().startswith("link read failed"))
+
+    # -------------------------------------------------------------------------------- observers
+    def _observe(self, kind: str, when: float, *rest: Any) -> None:
+        wall = when + self.offset
+        if kind == "state":
+            event = rest[0]
+            if self.trace is not None and isinstance(event, StateChanged):
+                la, lp, ra, rp = event.four_tuple
+                self.trace.state(event.time + self.offset, f"{la}:{lp}", f"{ra}:{rp}", event.old, event.new,
+                                 event.cause)
+            return
+        seg, packet = rest[0], rest[1]
+        if self.pcap is not None:
+            self.pcap.write(packet, wall)
+        if self.trace is not None and isinstance(seg, Segment):
+            self.trace.segment(wall, "in" if kind == "in" else "out", seg)
+
+    # -------------------------------------------------------------------------------- control
+    def _handlers(self, stack: Stack, control_path: str) -> dict[str, Any]:
+        def ss() -> dict[str, Any]:
+            assert stack.host is not None
+            return {"rows": [row.to_json() for row in socket_rows(stack.host, stack.now())]}
+
+        def stats() -> dict[str, Any]:
+            assert stack.host is not None
+            return {"stats": host_stats(stack.host, {"InternalErrors": stack.internal_errors})}
+
+        def info() -> dict[str, Any]:
+            cfg = stack.config
+            return {
+                "pid": os.getpid(),
+                "netns": stack.netns,
+                "addr": stack.addr,
+                "peer": stack.peer_addr,
+                "control": control_path,
+                "apps": [[app, port] for app, port in self.apps],
+                "msl": cfg.msl,
+                "fin_timeout": cfg.fin_timeout,
+                "rfc1337": cfg.rfc1337,
+                "mtu": cfg.mtu,
+                "uptime": round(time.time() - self.started_wall, 3),
+            }
+
+        return {"ss": ss, "stats": stats, "info": info}
+
+    # -------------------------------------------------------------------------------- run
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        # asyncio's handlers wake the loop; the netns module's, installed on top, first delete the
+        # namespace (so even a stuck shutdown leaves none behind) and then chain to asyncio's.
+        signals = (signal.SIGINT, signal.SIGTERM)
+        for signum in signals:
+            loop.add_signal_handler(signum, stop.set)
+        install_signal_handlers()
+        try:
+            await self._start(loop)
+            if not stop.is_set():
+                print(f"ready netns={self.stack.netns if self.stack else '?'} addr={self.args.addr} "
+                      f"peer={self.args.peer_addr}", flush=True)
+                await stop.wait()
+            return 0
+        finally:
+            await self._shutdown()
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+
+    async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        args = self.args
+        stack = Stack(config=self.config, addr=args.addr, peer_addr=args.peer_addr, prefix=PREFIX, netns=args.netns)
+        try:
+            await stack.start()
+        except NetnsBusy as exc:
+            raise CliError(f"{exc}") from None
+        except LinkUnavailable as exc:
+            raise CliError(exc.reason) from None
+        except (NetnsError, OSError, ValueError) as exc:
+            raise CliError(f"cannot start the stack: {exc}") from None
+        self.stack = stack
+        self.offset = time.time() - loop.time()
+        if self.pcap is not None or self.trace is not None:
+            stack.observers.append(self._observe)
+        servers: list[Server] = []
+        for app, port in self.apps:
+            try:
+                servers.append(await stack.start_server(APPS[app], port))
+            except (PortInUse, ValueError) as exc:
+                raise CliError(f"cannot listen on port {port}: {exc}") from None
+        netns = stack.netns or "?"
+        path = args.control or default_path(netns)
+        control = ControlServer(path, self._handlers(stack, path))
+        try:
+            await control.start()
+        except ControlError as exc:
+            raise CliError(str(exc)) from None
+        except OSError as exc:
+            raise CliError(f"cannot create control socket {path}: {exc.strerror or exc}") from None
+        self.control = control
+
+    async def _shutdown(self) -> None:
+        if self.control is not None:
+            with contextlib.suppress(Exception):
+                await self.control.close()
+            self.control = None
+        if self.stack is not None:
+            try:
+                await self.stack.aclose()
+            except Exception as exc:  # teardown goes on: files still need closing
+                log.warning("stack teardown: %s", exc)
+            self.stack = None

@@ -1,0 +1,369 @@
+"""`tcpstack serve`, `tcpstack ss` and `tcpstack stats` run as a user runs them: as subprocesses.
+
+A serve with an echo app (the kernel closes first) and a reply-close app (the stack closes first)
+gets N + M connections from kernel sockets in its namespace. Then `ss state time-wait` must count
+exactly the N the stack closed first (within 2MSL), `ss -o` show their timewait timers, `ss -s`
+and `stats` agree, and the kernel's own `ss` show the M TIME-WAITs on its side. SIGTERM must leave
+no namespace and no control socket behind, and the capture and trace must be readable.
+
+Every serve started here is killed and its namespace deleted in a fixture finaliser, whatever the
+assertions did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from stack.link.nsenter import netns_socket
+from stack.link.tun import kernel_link_available
+
+KERNEL_LINK_OK, KERNEL_LINK_REASON = kernel_link_available()
+REPO = Path(__file__).resolve().parents[2]
+STACK_ADDR = "198.18.0.2"
+CONTROL_DIR = "/run/tcpstack"
+N_STACK_CLOSES = 3  # connections to reply-close (port 8): the stack closes first -> its TIME-WAIT
+M_KERNEL_CLOSES = 2  # connections to echo (port 7): the kernel closes first -> the kernel's TIME-WAIT
+READY_TIMEOUT = 20.0
+
+needs_kernel = pytest.mark.skipif(not KERNEL_LINK_OK, reason=KERNEL_LINK_REASON or "n/a")
+
+
+def tcpstack(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stack", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def netns_exists(name: str) -> bool:
+    return os.path.exists(f"/run/netns/{name}")
+
+
+class Serve:
+    def __init__(self, proc: subprocess.Popen[str], netns: str | None) -> None:
+        self.proc = proc
+        self.netns = netns
+        self.ready_line = ""
+
+    def wait_ready(self) -> str:
+        """The ready line; fails with serve's stderr if it exits or stays silent."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if ready:
+                line = self.proc.stdout.readline()
+                if line:
+                    self.ready_line = line.rstrip("\n")
+                    m = re.fullmatch(r"ready netns=(\S+) addr=(\S+) peer=(\S+)", self.ready_line)
+                    assert m, f"unexpected first line from serve: {self.ready_line!r}"
+                    self.netns = m.group(1)
+                    return self.ready_line
+            if self.proc.poll() is not None:
+                break
+        self.stop(signal.SIGKILL)
+        stderr = self.proc.stderr.read() if self.proc.stderr else ""
+        pytest.fail(f"serve did not get ready (exit {self.proc.returncode}): {stderr}")
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Serve]]:
+    """Start `tcpstack serve ARGS`; every one is killed and its namespace removed at teardown."""
+    started: list[Serve] = []
+
+    def start(*args: str, netns: str | None = None) -> Serve:
+        argv = [sys.executable, "-m", "stack", "serve", *args]
+        if netns is not None:
+            argv += ["--netns", netns]
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        s = Serve(proc, netns)
+        started.append(s)
+        return s
+
+    try:
+        yield start
+    finally:
+        for s in started:
+            s.stop(signal.SIGTERM, timeout=10.0)
+            for stream in (s.proc.stdout, s.proc.stderr):
+                if stream is not None:
+                    stream.close()
+        for s in started:
+            # A serve that had to be SIGKILLed leaves its namespace and socket: clear them here.
+            if s.netns and netns_exists(s.netns):
+                subprocess.run(["ip", "netns", "del", s.netns], check=False, capture_output=True)
+            if s.netns:
+                sock = Path(CONTROL_DIR, f"{s.netns}.sock")
+                if sock.exists() and s.proc.returncode != 0:
+                    sock.unlink()
+
+
+def unique_netns(tag: str) -> str:
+    # Not in stack.link.netns's `tcps-<pid>-<n>` pattern, so reap_stale() elsewhere never touches it.
+    return f"tcpcli-{tag}-{os.getpid()}"
+
+
+def kernel_connect(netns: str, port: int) -> socket.socket:
+    sock = netns_socket(netns)
+    sock.setblocking(True)
+    sock.settimeout(5.0)
+    sock.connect((STACK_ADDR, port))
+    return sock
+
+
+def read_to_eof(sock: socket.socket) -> bytes:
+    data = bytearray()
+    while chunk := sock.recv(65536):
+        data += chunk
+    return bytes(data)
+
+
+def stack_closes_first(netns: str, i: int) -> None:
+    """reply-close: our message comes back, then the stack's FIN; we close after it."""
+    msg = f"stack closes {i}".encode()
+    with kernel_connect(netns, 8) as sock:
+        sock.sendall(msg)
+        assert read_to_eof(sock) == msg
+
+
+def kernel_closes_first(netns: str, i: int) -> None:
+    """echo: read the echo, then our FIN first; the stack closes after it."""
+    msg = f"kernel closes {i}".encode()
+    with kernel_connect(netns, 7) as sock:
+        sock.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            chunk = sock.recv(65536)
+            assert chunk, "echo closed before echoing"
+            got += chunk
+        assert got == msg
+        sock.shutdown(socket.SHUT_WR)
+        assert read_to_eof(sock) == b""
+
+
+def ss_lines(*args: str) -> list[str]:
+    result = tcpstack("ss", *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def check_fin_exchange(pcap: Path) -> None:
+    """For one port-8 connection: the stack's FIN, the kernel's ACK of it, the kernel's FIN, our
+    ACK of that, each ACK being the FIN's seq + 1."""
+    from scapy.layers.inet import TCP
+    from scapy.utils import rdpcap
+
+    packets = [p for p in rdpcap(str(pcap)) if p.haslayer(TCP)]
+    conns = sorted({p[TCP].dport for p in packets if p[TCP].sport == 8})
+    assert conns, "no port-8 traffic in the capture"
+    kport = conns[0]
+    conv = [p[TCP] for p in packets if {p[TCP].sport, p[TCP].dport} == {8, kport}]
+    fin = "F"
+    i_our_fin = next(i for i, t in enumerate(conv) if t.sport == 8 and fin in str(t.flags))
+    our_fin = conv[i_our_fin].seq
+    i_their_ack = next(i for i, t in enumerate(conv) if i > i_our_fin and t.dport == 8
+                       and "A" in str(t.flags) and t.ack == (our_fin + 1) % 2**32)
+    i_their_fin = next(i for i, t in enumerate(conv) if i >= i_their_ack and t.dport == 8 and fin in str(t.flags))
+    their_fin = conv[i_their_fin].seq
+    assert conv[i_their_fin].ack == (our_fin + 1) % 2**32
+    assert any(t.sport == 8 and "A" in str(t.flags) and t.ack == (their_fin + 1) % 2**32
+               for t in conv[i_their_fin + 1:]), "the stack never ACKed the kernel's FIN"
+
+
+@needs_kernel
+def test_serve_time_wait_ss_stats_and_shutdown(serve: Callable[..., Serve], tmp_path: Path) -> None:
+    name = unique_netns("tw")
+    pcap, trace = tmp_path / "run.pcap", tmp_path / "run.jsonl"
+    s = serve("--app", "echo", "--port", "7", "--app", "reply-close", "--port", "8", "--msl", "5",
+              "--pcap", str(pcap), "--trace", str(trace), netns=name)
+    assert s.wait_ready() == f"ready netns={name} addr=198.18.0.2 peer=198.18.0.1"
+    control = Path(CONTROL_DIR, f"{name}.sock")
+    assert control.is_socket() and control.stat().st_mode & 0o777 == 0o600
+
+    t0 = time.monotonic()
+    for i in range(N_STACK_CLOSES):
+        stack_closes_first(name, i)
+    for i in range(M_KERNEL_CLOSES):
+        kernel_closes_first(name, i)
+
+    # The stack's TIME-WAIT: exactly the connections it closed first (2MSL = 10 s, far from over).
+    assert wait_for(lambda: len(ss_lines("--netns", name, "state", "time-wait")) == N_STACK_CLOSES + 1)
+    lines = ss_lines("--netns", name, "state", "time-wait")
+    assert lines[0].split()[:2] == ["Recv-Q", "Send-Q"]  # one header, no State column
+    assert all(":8 " in line for line in lines[1:])
+
+    timers = [line for line in ss_lines("--netns", name, "-o") if "TIME-WAIT" in line]
+    assert len(timers) == N_STACK_CLOSES
+    for line in timers:
+        assert re.search(r" timer:\(timewait,(\d+sec|\d\.\d{3}ms|\d+ms),0\)$", line), line
+    listeners = [line.split() for line in ss_lines("--netns", name) if line.startswith("LISTEN")]
+    assert listeners == [["LISTEN", "0", "256", f"{STACK_ADDR}:7", "0.0.0.0:*"],
+                         ["LISTEN", "0", "256", f"{STACK_ADDR}:8", "0.0.0.0:*"]]
+
+    summary = "\n".join(ss_lines("--netns", name, "-s"))
+    assert f"timewait {N_STACK_CLOSES})" in summary
+
+    rows = json.loads(tcpstack("ss", "--netns", name, "--json", "state", "time-wait").stdout)
+    assert [r["state"] for r in rows] == ["TIME-WAIT"] * N_STACK_CLOSES
+
+    stats = tcpstack("stats", "--netns", name, "--json")
+    assert stats.returncode == 0, stats.stderr
+    counters = json.loads(stats.stdout)
+    assert counters["PassiveOpens"] == N_STACK_CLOSES + M_KERNEL_CLOSES
+    assert counters["TW"] == N_STACK_CLOSES
+    text = tcpstack("stats", "--netns", name).stdout.splitlines()
+    assert re.fullmatch(rf"TW\s+{N_STACK_CLOSES}", next(line for line in text if line.startswith("TW ")))
+
+    # The kernel's side of the echo connections: it closed first, it holds the TIME-WAIT.
+    kernel = subprocess.run(["ip", "netns", "exec", name, "ss", "-tanH", "state", "time-wait"],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(kernel) == M_KERNEL_CLOSES and all(f"{STACK_ADDR}:7" in line for line in kernel)
+    assert time.monotonic() - t0 < 10.0, "checks ran past 2MSL: the TIME-WAIT count proves nothing"
+
+    # A second serve on the same name fails cleanly and leaves the first alone.
+    second = tcpstack("serve", "--app", "echo", "--port", "7", "--netns", name)
+    assert second.returncode == 1
+    assert len(second.stderr.strip().splitlines()) == 1 and "already" in second.stderr, second.stderr
+    assert netns_exists(name) and control.is_socket()
+    assert len(ss_lines("--netns", name, "state", "time-wait")) == N_STACK_CLOSES + 1
+
+    # SIGTERM: exit 0, namespace and control socket gone, capture and trace complete.
+    assert s.stop(signal.SIGTERM) == 0
+    assert s.proc.stdout is not None and s.proc.stdout.read() == ""  # the ready line was all of stdout
+    assert not netns_exists(name)
+    assert not control.exists()
+    check_fin_exchange(pcap)
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    states = [(r["old"], r["new"]) for r in records if r["kind"] == "state"]
+    assert states.count(("FIN-WAIT-2", "TIME-WAIT")) == N_STACK_CLOSES
+    assert states.count(("LAST-ACK", "CLOSED")) == M_KERNEL_CLOSES
+    assert any(r["kind"] == "segment" for r in records)
+
+
+@needs_kernel
+def test_default_name_and_sigint(serve: Callable[..., Serve]) -> None:
+    s = serve("--app", "discard", "--port", "9")
+    s.wait_ready()
+    assert s.netns and re.fullmatch(r"tcps-\d+-\d+", s.netns)
+    with kernel_connect(s.netns, 9) as sock:
+        sock.sendall(b"x" * 10000)
+        sock.shutdown(socket.SHUT_WR)
+        assert read_to_eof(sock) == b""
+    lines = ss_lines("--netns", s.netns, "state", "listening")
+    assert len(lines) == 2 and lines[1].split() == ["0", "256", f"{STACK_ADDR}:9", "0.0.0.0:*"]
+    assert s.stop(signal.SIGINT) == 0
+    assert not netns_exists(s.netns)
+    assert not Path(CONTROL_DIR, f"{s.netns}.sock").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--app", "nope", "--port", "7"],
+        ["serve", "--app", "echo"],
+        ["serve", "--port", "70000", "--app", "echo"],
+        ["serve", "--msl", "-1", "--app", "echo", "--port", "7"],
+        ["serve", "--addr", "1.2.3", "--app", "echo", "--port", "7"],
+        ["serve", "--app", "echo", "--port", "7", "--addr", "10.9.9.9"],
+        ["serve", "--app", "echo", "--port", "7", "--app", "discard", "--port", "7"],
+        ["ss", "state", "bogus"],
+        ["ss", "time-wait"],
+        ["ss", "--netns", "bad/name"],
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(argv: list[str]) -> None:
+    result = tcpstack(*argv)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("argv", [["ss"], ["ss", "-s"], ["stats", "--json"]])
+def test_no_stack_running_exit_1(argv: list[str]) -> None:
+    result = tcpstack(*argv, "--netns", unique_netns("none"))
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    # As root: nothing serves that name. Otherwise the 0700 directory is the first obstacle.
+    assert "no tcpstack" in result.stderr or "run as root" in result.stderr, result.stderr
+
+
+# ------------------------------------------------------------------------------ the pure formatting
+def test_ms_timer_follows_ss_print_ms_timer() -> None:
+    from stack.observe.snapshot import format_ms_timer
+
+    cases = {62_000: "1min2sec", 61_500: "1min1sec", 59_900: "59sec", 9_202: "9.202ms", 1_500: "1.500ms",
+             200: "200ms", 600_000: "10min", 659_000: "10min", 5_000: "5sec", 0: ""}
+    assert {ms: format_ms_timer(ms) for ms in cases} == cases
+
+
+def test_state_filter_names_and_groups() -> None:
+    from stack.observe.snapshot import UnknownState, parse_state_filter
+    from stack.tcp.states import State
+
+    assert parse_state_filter([]) is None
+    assert parse_state_filter(["time-wait"]) == {State.TIME_WAIT}
+    assert parse_state_filter(["TIME-WAIT", "listening"]) == {State.TIME_WAIT, State.LISTEN}
+    assert parse_state_filter(["bucket"]) == {State.SYN_RECEIVED, State.TIME_WAIT}
+    assert State.LISTEN not in (parse_state_filter(["connected"]) or set())
+    assert State.SYN_SENT not in (parse_state_filter(["synchronized"]) or set())
+    with pytest.raises(UnknownState):
+        parse_state_filter(["bogus"])
+
+
+def test_table_summary_and_stats_text() -> None:
+    from stack.observe.snapshot import (
+        SocketRow,
+        TimerInfo,
+        format_stats,
+        format_summary,
+        format_table,
+        row_from_json,
+        summarize,
+    )
+    from stack.tcp.states import State
+
+    rows = [
+        SocketRow(State.LISTEN, 0, 256, STACK_ADDR, 7, "0.0.0.0", None, None, False),
+        SocketRow(State.LAST_ACK, 0, 1, STACK_ADDR, 7, "198.18.0.1", 40000, TimerInfo("on", 200, 3), True),
+        SocketRow(State.TIME_WAIT, 0, 0, STACK_ADDR, 8, "198.18.0.1", 40001, TimerInfo("timewait", 59_900, 0), True),
+    ]
+    assert [row_from_json(json.loads(json.dumps(r.to_json()))) for r in rows] == rows
+    table = format_table(rows, show_timers=True)
+    assert table[0].split() == ["State", "Recv-Q", "Send-Q", "Local", "Address:Port", "Peer", "Address:Port"]
+    assert table[1].split() == ["LISTEN", "0", "256", "198.18.0.2:7", "0.0.0.0:*"]
+    assert table[2].endswith("198.18.0.1:40000 timer:(on,200ms,3)")
+    assert table[3].endswith("timer:(timewait,59sec,0)")
+    assert format_table(rows[2:], show_state=False)[1].split()[0] == "0"
+    assert format_summary(summarize(rows))[1] == "TCP:   3 (estab 0, closed 0, orphaned 1, timewait 1)"
+    assert format_stats({"TW": 3, "PassiveOpens": 5}) == ["TW            3", "PassiveOpens  5"]
