@@ -21,8 +21,9 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
-from types import TracebackType
-from typing import BinaryIO, Self
+from typing import BinaryIO
+
+from stack.observe._stream import OwnedStream
 
 LINKTYPE_RAW = 101
 """Raw IPv4/IPv6, no link-layer header (DLT_RAW on Linux maps to 101 in files)."""
@@ -52,7 +53,7 @@ def _split_time(when: float) -> tuple[int, int]:
     return sec, usec
 
 
-class PcapWriter:
+class PcapWriter(OwnedStream):
     """Append packets to a classic pcap file (LINKTYPE_RAW, microsecond timestamps).
 
     `target` is a path (the file is created/truncated and owned by the writer) or an already open
@@ -76,25 +77,25 @@ class PcapWriter:
         self.flush_bytes = flush_bytes
         self.packets_written = 0
         self._buf = bytearray()
-        self._owns_file: bool
-        self._file: BinaryIO | None
+        self._owns: bool
+        self._stream: BinaryIO | None
         if isinstance(target, (str, os.PathLike)):
             # buffering=0: our own bytearray is the buffer, so a second copy in BufferedWriter
             # would only add a memcpy.
-            self._file = open(target, "wb", buffering=0)  # noqa: SIM115 -- closed in close()
-            self._owns_file = True
+            self._stream = open(target, "wb", buffering=0)  # noqa: SIM115 -- closed in close()
+            self._owns = True
         else:
-            self._file = target
-            self._owns_file = False
+            self._stream = target
+            self._owns = False
         self._buf += _GLOBAL_HEADER.pack(PCAP_MAGIC_USEC, 2, 4, 0, 0, snaplen, linktype)
 
     @property
     def closed(self) -> bool:
-        return self._file is None
+        return self._stream is None
 
     def write(self, packet: bytes | bytearray | memoryview, when: float) -> None:
         """Record one packet seen at `when` seconds. Longer than snaplen: kept truncated."""
-        if self._file is None:
+        if self._stream is None:
             raise ValueError("write to a closed PcapWriter")
         sec, usec = _split_time(when)
         orig_len = len(packet)
@@ -108,41 +109,19 @@ class PcapWriter:
 
     def flush(self) -> None:
         """Hand everything buffered to the OS (one write call)."""
-        if self._file is None or not self._buf:
+        if self._stream is None or not self._buf:
             return
         view = memoryview(self._buf)
         # A raw (unbuffered) file may write less than asked; loop until all of it is out.
         while view:
-            written = self._file.write(view)
+            written = self._stream.write(view)
             if written is None:  # non-blocking file with nothing written: not supported
                 raise BlockingIOError("pcap target would block")
             view = view[written:]
         view.release()
         self._buf.clear()
-        if not self._owns_file:
-            self._file.flush()
-
-    def close(self) -> None:
-        """Flush and, if the writer opened the file, close it. Safe to call twice."""
-        if self._file is None:
-            return
-        try:
-            self.flush()
-        finally:
-            if self._owns_file:
-                self._file.close()
-            self._file = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        if not self._owns:
+            self._stream.flush()
 
 
 class PcapFormatError(ValueError):

@@ -36,9 +36,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Any, Literal, Self, TextIO
+from typing import Any, Literal, TextIO
 
+from stack.observe._stream import OwnedStream
 from stack.tcp.events import Event, StateChanged
 from stack.tcp.states import State
 from stack.wire.segment import Segment
@@ -111,7 +111,7 @@ def validate_record(record: Any) -> None:
         raise ValueError(f"dir must be 'in' or 'out', got {record['dir']!r}")
 
 
-class TraceWriter:
+class TraceWriter(OwnedStream):
     """Write trace records as JSON lines, buffered.
 
     `target` is a path (created/truncated, owned and closed by the writer) or an open text
@@ -227,28 +227,6 @@ class TraceWriter:
             self._pending.clear()
             self._pending_chars = 0
         self._stream.flush()
-
-    def close(self) -> None:
-        """Flush and, if the writer opened the file, close it. Safe to call twice."""
-        if self._stream is None:
-            return
-        try:
-            self.flush()
-        finally:
-            if self._owns:
-                self._stream.close()
-            self._stream = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _check_dir(direction: str) -> Direction:

@@ -24,14 +24,8 @@ class Flags(IntFlag):
     CWR = 0x80
 
 
-FIN = 0x01
-SYN = 0x02
-RST = 0x04
-PSH = 0x08
-ACK = 0x10
-URG = 0x20
-ECE = 0x40
-CWR = 0x80
+# Plain ints for the hot paths (an IntFlag operation costs far more than an int one).
+FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = (int(flag) for flag in Flags)
 
 _FLAG_LETTERS = (("F", FIN), ("S", SYN), ("R", RST), ("P", PSH), ("A", ACK), ("U", URG), ("E", ECE), ("C", CWR))
 

@@ -163,18 +163,23 @@ def test_time_wait_reopened_by_newer_timestamp_despite_lower_seq() -> None:
     assert len(out) == 1 and out[0].flags == SYN | ACK and out[0].seq == (tw.snd_nxt + 65537) % 2**32
 
 
+def _active_close_to_time_wait(h: Harness) -> None:
+    """Connect (with timestamps), close first, and take the peer's ACK and FIN: TIME-WAIT."""
+    h.conn = h.host.connect(REMOTE, RPORT, h.now, local_port=LPORT)
+    h.take()
+    h.recv(SYN | ACK, IRS, ISS + 1, options=TcpOptions(timestamp=(10, h.c.tsval(h.now))))
+    h.c.close(h.now)
+    h.take()
+    ts = h.c.tsval(h.now)
+    h.recv(ACK, IRS + 1, ISS + 2, options=TcpOptions(timestamp=(11, ts)))
+    h.recv(FIN | ACK, IRS + 1, ISS + 2, options=TcpOptions(timestamp=(12, ts)))
+    assert h.state is S.TIME_WAIT
+
+
 def test_tw_reuse_for_outgoing_connect() -> None:
     for reuse in (False, True):
         h = Harness(plain_config(timestamps=True, tw_reuse=reuse))
-        h.conn = h.host.connect(REMOTE, RPORT, h.now, local_port=LPORT)
-        h.take()
-        h.recv(SYN | ACK, IRS, ISS + 1, options=TcpOptions(timestamp=(10, h.c.tsval(h.now))))
-        h.c.close(h.now)
-        h.take()
-        ts = h.c.tsval(h.now)
-        h.recv(ACK, IRS + 1, ISS + 2, options=TcpOptions(timestamp=(11, ts)))
-        h.recv(FIN | ACK, IRS + 1, ISS + 2, options=TcpOptions(timestamp=(12, ts)))
-        assert h.state is S.TIME_WAIT
+        _active_close_to_time_wait(h)
         h.advance(1.5)
         if not reuse:
             with pytest.raises(PortInUse):
@@ -187,14 +192,7 @@ def test_tw_reuse_for_outgoing_connect() -> None:
 
 def test_tw_reuse_needs_one_second() -> None:
     h = Harness(plain_config(timestamps=True, tw_reuse=True))
-    h.conn = h.host.connect(REMOTE, RPORT, h.now, local_port=LPORT)
-    h.take()
-    h.recv(SYN | ACK, IRS, ISS + 1, options=TcpOptions(timestamp=(10, h.c.tsval(h.now))))
-    h.c.close(h.now)
-    h.take()
-    ts = h.c.tsval(h.now)
-    h.recv(ACK, IRS + 1, ISS + 2, options=TcpOptions(timestamp=(11, ts)))
-    h.recv(FIN | ACK, IRS + 1, ISS + 2, options=TcpOptions(timestamp=(12, ts)))
+    _active_close_to_time_wait(h)
     h.advance(0.5)
     with pytest.raises(PortInUse):
         h.host.connect(REMOTE, RPORT, h.now, local_port=LPORT)
