@@ -373,8 +373,9 @@ class Connection:
         self.push(now)
 
     def _reset(self, now: float, reason: CloseReason, cause: str) -> None:
-        """Send <SEQ=SND.NXT><ACK=RCV.NXT><CTL=RST,ACK> (Linux sets ACK) and drop the connection."""
-        self.emit(RST | ACK, self.snd_nxt, b"", now)
+        """Send <SEQ=SND.NXT><ACK=RCV.NXT><CTL=RST,ACK> (Linux sets ACK) and drop the connection.
+        SND.NXT is the highest sent (`snd_max`), as in `send_ack`."""
+        self.emit(RST | ACK, self.snd_max, b"", now)
         self.finish(reason, cause, now)
 
     # ------------------------------------------------------------------ output
@@ -449,7 +450,10 @@ class Connection:
         return field
 
     def send_ack(self, now: float) -> None:
-        self.emit(ACK, self.snd_nxt, b"", now)
+        """<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>, with SND.NXT the highest sequence number sent: after
+        a go-back-N rewind a lower SEQ would fall below the peer's RCV.NXT, making the ACK
+        unacceptable there and its acknowledgment ignored (both ends can livelock that way)."""
+        self.emit(ACK, self.snd_max, b"", now)
 
     def challenge_ack(self, now: float) -> None:
         """RFC 5961 §3.2/§4.2 challenge ACK, at most one per `challenge_ack_interval` (§7)."""

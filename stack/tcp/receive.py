@@ -209,7 +209,8 @@ def segment_arrives(c: Connection, seg: Segment, now: float) -> None:
             c.host.request_ack(c)  # out of order: a duplicate ACK tells the peer where the gap is
     if c.recv.fin_seq is not None and not c.peer_fin and c.recv.fin_seq == c.rcv_nxt:
         _fin_received(c, now)
-        return
+    # Our own data (and FIN) may move now: the ACK may have opened the window, and after the
+    # peer's FIN we may still have data queued behind ours (FIN-WAIT-1 -> CLOSING, CLOSE-WAIT).
     c.push(now)
 
 
@@ -253,17 +254,17 @@ def _fin_received(c: Connection, now: float) -> None:
     c.peer_fin = True
     c.host.emit_event(EndOfStream(c))
     state = c.state
+    if state is S.FIN_WAIT_2:
+        c.send_ack(now)  # now: the connection hands its 4-tuple to a TIME-WAIT record next
+        c.host.enter_time_wait(c, now, "rcv FIN")
+        return
+    # The ACK goes out with whatever the caller's push() sends, or alone from Host.take().
+    c.host.request_ack(c)
     if state is S.ESTABLISHED:
         c.set_state(S.CLOSE_WAIT, "rcv FIN", now)
-        c.push(now)  # data (or our FIN) that the ACK may carry
-        c.host.request_ack(c)
     elif state is S.FIN_WAIT_1:
         # Our FIN is not yet acknowledged (else the ACK step moved us to FIN-WAIT-2): CLOSING.
         c.set_state(S.CLOSING, "rcv FIN", now)
-        c.send_ack(now)
-    elif state is S.FIN_WAIT_2:
-        c.send_ack(now)
-        c.host.enter_time_wait(c, now, "rcv FIN")
 
 
 def _reset_received(c: Connection, now: float) -> None:

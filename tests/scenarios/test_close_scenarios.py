@@ -228,3 +228,40 @@ def test_fin_on_last_data_segment() -> None:
     fins = [s for _, s in capture if s.flags & FIN]
     assert fins[0].payload == b"y" * 10
     assert server.receive(p.now) == b"z" * 100 + b"y" * 10
+
+
+def _replay(seed: int, loss: float, jitter: float, size_a: int, size_b: int, order: str) -> tuple[Pair, list]:  # type: ignore[type-arg]
+    """Replay one case of the property test (tests/scenarios/test_properties.py)."""
+    import random
+
+    from tests.scenarios.test_properties import App, chaos
+
+    rng = random.Random(seed)
+    p = Pair(Config(msl=1.0, secret=seed.to_bytes(8, "big") * 2), hooks=[chaos(rng, loss, 0.0, jitter)])
+    client, server = p.connect()
+    apps = [App(client, rng.randbytes(size_a), order in ("client_first", "simultaneous")),
+            App(server, rng.randbytes(size_b), order in ("server_first", "simultaneous"))]
+    for _ in range(100_000):
+        for app in apps:
+            app.pump(p.now)
+        if all(app.closed for app in apps) or not p.link.step():
+            break
+    return p, apps
+
+
+def test_acks_after_go_back_n_stay_acceptable() -> None:
+    """Regression (found by the property test): after an RTO rewinds SND.NXT, pure ACKs must carry
+    the highest SEQ sent, else the peer finds them below RCV.NXT, drops them unprocessed, and two
+    ends that both retransmit livelock until their retries run out."""
+    _p, apps = _replay(4339, 0.2, 0.0, 4337, 4337, "server_first")
+    assert all(app.closed for app in apps)
+    assert all(app.conn.close_reason is not CloseReason.TIMED_OUT for app in apps)
+
+
+def test_data_queued_behind_our_fin_moves_when_a_late_fin_arrives() -> None:
+    """Regression (found by the property test): a retransmission fills the gap before the peer's
+    FIN, the FIN is taken (FIN-WAIT-1 -> CLOSING) and the same segment acks all in flight; our data
+    still queued before our FIN must be pushed then, or nothing (no timer) ever sends it."""
+    _p, apps = _replay(1357031, 0.1, 0.002, 6173, 119997, "simultaneous")
+    assert all(app.closed for app in apps)
+    assert bytes(apps[0].got) == apps[1].data and bytes(apps[1].got) == apps[0].data

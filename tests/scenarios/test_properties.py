@@ -4,6 +4,7 @@ TIME-WAIT), and no timer is left behind."""
 
 from __future__ import annotations
 
+import os
 import random
 
 from hypothesis import HealthCheck, given, settings
@@ -56,7 +57,9 @@ class App:
             self.closed = True
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# More examples for a deeper run: TCPSTACK_PROPERTY_EXAMPLES=2000 make test-fast
+@settings(max_examples=int(os.environ.get("TCPSTACK_PROPERTY_EXAMPLES", "40")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**32 - 1),
     loss=st.sampled_from([0.0, 0.02, 0.1, 0.2]),
