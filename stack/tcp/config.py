@@ -68,6 +68,9 @@ class Config:
 
     # --- listeners and ports ----------------------------------------------------------------------
     syn_backlog: int = 256
+    syn_cookies: bool = True
+    """Once a listener's SYN backlog is full, answer SYNs with SYN cookies instead of keeping state
+    (RFC 4987 §3.6; Linux `tcp_syncookies` = 1). Off: such SYNs are dropped."""
     ephemeral_ports: tuple[int, int] = (32768, 60999)
 
     # --- initial sequence numbers (RFC 6528) ------------------------------------------------------

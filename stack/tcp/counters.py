@@ -36,6 +36,9 @@ COUNTER_NAMES: tuple[str, ...] = (
     "TCPTimeWaitReopen",  # TIME-WAIT 4-tuple reopened by an incoming SYN (RFC 6191)
     "ListenOverflows",
     "ListenDrops",
+    "SyncookiesSent",
+    "SyncookiesRecv",
+    "SyncookiesFailed",
     "TCPFinTimeout",  # orphan FIN-WAIT-2 reaped after fin_timeout
     "TCPKeepAliveProbes",
     "TCPZeroWindowProbes",

@@ -15,11 +15,12 @@ from stack.tcp.connection import Connection, Timer
 from stack.tcp.counters import Counters
 from stack.tcp.events import Closed, CloseReason, Event, StateChanged
 from stack.tcp.isn import IsnGenerator
-from stack.tcp.receive import listen_arrives, segment_arrives
-from stack.tcp.seq import seq_add
+from stack.tcp.receive import listen_arrives, negotiate, segment_arrives
+from stack.tcp.seq import MASK, seq_add
 from stack.tcp.states import State, check_transition
+from stack.tcp.syncookie import check_cookie, make_cookie
 from stack.tcp.timewait import TimeWait, TimeWaitTable, TwAction
-from stack.wire.segment import ACK, FIN, RST, SYN, Segment
+from stack.wire.segment import ACK, FIN, RST, SYN, Segment, TcpOptions
 
 S = State
 TIMER_KINDS = 8  # a wheel id is cid * TIMER_KINDS + kind
@@ -286,18 +287,59 @@ class Host:
     def _listen_segment(self, listener: Listener, seg: Segment, now: float, iss: int | None) -> None:
         """LISTEN (RFC 9293 §3.10.7.2): a SYN spawns an embryo connection in SYN-RECEIVED."""
         flags = seg.flags
+        cookies = listener.config.syn_cookies
         if flags & (SYN | ACK | RST | FIN) != SYN:
-            if flags & ACK and not flags & RST:
+            if flags & ACK and not flags & (RST | SYN):
+                if cookies and self._cookie_ack(listener, seg, now):
+                    return
+                self.reply_rst(seg)
+            elif flags & ACK and not flags & RST:
                 self.reply_rst(seg)
             return  # RST ignored; SYN+FIN and the rest dropped
         if len(listener.embryos) >= listener.backlog:
             self.counters.inc("ListenOverflows")
-            self.counters.inc("ListenDrops")
+            if cookies:
+                self._send_cookie(listener, seg, now)
+            else:
+                self.counters.inc("ListenDrops")
             return
         key = (seg.dst_addr, seg.dst_port, seg.src_addr, seg.src_port)
         conn = self._new_connection(key, listener.config, now, passive=True, listen_port=listener.port, iss=iss)
         listener.embryos.add(key)
         listen_arrives(conn, seg, now)
+
+    def _send_cookie(self, listener: Listener, syn: Segment, now: float) -> None:
+        """The SYN backlog is full: answer with a stateless SYN cookie SYN-ACK (RFC 4987 §3.6)."""
+        key = (syn.dst_addr, syn.dst_port, syn.src_addr, syn.src_port)
+        cookie = make_cookie(self._isn.secret, key, syn.seq, syn.options.mss or 536, now)
+        window = min(listener.config.recv_buffer, 65535)
+        reply = Segment(syn.dst_addr, syn.src_addr, syn.dst_port, syn.src_port, cookie, seq_add(syn.seq, 1),
+                        SYN | ACK, window, 0, TcpOptions(mss=listener.config.mss))
+        self.counters.inc("SyncookiesSent")
+        self.transmit(reply, SYN | ACK)
+
+    def _cookie_ack(self, listener: Listener, seg: Segment, now: float) -> bool:
+        """An ACK to a listener: if it returns one of our cookies, the connection is born now."""
+        key = (seg.dst_addr, seg.dst_port, seg.src_addr, seg.src_port)
+        iss = (seg.ack - 1) & MASK
+        peer_isn = (seg.seq - 1) & MASK
+        mss = check_cookie(self._isn.secret, key, peer_isn, iss, now)
+        if mss is None:
+            if self.counters["SyncookiesSent"]:
+                self.counters.inc("SyncookiesFailed")
+            return False
+        self.counters.inc("SyncookiesRecv")
+        cfg = listener.config
+        conn = self._new_connection(key, cfg, now, passive=True, listen_port=listener.port, iss=iss)
+        # Rebuild what the SYN told us; the cookie kept only its MSS.
+        negotiate(conn, Segment(seg.src_addr, seg.dst_addr, seg.src_port, seg.dst_port, peer_isn, 0, SYN,
+                                seg.window, 0, TcpOptions(mss=mss)), now)
+        conn.snd_nxt = conn.snd_max = seq_add(iss, 1)
+        conn.rcv_adv = seq_add(conn.rcv_nxt, min(cfg.recv_buffer, 65535))  # what the SYN-ACK offered
+        conn.set_state(S.SYN_RECEIVED, "ACK returns a SYN cookie", now)
+        self.counters.inc("PassiveOpens")
+        segment_arrives(conn, seg, now)
+        return True
 
     def open_passive(self, remote_addr: str, remote_port: int, local_port: int, now: float, *,
                      config: Config | None = None) -> Connection:

@@ -20,6 +20,10 @@ class IsnGenerator:
     def __init__(self, secret: bytes | None = None) -> None:
         self._secret = secret if secret is not None else os.urandom(16)
 
+    @property
+    def secret(self) -> bytes:
+        return self._secret
+
     def _digest(self, four_tuple: FourTuple) -> bytes:
         la, lp, ra, rp = four_tuple
         return hashlib.blake2b(f"{la}|{lp}|{ra}|{rp}".encode(), key=self._secret, digest_size=8).digest()

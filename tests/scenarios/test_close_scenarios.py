@@ -237,7 +237,7 @@ def _replay(seed: int, loss: float, jitter: float, size_a: int, size_b: int, ord
     from tests.scenarios.test_properties import App, chaos
 
     rng = random.Random(seed)
-    p = Pair(Config(msl=1.0, secret=seed.to_bytes(8, "big") * 2), hooks=[chaos(rng, loss, 0.0, jitter)])
+    p = Pair(Config(msl=1.0, secret=seed.to_bytes(8, "big") * 2), hooks=[chaos(rng, loss, 0.0, jitter, max_burst=None)])
     client, server = p.connect()
     apps = [App(client, rng.randbytes(size_a), order in ("client_first", "simultaneous")),
             App(server, rng.randbytes(size_b), order in ("server_first", "simultaneous"))]

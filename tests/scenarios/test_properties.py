@@ -19,10 +19,18 @@ from tests.scenarios.pair import Pair
 S = State
 
 
-def chaos(rng: random.Random, loss: float, dup: float, jitter: float):  # type: ignore[no-untyped-def]
+def chaos(rng: random.Random, loss: float, dup: float, jitter: float,  # type: ignore[no-untyped-def]
+          max_burst: int | None = 3):
+    """Random loss, duplication and reordering. Losses come in bursts of at most 3 per direction:
+    with unbounded bursts a seed exists that exhausts any retry limit (the handshake gives up, as
+    TCP should), which says nothing about the delivery property under test."""
+    burst: dict[str, int] = {}
+
     def hook(seg: Segment, now: float) -> list[tuple[Segment, float]]:
-        if rng.random() < loss:
+        if rng.random() < loss and (max_burst is None or burst.get(seg.src_addr, 0) < max_burst):
+            burst[seg.src_addr] = burst.get(seg.src_addr, 0) + 1
             return []
+        burst[seg.src_addr] = 0
         copies = 2 if rng.random() < dup else 1
         return [(seg, rng.random() * jitter) for _ in range(copies)]
 
