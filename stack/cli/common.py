@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 
+from stack.faults import FaultEngine, FaultRule, FaultRuleError, load_rules, parse_rule
 from stack.link.tun import kernel_link_available
 
 
@@ -64,3 +65,27 @@ def mtu_value(text: str) -> int:
     if not 576 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"MTU out of range 576..65535: {text!r}")
     return value
+
+
+def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fault", action="append", default=[], metavar="RULE",
+                        help="a fault rule, e.g. 'drop out state=TIME-WAIT nth=1' (repeatable; README: fault rules)")
+    parser.add_argument("--fault-file", metavar="FILE", help="a scenario file: one fault rule per line, # comments")
+
+
+def fault_engine(args: argparse.Namespace) -> FaultEngine | None:
+    """The fault engine the --fault/--fault-file arguments ask for, checked before anything starts."""
+    rules: list[FaultRule] = []
+    for text in args.fault:
+        try:
+            rules.append(parse_rule(text))
+        except FaultRuleError as exc:
+            raise UsageError(f"--fault {text!r}: {exc}") from None
+    if args.fault_file:
+        try:
+            rules.extend(load_rules(args.fault_file))
+        except FaultRuleError as exc:
+            raise UsageError(f"--fault-file {args.fault_file}: {exc}") from None
+        except OSError as exc:
+            raise UsageError(f"--fault-file {args.fault_file}: {exc.strerror}") from None
+    return FaultEngine(rules) if rules else None

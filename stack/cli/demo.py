@@ -15,7 +15,8 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from stack.cli.common import CliError, positive_float, require_kernel_link
+from stack.cli.common import CliError, add_fault_arguments, fault_engine, positive_float, require_kernel_link
+from stack.faults import FaultEngine
 from stack.link.nsenter import netns_socket
 from stack.observe.ladder import entries_from_segments, render_svg, render_text
 from stack.observe.sockdiag import SockDiag
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--svg", metavar="FILE", help="also draw the ladder diagrams into this SVG file")
     p.add_argument("--msl", type=positive_float, default=1.0, metavar="SECONDS",
                    help="tcpstack's MSL for the demo (default 1 s, so 2MSL = 2 s; Linux uses 60 s for 2MSL)")
+    add_fault_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -95,10 +97,10 @@ async def _kernel_client(netns: str, port: int) -> tuple[asyncio.StreamReader, a
     return reader, writer, sock.getsockname()[1]
 
 
-async def _demo(msl: float, svg_path: str | None) -> int:
+async def _demo(msl: float, svg_path: str | None, faults: FaultEngine | None = None) -> int:
     config = Config(msl=msl)
     out = sys.stdout
-    async with Stack(config=config, addr=STACK_ADDR, peer_addr=KERNEL_ADDR) as stack:
+    async with Stack(config=config, addr=STACK_ADDR, peer_addr=KERNEL_ADDR, faults=faults) as stack:
         netns = stack.netns
         assert netns is not None and stack.host is not None
         rec = Recorder(SockDiag(netns))
@@ -224,8 +226,9 @@ def _write_svgs(path: str, svgs: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    faults = fault_engine(args)
     require_kernel_link()
     from stack.link.netns import install_signal_handlers
 
     install_signal_handlers()
-    return asyncio.run(_demo(args.msl, args.svg))
+    return asyncio.run(_demo(args.msl, args.svg, faults))

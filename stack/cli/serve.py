@@ -31,6 +31,8 @@ from stack.cli.apps import APPS
 from stack.cli.common import (
     CliError,
     UsageError,
+    add_fault_arguments,
+    fault_engine,
     ipv4_address,
     mtu_value,
     port_number,
@@ -38,6 +40,7 @@ from stack.cli.common import (
     require_kernel_link,
 )
 from stack.cli.control import ControlError, ControlServer, default_path, netns_name
+from stack.faults import FaultEngine
 from stack.link.netns import LinkUnavailable, NetnsBusy, NetnsError, install_signal_handlers
 from stack.observe.pcap import PcapWriter
 from stack.observe.snapshot import host_stats, socket_rows
@@ -76,6 +79,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rfc1337", action="store_true", help="ignore RST in TIME-WAIT (RFC 1337)")
     p.add_argument("--pcap", metavar="FILE", help="record every packet in and out (classic pcap, tcpdump -r)")
     p.add_argument("--trace", metavar="FILE", help="write state changes and segments as JSON lines")
+    add_fault_arguments(p)
     p.add_argument("--control", metavar="PATH",
                    help="control socket path (default /run/tcpstack/<netns>.sock)")
     p.set_defaults(func=run)
@@ -125,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     apps = _apps(args)
     _check_addresses(args.addr, args.peer_addr)
     config = _config(args)
+    faults = fault_engine(args)
     require_kernel_link()
     # Before anything is created: a second serve of the same name must leave the first alone.
     control_path = args.control or (default_path(args.netns) if args.netns else None)
@@ -134,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         except ControlError as exc:
             raise CliError(str(exc)) from None
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="tcpstack serve: %(message)s")
-    session = Session(args, apps, config)
+    session = Session(args, apps, config, faults)
     for handler in logging.getLogger().handlers:
         handler.addFilter(session.quiet_after_teardown)
     try:
@@ -146,8 +151,10 @@ def run(args: argparse.Namespace) -> int:
 class Session:
     """One serve run: the stack, its servers, recorders and control socket, and their teardown."""
 
-    def __init__(self, args: argparse.Namespace, apps: list[tuple[str, int]], config: Config) -> None:
+    def __init__(self, args: argparse.Namespace, apps: list[tuple[str, int]], config: Config,
+                 faults: FaultEngine | None = None) -> None:
         self.args = args
+        self.faults = faults
         self.apps = apps
         self.config = config
         self.stack: Stack | None = None
@@ -202,6 +209,12 @@ class Session:
         if self.trace is not None and isinstance(seg, Segment):
             self.trace.segment(wall, "in" if kind == "in" else "out", seg)
 
+    def _fault_applied(self, when: float, action: str, direction: str, seg: Segment, rule: str) -> None:
+        """Every applied fault is marked in the trace (the pcap shows what actually crossed)."""
+        if self.trace is not None:
+            self.trace.fault(when + self.offset, action, direction=direction, segment=seg,  # type: ignore[arg-type]
+                             detail=rule)
+
     # -------------------------------------------------------------------------------- control
     def _handlers(self, stack: Stack, control_path: str) -> dict[str, Any]:
         def ss() -> dict[str, Any]:
@@ -210,7 +223,10 @@ class Session:
 
         def stats() -> dict[str, Any]:
             assert stack.host is not None
-            return {"stats": host_stats(stack.host, {"InternalErrors": stack.internal_errors})}
+            extra = {"InternalErrors": stack.internal_errors}
+            if self.faults is not None:
+                extra.update(self.faults.counters)
+            return {"stats": host_stats(stack.host, extra)}
 
         def info() -> dict[str, Any]:
             cfg = stack.config
@@ -254,7 +270,8 @@ class Session:
 
     async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         args = self.args
-        stack = Stack(config=self.config, addr=args.addr, peer_addr=args.peer_addr, prefix=PREFIX, netns=args.netns)
+        stack = Stack(config=self.config, addr=args.addr, peer_addr=args.peer_addr, prefix=PREFIX, netns=args.netns,
+                      faults=self.faults)
         try:
             await stack.start()
         except NetnsBusy as exc:
@@ -267,6 +284,8 @@ class Session:
         self.offset = time.time() - loop.time()
         if self.pcap is not None or self.trace is not None:
             stack.observers.append(self._observe)
+        if self.faults is not None and self.trace is not None:
+            self.faults.listeners.append(self._fault_applied)
         servers: list[Server] = []
         for app, port in self.apps:
             try:

@@ -133,18 +133,8 @@ class MemoryLink:
         host = self.stack_host
         if host is None:
             return None
-        if direction == "out":
-            key = (seg.src_addr, seg.src_port, seg.dst_addr, seg.dst_port)
-        else:
-            key = (seg.dst_addr, seg.dst_port, seg.src_addr, seg.src_port)
-        conn = host.connections.get(key)
-        if conn is not None:
-            return conn.state.value
-        if key in host.time_wait:
-            return "TIME-WAIT"
-        if key[1] in host.listeners and key[0] in host.addresses:
-            return "LISTEN"
-        return None
+        state = host.state_for(segment_key(seg, direction))
+        return None if state is None else state.value
 
     def next_time(self) -> float | None:
         times = [t for host in self.hosts if (t := host.next_deadline()) is not None]
@@ -199,6 +189,13 @@ class MemoryLink:
                 raise TimeoutError(f"condition not reached within {timeout} s of virtual time")
             if not predicate() and self.next_time() is None and not self._queue:
                 raise TimeoutError("link went idle before the condition held")
+
+
+def segment_key(seg: Segment, direction: str) -> tuple[str, int, str, int]:
+    """The stack-side 4-tuple (local first) of a segment going `direction` ("in" or "out")."""
+    if direction == "out":
+        return (seg.src_addr, seg.src_port, seg.dst_addr, seg.dst_port)
+    return (seg.dst_addr, seg.dst_port, seg.src_addr, seg.src_port)
 
 
 def _shift(items: list[tuple[Segment, float]], extra: float) -> list[tuple[Segment, float]]:

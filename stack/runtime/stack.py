@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Protocol
 
+from stack.faults.engine import FaultEngine
+from stack.link.memory import segment_key
 from stack.runtime.transport import TcpTransport, close_exception
 from stack.tcp.config import Config
 from stack.tcp.connection import Connection
@@ -78,7 +80,7 @@ class Stack:
 
     def __init__(self, link: Any = None, *, config: Config | None = None, addr: str = "198.18.0.2",
                  peer_addr: str = "198.18.0.1", prefix: int = 24, netns: str | None = None,
-                 mtu: int | None = None) -> None:
+                 mtu: int | None = None, faults: FaultEngine | None = None) -> None:
         self.config = config or Config()
         if mtu is not None and mtu != self.config.mtu:
             self.config = self.config.with_changes(mtu=mtu)
@@ -92,6 +94,9 @@ class Stack:
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.servers: dict[int, Server] = {}
         self.observers: list[Observer] = []
+        # Fault injection between the link and the core, both ways (stack.faults).
+        self.faults = faults
+        self._fault_timer: asyncio.TimerHandle | None = None
         # Called with the time after each batch of packets was written to the link: the moment a
         # kernel peer has processed them (a TUN write runs the receive path before returning).
         self.after_write: list[Callable[[float], None]] = []
@@ -101,7 +106,6 @@ class Stack:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = float("inf")
         self._flushing = False
-        self._dirty = False
         self._kick_scheduled = False
         self._closed = False
 
@@ -137,6 +141,10 @@ class Stack:
                     ns.delete()
                 raise
         self.host = Host(self.addr, self.config, start=self.loop.time())
+        if self.faults is not None:
+            self.faults.start = self.loop.time()  # after=/before= count from the stack's start
+            if self.faults.state_of is None:
+                self.faults.state_of = self._fault_state_of
         if hasattr(self.link, "fileno"):
             self.loop.add_reader(self.link.fileno(), self._on_readable)
         else:
@@ -256,25 +264,85 @@ class Stack:
             self.loop.remove_reader(self.link.fileno()) if hasattr(self.link, "fileno") else None
             return
         time = self.loop.time
-        observers = self.observers
+        faults = self.faults
         for packet in packets:
             now = time()  # per packet: state changes of one batch keep their order in traces
+            if faults is None:
+                self._receive(packet, None, now)
+                continue
             try:
                 seg = parse_packet(packet)
             except MalformedPacket as bad:
                 host.on_malformed(bad.reason.value)
                 continue
-            if observers:
-                for observer in observers:
-                    observer("in", now, seg, packet)
-            try:
-                host.on_segment(seg, now)
-            except Exception:
-                # A bug in the core must not take the stack down: count it, log it, go on.
-                self.internal_errors += 1
-                host.counters.inc("InternalErrors")
-                log.exception("core failed on %s", seg.summary())
+            for data, delay in faults.process("in", seg, packet, now):
+                if delay > 0:
+                    self.loop.call_later(delay, self._receive_late, data)
+                else:
+                    self._receive(data, seg if data is packet else None, now)
+        if faults is not None:
+            self._release_faults()
         self._flush()
+
+    def _receive(self, packet: bytes, seg: Segment | None, now: float) -> None:
+        """One packet into the core (parsed here unless the caller already did)."""
+        host = self.host
+        assert host is not None
+        if seg is None:
+            try:
+                seg = parse_packet(packet)
+            except MalformedPacket as bad:
+                host.on_malformed(bad.reason.value)
+                return
+        for observer in self.observers:
+            observer("in", now, seg, packet)
+        try:
+            host.on_segment(seg, now)
+        except Exception:
+            # A bug in the core must not take the stack down: count it, log it, go on.
+            self.internal_errors += 1
+            host.counters.inc("InternalErrors")
+            log.exception("core failed on %s", seg.summary())
+
+    def _receive_late(self, packet: bytes) -> None:
+        if self.host is not None and not self._closed:
+            self._receive(packet, None, self.loop.time())
+            self._flush()
+
+    def _write_late(self, packet: bytes) -> None:
+        if not self._closed:
+            self.link.write_batch([packet])
+
+    def _release_faults(self) -> None:
+        """Send on what `reorder` held back once its turn came (by count or by its timeout)."""
+        faults = self.faults
+        assert faults is not None
+        now = self.loop.time()
+        for rel in faults.release_due(now):
+            if rel.direction == "in":
+                if rel.delay > 0:
+                    self.loop.call_later(rel.delay, self._receive_late, rel.packet)
+                else:
+                    self._receive(rel.packet, None, now)
+            elif rel.delay > 0:
+                self.loop.call_later(rel.delay, self._write_late, rel.packet)
+            else:
+                self.link.write_batch([rel.packet])
+        deadline = faults.next_deadline()
+        if self._fault_timer is not None:
+            self._fault_timer.cancel()
+            self._fault_timer = None
+        if deadline is not None and not self._closed:
+            self._fault_timer = self.loop.call_at(deadline, self._on_fault_timer)
+
+    def _on_fault_timer(self) -> None:
+        self._fault_timer = None
+        self._release_faults()
+        self._flush()
+
+    def _fault_state_of(self, seg: Segment, direction: str) -> str | None:
+        state = self.host.state_for(segment_key(seg, direction)) if self.host is not None else None
+        return None if state is None else state.value
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -286,11 +354,10 @@ class Stack:
         self._flush()
 
     def kick(self) -> None:
-        """An application call changed the core: send its output (now, unless we are mid-flush)."""
-        if self._flushing:
-            self._dirty = True
-            return
-        self._flush()
+        """An application call changed the core: send its output now (a flush in progress picks it
+        up before it returns)."""
+        if not self._flushing:
+            self._flush()
 
     def call_soon_deliver(self, transport: TcpTransport) -> None:
         self.loop.call_soon(self._deliver, transport)
@@ -305,14 +372,15 @@ class Stack:
             return
         self._flushing = True
         try:
+            # Dispatching events runs application code (reads, writes, closes) that makes more
+            # output: repeat until the host has nothing left, so none of it waits for the next packet.
             for _ in range(1000):
-                self._dirty = False
                 out = host.take()
                 if out.segments:
                     self._transmit(out.segments)
                 for event in out.events:
                     self._dispatch(event)
-                if not self._dirty and not host._ack_pending:
+                if not host.has_output():
                     break
         finally:
             self._flushing = False
@@ -320,12 +388,26 @@ class Stack:
 
     def _transmit(self, segments: list[Segment]) -> None:
         packets = [build_packet(seg) for seg in segments]
+        faults = self.faults
+        if faults is not None:
+            now = self.loop.time()
+            crossing: list[tuple[Segment, bytes]] = []
+            for seg, packet in zip(segments, packets, strict=True):
+                for data, delay in faults.process("out", seg, packet, now):
+                    if delay > 0:
+                        self.loop.call_later(delay, self._write_late, data)
+                    else:
+                        crossing.append((seg, data))
+            segments = [seg for seg, _ in crossing]
+            packets = [data for _, data in crossing]
         if self.observers:
             now = self.loop.time()
             for seg, packet in zip(segments, packets, strict=True):
                 for observer in self.observers:
                     observer("out", now, seg, packet)
         self.link.write_batch(packets)
+        if faults is not None:
+            self._release_faults()
         if self.after_write:
             now = self.loop.time()
             for hook in self.after_write:
@@ -401,9 +483,5 @@ class Stack:
 
     # ---------------------------------------------------------------- observation
     def state_of(self, local_port: int, remote: tuple[str, int]) -> State | None:
-        host = self._host()
-        key = (self.addr, local_port, remote[0], remote[1])
-        conn = host.connections.get(key)
-        if conn is not None:
-            return conn.state
-        return State.TIME_WAIT if key in host.time_wait else None
+        state = self._host().state_for((self.addr, local_port, remote[0], remote[1]))
+        return None if state is State.LISTEN else state

@@ -147,6 +147,10 @@ class Host:
         self._events = []
         return out
 
+    def has_output(self) -> bool:
+        """Whether `take()` would return anything (segments, events or ACKs due)."""
+        return bool(self._out or self._events or self._ack_pending)
+
     # ------------------------------------------------------------------ user calls
     def listen(self, port: int, backlog: int | None = None, config: Config | None = None) -> Listener:
         if not 0 < port < 65536:
@@ -406,6 +410,17 @@ class Host:
         raise PortInUse(f"no free local port toward {raddr}:{rport} (EADDRNOTAVAIL)")
 
     # ------------------------------------------------------------------ observation
+    def state_for(self, four_tuple: FourTuple) -> State | None:
+        """The state of whatever holds this 4-tuple: a connection, a TIME-WAIT record, a listener."""
+        conn = self.connections.get(four_tuple)
+        if conn is not None:
+            return conn.state
+        if self.time_wait and four_tuple in self.time_wait:
+            return S.TIME_WAIT
+        if four_tuple[1] in self.listeners and four_tuple[0] in self.addresses:
+            return S.LISTEN
+        return None
+
     def stats(self) -> dict[str, int]:
         """The counters, plus the gauges Linux reports beside them."""
         snapshot = dict(self.counters)

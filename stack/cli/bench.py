@@ -1,0 +1,122 @@
+"""`tcpstack bench ...`: benchmarks against the Linux kernel over TUN (measured and printed, never asserted).
+
+    tcpstack bench cps [--seconds N] [--concurrency N] [--json] [--case CASE ...] [--msl S] ...
+
+Each benchmark is a subcommand. `cps` lives here; further ones register themselves from their own
+module: `stack.bench.bulk`, if it exists, gets `register(subparsers)` called with the `bench`
+subparsers (it must add its parser and `set_defaults(func=...)`, as `cps` does below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+from typing import Any
+
+from stack.cli.common import CliError, positive_float, require_kernel_link
+
+MAX_SECONDS = 3600.0  # every load loop is bounded: an hour is more than any benchmark needs
+MAX_CONCURRENCY = 1024
+MAX_PORTS = 64
+
+
+def _bounded_int(kind: str, low: int, high: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {kind}: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{kind} out of range {low}..{high}: {text!r}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    value = positive_float(text)
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SECONDS:g} seconds: {text!r}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("bench", help="benchmarks against the Linux kernel (measured, never asserted)",
+                       description="Benchmarks of tcpstack against the Linux kernel in a private namespace.")
+    bench_sub = p.add_subparsers(dest="bench_command", metavar="BENCHMARK", parser_class=type(p))
+    bench_sub.required = True
+    _register_cps(bench_sub)
+    try:
+        bulk = importlib.import_module("stack.bench.bulk")
+    except ModuleNotFoundError as exc:
+        if exc.name != "stack.bench.bulk":
+            raise  # bulk exists but something it imports is missing: say so, do not hide it
+    else:
+        bulk.register(bench_sub)
+
+
+def _register_cps(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from stack.bench.cps import CASES, DEFAULT_PORTS
+    from stack.bench.loadgen import IMPLS
+
+    p = sub.add_parser(
+        "cps", help="short connections per second in four shapes",
+        description="Kernel-side connect / send 100 B / receive the echo / close loops against the stack "
+                    f"({', '.join(CASES)}), at --concurrency and at 1. Each case runs in a fresh private "
+                    "namespace. The concurrency-1 pass lasts a quarter of --seconds (1..5 s) unless "
+                    "--c1-seconds says otherwise.")
+    p.add_argument("--seconds", type=_seconds, default=10.0, metavar="N",
+                   help="length of each case at --concurrency (default 10)")
+    p.add_argument("--concurrency", type=_bounded_int("concurrency", 1, MAX_CONCURRENCY), default=16,
+                   metavar="N", help="connections in flight (default 16)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--case", action="append", choices=CASES, metavar="CASE",
+                   help=f"run only this case (repeatable; {', '.join(CASES)})")
+    p.add_argument("--c1-seconds", type=_seconds, metavar="N", help="length of the concurrency-1 pass")
+    p.add_argument("--msl", type=positive_float, default=30.0, metavar="SECONDS",
+                   help="the stack's MSL; TIME-WAIT lasts 2*MSL (default 30, i.e. Linux's 60 s)")
+    p.add_argument("--ports", type=_bounded_int("port count", 1, MAX_PORTS), default=DEFAULT_PORTS, metavar="N",
+                   help=f"server ports per case, used in turn (default {DEFAULT_PORTS}: 28k ephemeral ports each)")
+    p.add_argument("--loadgen", choices=IMPLS, default="auto",
+                   help="kernel-side generator: C (built with cc at run time) or Python (default auto: C if it "
+                        "builds)")
+    p.add_argument("--profile", metavar="FILE",
+                   help="cProfile the stack process and write pstats to FILE (slows the stack ~2.5x)")
+    p.set_defaults(func=run_cps_command)
+
+
+def run_cps_command(args: argparse.Namespace) -> int:
+    require_kernel_link()
+    from stack.bench.cps import CASES, format_table, run_cps
+    from stack.link.netns import install_signal_handlers
+
+    # SIGINT/SIGTERM delete the namespaces (and with them the generator processes) first.
+    install_signal_handlers()
+    cases = tuple(c for c in CASES if c in args.case) if args.case else CASES
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    coro = run_cps(args.seconds, args.concurrency, c1_seconds=args.c1_seconds, cases=cases, msl=args.msl,
+                   ports=args.ports, impl=args.loadgen, progress=None if args.json else progress)
+    try:
+        if args.profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            try:
+                report = profiler.runcall(asyncio.run, coro)
+            finally:
+                profiler.dump_stats(args.profile)
+        else:
+            report = asyncio.run(coro)
+    except (RuntimeError, OSError) as exc:
+        raise CliError(f"benchmark failed: {exc}") from exc
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(format_table(report))
+    return 0
