@@ -113,6 +113,7 @@ class TunLink:
         mtu: int = 1500,
         name: str | None = None,
         txqueuelen: int | None = None,
+        offload: bool = False,
     ) -> None:
         self._fd = -1  # first, so repr/close work even if validation below raises
         self._tun: Any = None
@@ -134,13 +135,16 @@ class TunLink:
         self.prefix = prefix
         self.mtu = mtu
         self.txqueuelen = txqueuelen
+        # TSO/checksum offload through the virtio-net header (stack.link.vnet): every packet on the
+        # fd is then prefixed by that header, and segments may be up to 64 KB at any MTU.
+        self.offload = offload
         self.name: str | None = name  # the kernel's choice (tunN) once open, if not given
         self._owns_netns = netns is None
         self.namespace: Netns = netns if netns is not None else Netns()
         self.stats = LinkStats()
         # TUN hands out whole packets, never more than the MTU (no IFF_VNET_HDR, so no GSO);
         # reading 64 KiB stays correct even if someone raises the MTU inside the namespace later.
-        self._read_size = 65535
+        self._read_size = 65535 + 16  # the largest IPv4 packet, plus a virtio-net header
 
     @property
     def netns(self) -> str:
@@ -167,9 +171,14 @@ class TunLink:
             raise NetnsError(f"network namespace {self.netns} is not active: create() it first")
         try:
             try:
-                tun = pytun.TunTapDevice(name=self.name or "", flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+                flags = pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if self.offload else 0)
+                tun = pytun.TunTapDevice(name=self.name or "", flags=flags)
             except pytun.Error as exc:
                 raise LinkUnavailable(f"cannot create a TUN device: {exc}") from exc
+            if self.offload:
+                from stack.link.vnet import enable_offload
+
+                enable_offload(int(tun.fileno()))  # an ioctl on the fd: fine before or after the move
             self._tun = tun
             self.name = str(tun.name)
             fd = int(tun.fileno())

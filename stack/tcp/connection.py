@@ -50,7 +50,6 @@ class Connection:
     """A TCP connection. User calls take `now`; output is collected by the host (`Host.take`)."""
 
     __slots__ = (
-        "_ack_due",
         "_armed",
         "_challenge_time",
         "_deadline",
@@ -181,7 +180,6 @@ class Connection:
         self.first_unacked_time: float | None = None
         self.last_recv_time = now
         self.keepalive_sent = 0
-        self._ack_due = 0  # full-sized segments received since our last ACK (delayed ACK, §3.8.6.3)
         self._challenge_time = -INF
         self._want_writable = False
         self._deadline = [INF] * N_TIMERS
@@ -395,7 +393,6 @@ class Connection:
             if not flags & SYN:
                 window = self._advertise()
             self.last_ack_sent = ack
-            self._ack_due = 0
             self.host.ack_sent(self)
             if self._deadline[Timer.DELACK] != INF:
                 self.clear_timer(Timer.DELACK)
@@ -472,6 +469,7 @@ class Connection:
             return
         buf = self.send_buf
         mss = self.snd_mss
+        size = max(mss, self.host.tso_size)  # the link may split large segments itself (TSO)
         sent_any = False
         while True:
             avail = len(buf) - seq_sub(self.snd_nxt, buf.seq)
@@ -481,7 +479,7 @@ class Connection:
                     sent_any = True
                 break
             usable = min(self.snd_wnd, self.cc.cwnd) - seq_sub(self.snd_nxt, self.snd_una)
-            n = min(avail, mss, usable)
+            n = min(avail, size, usable)
             if n <= 0:
                 break
             last = n == avail
@@ -627,7 +625,7 @@ def _on_persist(c: Connection, now: float) -> None:
 
 
 def _on_delack(c: Connection, now: float) -> None:
-    if c._ack_due or c.last_ack_sent != c.rcv_nxt:
+    if c.last_ack_sent != c.rcv_nxt:
         c.host.counters.inc("DelayedACKs")
         c.send_ack(now)
 

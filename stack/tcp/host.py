@@ -67,6 +67,9 @@ class Host:
         self.listeners: dict[int, Listener] = {}
         self.wheel = TimerWheel(timer_resolution, start)
         self.record_state_changes = True  # emit a StateChanged event per transition
+        # Largest payload per segment handed to the link; 0 = the MSS. A driver whose link splits
+        # segments itself (TSO: the kernel via the virtio-net header) raises it to ~64 KB.
+        self.tso_size = 0
         self._owners: dict[int, Connection] = {}
         self._next_cid = 1
         self._out: list[Segment] = []

@@ -1,0 +1,67 @@
+"""TUN offloads through the virtio-net header (IFF_VNET_HDR), as wireguard-go, gVisor and
+packetdrill use them.
+
+With TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4) the kernel treats the TUN device as a NIC that can do
+TCP segmentation and checksums: toward the stack it hands over whole GSO segments (up to 64 KB of
+payload at MTU 1500, checksum left partial), and from the stack it accepts 64 KB segments that it
+splits into MSS-sized ones itself. Every packet on the fd then starts with a 10-byte header:
+
+    flags u8 | gso_type u8 | hdr_len u16 | gso_size u16 | csum_start u16 | csum_offset u16
+
+in the host's byte order (legacy virtio; x86 and arm64 are little-endian, as assumed here).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import struct
+
+from stack.native import ones_complement_sum
+
+HEADER = struct.Struct("<BBHHHH")
+HEADER_LEN = HEADER.size  # 10
+NEEDS_CSUM = 0x01  # VIRTIO_NET_HDR_F_NEEDS_CSUM: the TCP checksum holds only the pseudo-header sum
+GSO_NONE = 0
+GSO_TCPV4 = 1
+PLAIN = bytes(HEADER_LEN)  # a packet that needs nothing from the kernel
+
+TUNSETOFFLOAD = 0x400454D0
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TCP_CHECKSUM_OFFSET = 16  # within the TCP header
+
+
+def enable_offload(fd: int) -> None:
+    """Let the kernel hand us and take from us checksum-partial TSO segments."""
+    fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4)
+
+
+def needs_checksum(raw: bytes | memoryview) -> bool:
+    return bool(raw[0] & NEEDS_CSUM)
+
+
+def complete_checksum(packet: bytearray) -> None:
+    """Fill in the TCP checksum the kernel left partial (only the pseudo-header sum is there)."""
+    ihl = (packet[0] & 0x0F) * 4
+    at = ihl + TCP_CHECKSUM_OFFSET
+    packet[at : at + 2] = b"\x00\x00"
+    tcp_len = len(packet) - ihl
+    pseudo = bytes(packet[12:20]) + b"\x00\x06" + tcp_len.to_bytes(2, "big")
+    total = ones_complement_sum(memoryview(packet)[ihl:], ones_complement_sum(pseudo))
+    packet[at : at + 2] = (~total & 0xFFFF or 0xFFFF).to_bytes(2, "big")
+
+
+def gso_packet(packet: bytes, mss: int) -> bytes:
+    """Header + packet for a TCP segment the kernel is to split into `mss`-sized ones.
+
+    GSO wants CHECKSUM_PARTIAL: the checksum field carries the pseudo-header sum over the whole
+    length (Linux recomputes it per piece), and csum_start/offset say where to finish it."""
+    ihl = (packet[0] & 0x0F) * 4
+    thl = (packet[ihl + 12] >> 4) * 4
+    tcp_len = len(packet) - ihl
+    pseudo = ones_complement_sum(packet[12:20] + b"\x00\x06" + tcp_len.to_bytes(2, "big"))
+    at = ihl + TCP_CHECKSUM_OFFSET
+    header = HEADER.pack(NEEDS_CSUM, GSO_TCPV4, ihl + thl, mss, ihl, TCP_CHECKSUM_OFFSET)
+    return b"".join((header, packet[:at], pseudo.to_bytes(2, "big"), packet[at + 2 :]))
+
+
