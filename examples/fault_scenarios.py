@@ -128,7 +128,8 @@ async def kernel_fin_lost() -> Result:
         w.write(b"hello")
         await r.readexactly(5)
         w.close()
-        await until(lambda: run.kernel_state(kport) == "TIME-WAIT")
+        # Both ends done: the kernel in TIME-WAIT, and its last ACK taken by the stack (LAST-ACK -> CLOSED).
+        await until(lambda: run.kernel_state(kport) == "TIME-WAIT" and run.path(kport)[-1:] == ["CLOSED"])
         fins = [t for t, d, s in run.segments if d == "in" and s.flags & FIN]
         return {"dropped": len(run.applied), "fins_received": len(fins), "stack_path": run.path(kport),
                 "kernel_state": run.kernel_state(kport)}
@@ -156,7 +157,7 @@ async def stack_fin_lost(times: int | None = 3) -> Result:
         end = loop.time() + 20
         while loop.time() < end:
             states.append(run.kernel_state(kport))
-            if times and states[-1] == "CLOSE-WAIT":
+            if times and states[-1] == "CLOSE-WAIT" and run.path(kport)[-1:] == ["FIN-WAIT-2"]:
                 break
             if not times and run.path(kport)[-1:] == ["CLOSED"]:
                 break
