@@ -28,11 +28,19 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not kernel and not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check stack tests examples benchmarks
+	$(VENV)/bin/ruff check stack tests examples benchmarks tools
 	$(VENV)/bin/mypy --strict stack/tcp stack/wire
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+# The full fuzz run: 1,000,000 malformed or hostile segments into connections in every state.
+fuzz: $(STAMP)
+	$(PY) tools/fuzz.py
+
+# Churn of short and long connections under faults for 10 minutes (MINUTES=N to change).
+soak: $(STAMP)
+	$(PY) tools/soak.py --minutes $${MINUTES:-10}
 
 clean:
 	rm -rf $(VENV) build *.egg-info stack/_native*.so stack/_native.c

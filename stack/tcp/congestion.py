@@ -34,6 +34,9 @@ class CongestionControl:
         """A full ACK ended fast recovery."""
         raise NotImplementedError
 
+    def on_rtt_sample(self, rtt: float, now: float) -> None:
+        """A round-trip measurement (RFC 6298 / RFC 7323), for algorithms that use one (CUBIC)."""
+
     def on_timeout(self, now: float, in_flight: int) -> None:
         """The retransmission timer fired (RFC 5681 §3.1 eq. 4): loss window of one segment."""
         self.ssthresh = max(in_flight // 2, 2 * self.mss)
@@ -91,3 +94,6 @@ def create(name: str, mss: int, initial_window_segments: int) -> CongestionContr
     except KeyError:
         raise ValueError(f"unknown congestion control {name!r}") from None
     return factory(mss, initial_window_segments)
+
+
+from stack.tcp import cubic as _cubic  # noqa: E402, F401  (registers "cubic"; last, as cubic imports this module)

@@ -52,6 +52,8 @@ RENO_FRIENDLY = "reno-friendly"
 CONCAVE = "concave"
 CONVEX = "convex"
 APP_LIMITED = "app-limited"
+RECOVERY = "recovery"
+TIMEOUT = "timeout"
 
 
 class Cubic(congestion.CongestionControl):
@@ -129,7 +131,7 @@ class Cubic(congestion.CongestionControl):
             return
         if self.cwnd < self.ssthresh:
             # RFC 9438 §4.10 / RFC 5681 §3.1 slow start; the overshoot past ssthresh is dropped.
-            self.cwnd = min(self.cwnd + min(acked, 2 * mss), max(self.ssthresh, self.cwnd))
+            self.cwnd = min(self.cwnd + min(acked, 2 * mss), self.ssthresh)
             self.region = SLOW_START
             return
         if self.t_epoch is None:
@@ -160,6 +162,7 @@ class Cubic(congestion.CongestionControl):
             return
         self._reduce(in_flight)
         self.cwnd = max(self.ssthresh, 2 * self.mss)  # §4.6: cwnd = max(ssthresh, 2)
+        self.region = RECOVERY
 
     def on_recovery_exit(self, now: float, in_flight: int) -> None:
         # RFC 6582 §3.2 step 3 (full ACK), first option: cwnd = min(ssthresh, max(FlightSize, SMSS) + SMSS).
@@ -175,6 +178,7 @@ class Cubic(congestion.CongestionControl):
             self._reduce(in_flight)
         self.cwnd = self.mss
         self._after_timeout = True
+        self.region = TIMEOUT
 
     def on_rtt_sample(self, rtt: float, now: float) -> None:
         """A round-trip measurement from the connection (proposed interface addition): SRTT per

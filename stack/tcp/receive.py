@@ -283,10 +283,12 @@ def _rtt_sample(c: Connection, seg: Segment, ack: int, now: float) -> None:
         elapsed = (c.tsval(now) - ts[1]) & MASK
         if elapsed < 1 << 30:
             c.rtt.sample(elapsed / 1000.0)
+            c.cc.on_rtt_sample(elapsed / 1000.0, now)
             return
     rtt_seq = c._rtt_seq
     if rtt_seq is not None and seq_ge(ack, rtt_seq):
         c.rtt.sample(now - c._rtt_time)
+        c.cc.on_rtt_sample(now - c._rtt_time, now)
         c._rtt_seq = None
 
 
