@@ -56,6 +56,7 @@ class Connection:
         "_handle",
         "_rtt_seq",
         "_rtt_time",
+        "_syn_flags_sent",
         "_want_writable",
         "announced",
         "cc",
@@ -185,6 +186,7 @@ class Connection:
         self._deadline = [INF] * N_TIMERS
         self._handle = [-1] * N_TIMERS
         self._armed = [INF] * N_TIMERS  # when the wheel entry of each timer fires
+        self._syn_flags_sent = 0  # SYN or SYN|ACK, once sent: a second one is a retransmission
 
     # ------------------------------------------------------------------ introspection
     def __repr__(self) -> str:
@@ -539,9 +541,10 @@ class Connection:
     def send_syn(self, now: float) -> None:
         """(Re)send our SYN; a SYN-ACK once the peer's SYN is known (every state after SYN-SENT)."""
         flags = SYN | (0 if self.state is S.SYN_SENT else ACK)
-        if seq_lt(self.iss, self.snd_max):
+        if self._syn_flags_sent == flags:  # not the SYN,ACK after our SYN in a simultaneous open
             self.host.counters.inc("RetransSegs")
             self.host.counters.inc("TCPSynRetrans")
+        self._syn_flags_sent = flags
         self.emit(flags, self.iss, b"", now)
         self.snd_nxt = self.snd_max = seq_add(self.iss, 1)
         self.set_timer(Timer.RTX, now + self.rtt.rto)

@@ -274,7 +274,7 @@ class Host:
             self.emit_event(Closed(conn, CloseReason.NORMAL))
         tw = TimeWait(conn.four_tuple, conn.snd_nxt, conn.rcv_nxt, conn.last_window(),
                       conn.ts_recent if conn.ts_ok else None, conn.ts_recent_time, conn.ts_offset, now,
-                      now + cfg.time_wait_duration)
+                      now + cfg.time_wait_duration, conn.rcv_wscale)
         self.time_wait.add(tw)
         self.counters.inc("TW")
 
@@ -364,9 +364,11 @@ class Host:
     def _time_wait_segment(self, tw: TimeWait, seg: Segment, now: float) -> None:
         cfg = self.config
         action = tw.process(seg, now, cfg)
-        if action is TwAction.ACK or action is TwAction.NONE:
+        if action is TwAction.ACK or action is TwAction.NONE or action is TwAction.CHALLENGE:
             self.time_wait.store(tw)  # TS.Recent, the restarted 2MSL, the ACK rate limit
-        if action is TwAction.ACK:
+        if action is TwAction.CHALLENGE:
+            self.counters.inc("TCPChallengeACK")
+        if action is TwAction.ACK or action is TwAction.CHALLENGE:
             self.transmit(tw.ack_segment(now), ACK)
         elif action is TwAction.KILL:
             self.counters.inc("TWKilled")

@@ -57,6 +57,7 @@ def become_established(c: Connection, seg: Segment, now: float, cause: str) -> N
     c.cc = congestion.create(c.cfg.congestion_control, c.snd_mss, c.cfg.initial_cwnd_segments)
     if c.cfg.keepalive:
         c.set_timer(Timer.KEEPALIVE, now + c.cfg.keepalive_time)
+    c.host.embryo_done(c)  # no longer half-open: it leaves the listener's SYN backlog
     if c.announced:
         c.host.emit_event(Connected(c))
     else:
@@ -116,6 +117,12 @@ def segment_arrives(c: Connection, seg: Segment, now: float) -> None:
         acceptable = seq_in(seq, rcv_nxt, right) or seq_in(seq_add(seq, seg_len - 1), rcv_nxt, right)
     if not acceptable:
         if flags & RST:
+            return
+        if flags & SYN and state is not S.SYN_RECEIVED:
+            # RFC 5961 §4.2: a SYN in a synchronized state gets a challenge ACK "irrespective of the
+            # sequence number" (rate-limited, §7), in or out of the window (Linux: syn_challenge).
+            c.host.counters.inc("TCPSYNChallenge")
+            c.challenge_ack(now)
             return
         if wnd == 0 and seq == rcv_nxt and flags & ACK:
             # "Special allowance" for a closed window: take the ACK, not the text (§3.10.7.4).

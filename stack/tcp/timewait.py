@@ -25,6 +25,7 @@ class TwAction(Enum):
     ACK = 1  # answer with <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
     KILL = 2  # an exact RST ended TIME-WAIT (RFC 9293; rfc1337 off)
     REOPEN = 3  # a new SYN may take this 4-tuple (RFC 6191 / RFC 9293 MAY-2)
+    CHALLENGE = 4  # an in-window, inexact RST: challenge ACK (RFC 5961 §3.2)
 
 
 class TimeWait:
@@ -40,6 +41,7 @@ class TimeWait:
         "ts_recent",
         "ts_recent_time",
         "window",
+        "wscale",
     )
 
     def __init__(
@@ -53,11 +55,13 @@ class TimeWait:
         ts_offset: int,
         now: float,
         deadline: float,
+        wscale: int = 0,
     ) -> None:
         self.four_tuple = four_tuple
         self.snd_nxt = snd_nxt
         self.rcv_nxt = rcv_nxt
-        self.window = window
+        self.window = window  # the window field we last advertised ...
+        self.wscale = wscale  # ... and its scale: what an RST must fall into (RFC 5961 §3)
         self.ts_recent = ts_recent  # None when timestamps were not negotiated
         self.ts_recent_time = ts_recent_time
         self.ts_offset = ts_offset
@@ -100,7 +104,13 @@ class TimeWait:
                 return TwAction.REOPEN
 
         if flags & RST:
-            return TwAction.NONE  # a RST that does not match exactly is ignored, as Linux does
+            # Inexact: in the window it is challenged (RFC 5961 §3.2; Linux ignores it instead),
+            # outside it is dropped. Challenges share the out-of-window ACK rate limit.
+            in_window = 0 < (seg.seq - self.rcv_nxt) & 0xFFFFFFFF < max(self.window << self.wscale, 1)
+            if paws_reject or not in_window or now - self.last_oow_ack < cfg.challenge_ack_interval:
+                return TwAction.NONE
+            self.last_oow_ack = now
+            return TwAction.CHALLENGE
         if paws_reject or flags & ACK:
             self.restart(now, cfg)  # e.g. a retransmitted FIN: restart 2MSL (RFC 9293 §3.10.7.4)
         # Pure ACKs and SYNs are answered at most once per interval so two TIME-WAITs cannot
@@ -136,7 +146,7 @@ class TimeWait:
 # fires needs no side map. Records are unpacked into a TimeWait only when a segment or a timer
 # touches them, which is rare.
 
-_RECORD = struct.Struct("!IIIIHBxQdddd")
+_RECORD = struct.Struct("!IIIIHBBQdddd")
 _TS_OK = 1
 
 
@@ -268,13 +278,15 @@ class TimeWaitTable:
 def _pack(tw: TimeWait) -> bytes:
     ts = tw.ts_recent
     return _RECORD.pack(tw.snd_nxt, tw.rcv_nxt, ts or 0, tw.ts_offset, tw.window, _TS_OK if ts is not None else 0,
-                        tw.handle & 0xFFFFFFFFFFFFFFFF, tw.ts_recent_time, tw.entered, tw.deadline, tw.last_oow_ack)
+                        tw.wscale, tw.handle & 0xFFFFFFFFFFFFFFFF, tw.ts_recent_time, tw.entered, tw.deadline,
+                        tw.last_oow_ack)
 
 
 def _unpack(four_tuple: FourTuple, raw: bytes) -> TimeWait:
-    snd_nxt, rcv_nxt, ts, ts_offset, window, flags, handle, ts_time, entered, deadline, last_oow = _RECORD.unpack(raw)
+    (snd_nxt, rcv_nxt, ts, ts_offset, window, flags, wscale, handle, ts_time, entered, deadline,
+     last_oow) = _RECORD.unpack(raw)
     tw = TimeWait(four_tuple, snd_nxt, rcv_nxt, window, ts if flags & _TS_OK else None, ts_time, ts_offset,
-                  entered, deadline)
+                  entered, deadline, wscale)
     tw.handle = handle
     tw.last_oow_ack = last_oow
     return tw

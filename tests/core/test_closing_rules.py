@@ -265,10 +265,14 @@ def test_time_wait_exact_rst(rfc1337: bool) -> None:
     assert (h.c.four_tuple in h.host.time_wait) is rfc1337
 
 
-def test_time_wait_inexact_rst_is_ignored() -> None:
+def test_time_wait_inexact_rst_is_challenged_in_window_and_ignored_outside() -> None:
+    """RFC 5961 §3.2 in TIME-WAIT too (Linux ignores both; RFC 9293 is the authority here)."""
     h = Harness().time_wait()
-    assert_segments(h.recv(RST, IRS + 50), [])
-    assert h.c.four_tuple in h.host.time_wait
+    assert_segments(h.recv(RST, IRS + 50), [Expect(ACK, ISS + 2, IRS + 2)])
+    assert_segments(h.recv(RST, IRS + 60), [])  # rate-limited
+    h.now += 1.0
+    assert_segments(h.recv(RST, IRS + 2 + 10 * 65535), [])  # outside the window
+    assert h.c.four_tuple in h.host.time_wait and h.host.counters["TCPChallengeACK"] == 1
 
 
 def test_time_wait_syn_with_higher_seq_reopens() -> None:

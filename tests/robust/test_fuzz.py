@@ -142,8 +142,6 @@ def _fixed(p: bytes) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------- core bugs
-@pytest.mark.xfail(strict=True, reason="core bug: Listener.embryos keeps ESTABLISHED connections (only "
-                   "Host.forget removes them), so the SYN backlog counts accepted connections")
 def test_syn_backlog_counts_only_half_open_connections() -> None:
     """RFC 9293 §3.10.1 / Linux: the SYN backlog bounds half-open (SYN-RECEIVED) connections. After
     two handshakes complete on a backlog-2 listener, a third SYN must still get a regular SYN-ACK
@@ -161,8 +159,6 @@ def test_syn_backlog_counts_only_half_open_connections() -> None:
     assert len(listener.embryos) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: Listener.close aborts every connection in Listener.embryos, "
-                   "which still holds the ESTABLISHED ones it accepted")
 def test_closing_a_listener_leaves_accepted_connections_alone() -> None:
     """RFC 9293 §3.10.4 (CLOSE in LISTEN deletes that TCB only); Linux: close() of a listening socket
     resets only connections not yet accepted. An accepted, ESTABLISHED connection survives."""

@@ -222,19 +222,10 @@ EXPECTED: dict[State, dict[str, X]] = {
     S.TIME_WAIT: TIME_WAIT,
 }
 
-# Cells where the core does not do what the RFC says (reported to the lead; the core is not ours).
-_SYN_OOW = ("core deviation: an out-of-window SYN in a synchronized state gets the plain ACK of the "
-            "acceptability test (receive.py, first step), not an RFC 5961 §4.2 challenge ACK: it is "
-            "neither rate-limited nor counted as TCPChallengeACK")
-DEVIATIONS: dict[tuple[State, str], str] = {
-    **{(s, "syn_new"): _SYN_OOW
-       for s in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK)},
-    (S.TIME_WAIT, "rst_in"): "core deviation (as Linux): a TIME-WAIT record ignores an in-window, inexact RST "
-                             "instead of the challenge ACK of RFC 9293 §3.10.7.4 second (3) / RFC 5961 §3.2",
-    **{(S.SYN_SENT, k): "core bug: the SYN,ACK of a simultaneous open is counted as a retransmission "
-                        "(Connection.send_syn: ISS < snd_max), bumping RetransSegs and TCPSynRetrans"
-       for k in ("syn", "syn_new", "syn_fin")},
-}
+# Cells where the core knowingly differs from the expectation, with the reason (xfail, strict).
+# Empty: the deviations found earlier (out-of-window SYN, TIME-WAIT inexact RST, the SYN,ACK of a
+# simultaneous open counted as a retransmission) were fixed in the core.
+DEVIATIONS: dict[tuple[State, str], str] = {}
 
 
 def _cases() -> list[object]:
