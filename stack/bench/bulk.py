@@ -1,0 +1,203 @@
+"""`tcpstack bench bulk`: bulk throughput between the Linux kernel and the stack over TUN.
+
+Each case runs in a fresh private namespace. The kernel end is a separate process (a plain Python
+socket loop under `ip netns exec`), so it does not share the stack's CPU. Cases: MTU 1500 with TUN
+offloads (64 KB GSO segments through the virtio-net header) and without, MTU 65000 with offloads;
+kernel to kernel over the namespace's loopback, and a raw TUN read + write-back loop as the
+ceiling of any Python stack on this device. Measured and printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from typing import Any
+
+from stack.link.netns import Netns
+from stack.link.tun import TunLink
+from stack.runtime import Stack
+from stack.tcp.config import Config
+
+STACK, KERNEL = "198.18.0.2", "198.18.0.1"
+CHUNK = 1 << 20
+
+# The kernel end: send or receive N bytes on one connection; prints seconds taken.
+PEER = r"""
+import socket, sys, time
+mode, host, port, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+if mode == "serve-sink":
+    ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((host, port)); ls.listen(1); print("ready", flush=True)
+    s, _ = ls.accept(); n = 0; t = time.perf_counter()
+    while (d := s.recv(1 << 20)): n += len(d)
+    print(n, time.perf_counter() - t, flush=True); sys.exit()
+s = socket.create_connection((host, port))
+t = time.perf_counter(); n = 0
+if mode == "send":
+    buf = b"k" * (1 << 20)
+    while n < total:
+        n += s.send(buf[: min(len(buf), total - n)])
+    s.shutdown(socket.SHUT_WR)
+    s.recv(1)
+else:
+    while (d := s.recv(1 << 20)): n += len(d)
+print(n, time.perf_counter() - t, flush=True)
+"""
+
+
+def _peer(netns: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", PEER, *args],
+                            stdout=subprocess.PIPE, text=True)
+
+
+async def _through_stack(mtu: int, offload: bool, nbytes: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"mtu": mtu, "offload": offload}
+    async with Stack(config=Config(msl=1.0), mtu=mtu, offload=offload) as stack:
+        assert stack.netns is not None and stack.host is not None
+        done: asyncio.Future[tuple[int, float, float]] = asyncio.get_running_loop().create_future()
+
+        async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            t, c, n = time.perf_counter(), time.process_time(), 0
+            while data := await reader.read(CHUNK):
+                n += len(data)
+            writer.close()
+            done.set_result((n, time.perf_counter() - t, time.process_time() - c))
+
+        async def source(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            t, c = time.perf_counter(), time.process_time()
+            blob = b"s" * CHUNK
+            for _ in range(nbytes // CHUNK):
+                writer.write(blob)
+                await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+            done.set_result((nbytes, time.perf_counter() - t, time.process_time() - c))
+
+        for name, app, mode, port in (("to_stack", sink, "send", 9), ("from_stack", source, "recv", 19)):
+            done = asyncio.get_running_loop().create_future()
+            retrans = stack.host.counters["RetransSegs"]
+            segs = stack.host.counters["InSegs"] + stack.host.counters["OutSegs"]
+            server = await stack.start_server(app, port)
+            peer = _peer(stack.netns, mode, STACK, str(port), str(nbytes))
+            n, seconds, cpu = await asyncio.wait_for(done, 600)
+            await asyncio.get_running_loop().run_in_executor(None, peer.wait)
+            server.close()
+            out[f"{name}_MBps"] = round(n / seconds / 1e6, 1)
+            out[f"{name}_cpu"] = round(cpu / seconds, 2)
+            out[f"{name}_retransmits"] = stack.host.counters["RetransSegs"] - retrans
+            out[f"{name}_segments"] = stack.host.counters["InSegs"] + stack.host.counters["OutSegs"] - segs
+    return out
+
+
+def _kernel_to_kernel(nbytes: int) -> dict[str, Any]:
+    with Netns() as ns:
+        sink = _peer(ns.name, "serve-sink", "127.0.0.1", "5001", "0")
+        assert sink.stdout is not None
+        sink.stdout.readline()
+        sender = _peer(ns.name, "send", "127.0.0.1", "5001", str(nbytes))
+        sender.wait()
+        n, seconds = sink.communicate()[0].split()
+        return {"MBps": round(int(n) / float(seconds) / 1e6, 1), "path": "loopback in the namespace"}
+
+
+def _raw_tun(mtu: int, nbytes: int) -> dict[str, Any]:
+    """Read what the kernel sends into the TUN device and write each packet back: the per-packet
+    Python + syscall cost with no TCP at all."""
+    with TunLink(mtu=mtu) as link:
+        payload = mtu - 28
+        blaster = subprocess.Popen(
+            ["ip", "netns", "exec", link.netns, sys.executable, "-c",
+             "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b=b'u'*int(sys.argv[1]);"
+             "[s.sendto(b, ('198.18.0.2', 9)) for _ in range(int(sys.argv[2]))]", str(payload),
+             str(nbytes // payload)])
+        got = 0
+        fd = link.fileno()
+        start = last = time.perf_counter()
+        deadline = start + 60
+        read, write = os.read, os.write
+        # Until the sender is done and the device has been quiet for a moment (bounded in time).
+        while time.perf_counter() < deadline:
+            if not select.select([fd], [], [], 0.2)[0]:
+                if blaster.poll() is not None:
+                    break
+                continue
+            try:
+                while True:
+                    packet = read(fd, 65536)
+                    write(fd, packet)
+                    got += len(packet)
+            except BlockingIOError:
+                last = time.perf_counter()
+        seconds = last - start
+        blaster.kill()
+        blaster.wait()
+        return {"mtu": mtu, "MBps": round(got / seconds / 1e6, 1), "note": "read + write-back, no TCP"}
+
+
+def run_bulk(megabytes: int, mtus: list[int]) -> dict[str, Any]:
+    nbytes = megabytes * CHUNK
+    result: dict[str, Any] = {"megabytes": megabytes}
+    for mtu in mtus:
+        result[f"mtu{mtu}"] = asyncio.run(_through_stack(mtu, True, nbytes))
+        if mtu == 1500:
+            result["mtu1500_no_offload"] = asyncio.run(_through_stack(mtu, False, nbytes // 4))
+    result["kernel_to_kernel"] = _kernel_to_kernel(nbytes)
+    result["raw_tun"] = {f"mtu{mtu}": _raw_tun(mtu, min(nbytes, 256 * CHUNK)) for mtu in mtus}
+    return result
+
+
+def _print(r: dict[str, Any]) -> None:
+    print(f"bulk, {r['megabytes']} MB each way (no-offload case: a quarter of it)")
+    print(f"  {'case':<22} {'to stack MB/s':>14} {'from stack MB/s':>16} {'cpu to/from':>12} {'retrans':>8}")
+    for key, v in r.items():
+        if key.startswith("mtu"):
+            print(f"  {key:<22} {v['to_stack_MBps']:>14} {v['from_stack_MBps']:>16} "
+                  f"{v['to_stack_cpu']:>5}/{v['from_stack_cpu']:<6} "
+                  f"{v['to_stack_retransmits'] + v['from_stack_retransmits']:>8}")
+    print(f"  {'kernel_to_kernel':<22} {r['kernel_to_kernel']['MBps']:>14}  ({r['kernel_to_kernel']['path']})")
+    for key, v in r["raw_tun"].items():
+        print(f"  {'raw_tun ' + key:<22} {v['MBps']:>14}  ({v['note']})")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from stack.cli.common import mtu_value
+
+    p = sub.add_parser("bulk", help="bulk throughput both ways, MTU 1500 (offloads on/off) and 65000",
+                       description=__doc__)
+    p.add_argument("--mb", type=_megabytes, default=1024, metavar="N", help="megabytes each way (default 1024)")
+    p.add_argument("--mtu", type=mtu_value, action="append", metavar="N",
+                   help="an MTU to measure (repeatable; default 1500 and 65000)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_run)
+
+
+def _megabytes(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of megabytes: {text!r}") from None
+    if not 1 <= value <= 16384:
+        raise argparse.ArgumentTypeError(f"megabytes out of range 1..16384: {text!r}")
+    return value
+
+
+def _run(args: argparse.Namespace) -> int:
+    from stack.cli.common import require_kernel_link
+    from stack.link.netns import install_signal_handlers
+
+    require_kernel_link()
+    install_signal_handlers()
+    result = run_bulk(args.mb, args.mtu or [1500, 65000])
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print(result)
+    return 0
+
+
