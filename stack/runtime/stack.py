@@ -409,8 +409,10 @@ class Stack:
         try:
             # Dispatching events runs application code (reads, writes, closes) that makes more
             # output: repeat until the host has nothing left, so none of it waits for the next packet.
+            # ACKs wait until the events are handled: an answer written right away carries them.
             for _ in range(1000):
-                out = host.take()
+                host.record_state_changes = bool(self.observers)  # nobody watching: build no events
+                out = host.take(flush_acks=not host.has_output(acks=False))
                 if out.segments:
                     self._transmit(out.segments)
                 for event in out.events:

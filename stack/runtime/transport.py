@@ -224,6 +224,7 @@ class TcpTransport(asyncio.Transport):
             return
         self._lost = True
         self._closing = True
+        self._conn.user_data = None  # no cycle left for the garbage collector to find
         self._stack.forget_transport(self)
         self._stack.loop.call_soon(self._protocol.connection_lost, exc)
 

@@ -289,7 +289,7 @@ class Connection:
         if n < len(data):
             self._want_writable = True
         if self.state in _SENDING_STATES:
-            self.push(now)
+            self.host.request_push(self, now)  # sent by Host.take: with a close after it, one segment
         return n
 
     def receive(self, now: float, max_bytes: int = -1) -> bytes:
@@ -370,11 +370,14 @@ class Connection:
             self.set_state(S.LAST_ACK, cause, now)
         else:
             return
-        self.push(now)
+        self.host.request_push(self, now)  # the FIN rides on data queued in the same batch of calls
 
     def _reset(self, now: float, reason: CloseReason, cause: str) -> None:
         """Send <SEQ=SND.NXT><ACK=RCV.NXT><CTL=RST,ACK> (Linux sets ACK) and drop the connection.
-        SND.NXT is the highest sent (`snd_max`), as in `send_ack`."""
+        SND.NXT is the highest sent (`snd_max`), as in `send_ack`. Data the application wrote just
+        before goes first, as with a kernel socket, where write() has sent it already."""
+        if self.host.take_push_request(self):
+            self.push(now)
         self.emit(RST | ACK, self.snd_max, b"", now)
         self.finish(reason, cause, now)
 
@@ -550,10 +553,14 @@ class Connection:
         self.set_timer(Timer.RTX, now + self.rtt.rto)
 
     def _maybe_window_update(self, now: float) -> None:
-        """After a read, tell the peer when the window opened by a useful amount (SHLD-13)."""
+        """After a read, tell the peer when the window opened by a useful amount (SHLD-13), but only
+        if the window it knows is getting small: with room left, the next ACK carries the news
+        (Linux's tcp_cleanup_rbuf does likewise). Requested, so a reply can carry it."""
+        if self.rcv_wnd >= min(self.cfg.recv_buffer // 2, 16 * self.cfg.mss):
+            return
         right = seq_add(self.rcv_nxt, self._window_free())
         if seq_sub(right, self.rcv_adv) >= min(self.cfg.recv_buffer // 2, 2 * self.cfg.mss):
-            self.send_ack(now)
+            self.host.request_ack(self)
 
     def note_writable(self) -> None:
         if self._want_writable and self.send_buf.free > 0:

@@ -75,6 +75,7 @@ class Host:
         self._out: list[Segment] = []
         self._events: list[Event] = []
         self._ack_pending: dict[Connection, None] = {}
+        self._push_pending: dict[Connection, None] = {}
         self._now = start
         self._isn = IsnGenerator(self.config.secret)
         self._port_cursor = 0
@@ -136,10 +137,18 @@ class Host:
         """Timers in the wheels: zero once every connection and TIME-WAIT is gone."""
         return len(self.wheel) + self.time_wait.timers()
 
-    def take(self) -> Output:
-        """Everything to transmit and every event since the last call. ACKs requested while
-        processing a batch are sent here, one per connection (RFC 9293 MUST-58/59)."""
-        if self._ack_pending:
+    def take(self, flush_acks: bool = True) -> Output:
+        """Everything to transmit and every event since the last call.
+
+        Data queued by user calls is sent here, so a write and the close after it leave as one
+        segment. ACKs requested while processing a batch are sent here too, one per connection
+        (RFC 9293 MUST-58/59), unless `flush_acks` is False: a driver that is about to run
+        application code (which may answer at once) takes them later, so the answer carries them."""
+        if self._push_pending:
+            pending_push, self._push_pending = self._push_pending, {}
+            for conn in pending_push:
+                conn.push(self._now)
+        if self._ack_pending and flush_acks:
             pending, self._ack_pending = self._ack_pending, {}
             now = self._now
             for conn in pending:
@@ -150,9 +159,9 @@ class Host:
         self._events = []
         return out
 
-    def has_output(self) -> bool:
-        """Whether `take()` would return anything (segments, events or ACKs due)."""
-        return bool(self._out or self._events or self._ack_pending)
+    def has_output(self, acks: bool = True) -> bool:
+        """Whether `take()` would return anything: segments, events, data to push (and ACKs due)."""
+        return bool(self._out or self._events or self._push_pending or (acks and self._ack_pending))
 
     # ------------------------------------------------------------------ user calls
     def listen(self, port: int, backlog: int | None = None, config: Config | None = None) -> Listener:
@@ -218,6 +227,14 @@ class Host:
     def request_ack(self, conn: Connection) -> None:
         self._ack_pending[conn] = None
 
+    def request_push(self, conn: Connection, now: float) -> None:
+        self._push_pending[conn] = None
+        self._now = now
+
+    def take_push_request(self, conn: Connection) -> bool:
+        """Withdraw a pending push request (the connection pushes now itself); whether there was one."""
+        return self._push_pending.pop(conn, 0) is None
+
     def ack_sent(self, conn: Connection) -> None:
         if self._ack_pending:
             self._ack_pending.pop(conn, None)
@@ -239,6 +256,7 @@ class Host:
             del self.connections[key]
         self._owners.pop(conn.cid, None)
         self._ack_pending.pop(conn, None)
+        self._push_pending.pop(conn, None)
         self.embryo_done(conn)
 
     def embryo_done(self, conn: Connection) -> None:
@@ -397,7 +415,7 @@ class Host:
         span = hi - lo + 1
         start = self._isn.port_offset(raddr, rport) + self._port_cursor
         self._port_cursor += 1
-        fallback: int | None = None
+        time_wait = self.time_wait
         for i in range(span):
             port = lo + (start + i) % span
             if port in self.listeners:
@@ -405,13 +423,13 @@ class Host:
             key = (laddr, port, raddr, rport)
             if key in self.connections:
                 continue
-            tw = self.time_wait.get(key) if self.time_wait else None
-            if tw is None:
+            if not time_wait or key not in time_wait:
                 return port
-            if fallback is None and self._tw_reusable(tw, now):
-                fallback = port
-        if fallback is not None:
-            return fallback
+            # The first usable port wins, free or a reusable TIME-WAIT (Linux __inet_hash_connect).
+            if self.config.tw_reuse:
+                tw = time_wait.get(key)
+                if tw is not None and self._tw_reusable(tw, now):
+                    return port
         raise PortInUse(f"no free local port toward {raddr}:{rport} (EADDRNOTAVAIL)")
 
     # ------------------------------------------------------------------ observation

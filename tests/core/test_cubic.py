@@ -439,7 +439,7 @@ def test_cubic_bulk_transfer_with_periodic_loss() -> None:
         rises = [b - a for a, b in pairwise(w_at)]
         if len(rises) >= 3:
             assert all(r > 0 for r in rises), rises
-            assert all(b <= a for a, b in pairwise(rises)), rises
+            assert all(b <= a + run.mss // 100 for a, b in pairwise(rises)), rises  # slack: maxima sampled at ACKs
             assert rises[0] > rises[-1]
             checked += 1
     assert checked >= 2

@@ -137,7 +137,9 @@ def test_4_fin_overtakes_the_last_data_segment() -> None:
     client, server = p.connect()
     client.cfg = client.cfg.with_changes(nagle=False)
     client.send(b"a" * 1000, p.now)
+    p.link.collect()  # on the wire now: each write its own segment (calls in one batch would coalesce)
     client.send(b"b" * 1000, p.now)
+    p.link.collect()
     client.close(p.now)
     p.run_until(lambda: server.state is S.CLOSE_WAIT, timeout=30)
     order = [("FIN" if s.flags & FIN else len(s.payload)) for _, s in p.crossed(p.a) if s.payload or s.flags & FIN]

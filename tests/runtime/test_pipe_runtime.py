@@ -142,6 +142,7 @@ def test_refused_and_state_of() -> None:
             await b.start_server(echo, 7)
             _r, w = await a.open_connection("198.18.0.2", 7)
             port = w.get_extra_info("sockname")[1]
+            await asyncio.sleep(0.01)  # the handshake's last ACK reaches b
             assert b.state_of(7, ("198.18.0.1", port)) is State.ESTABLISHED
             w.close()
 

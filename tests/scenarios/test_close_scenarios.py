@@ -222,11 +222,12 @@ def test_fin_on_last_data_segment() -> None:
     p.link.capture = capture
     client, server = p.connect()
     client.send(b"z" * 100, p.now)
-    client.send(b"y" * 10, p.now)  # Nagle holds it
-    client.close(p.now)  # ... and the FIN rides on it
+    client.send(b"y" * 10, p.now)
+    client.close(p.now)  # three calls in one batch: one segment, data and FIN
     p.run_until(lambda: server.state is S.CLOSE_WAIT)
     fins = [s for _, s in capture if s.flags & FIN]
-    assert fins[0].payload == b"y" * 10
+    assert fins[0].payload == b"z" * 100 + b"y" * 10
+    assert sum(1 for _, s in capture if s.payload) == 1
     assert server.receive(p.now) == b"z" * 100 + b"y" * 10
 
 
