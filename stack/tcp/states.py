@@ -25,6 +25,10 @@ class State(Enum):
     LAST_ACK = "LAST-ACK"
     TIME_WAIT = "TIME-WAIT"
 
+    # Members are singletons compared by identity: hashing by identity is exact, and C-fast
+    # (Enum's own __hash__ is Python code, and states are looked up in sets on every segment).
+    __hash__ = object.__hash__
+
     def __str__(self) -> str:
         return self.value
 
