@@ -12,7 +12,7 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from stack.tcp import congestion
+from stack.tcp import congestion, sack
 from stack.tcp.buffers import ReceiveQueue, SendBuffer
 from stack.tcp.config import Config, FourTuple
 from stack.tcp.events import Closed, CloseReason, Writable
@@ -68,6 +68,7 @@ class Connection:
         "fin_seq",
         "first_unacked_time",
         "four_tuple",
+        "high_rxt",
         "history",
         "host",
         "in_recovery",
@@ -91,6 +92,7 @@ class Connection:
         "retries",
         "rtt",
         "sack_ok",
+        "sacked",
         "send_buf",
         "snd_max",
         "snd_mss",
@@ -175,6 +177,8 @@ class Connection:
         self.dupacks = 0
         self.in_recovery = False
         self.recover = iss
+        self.sacked: list[list[int]] = []  # SACK scoreboard: SACKed ranges above SND.UNA (stack.tcp.sack)
+        self.high_rxt = iss  # RFC 6675 HighRxt: the highest sequence number retransmitted in recovery
         self.retries = 0
         self._rtt_seq: int | None = None
         self._rtt_time = 0.0
@@ -483,7 +487,9 @@ class Connection:
                     self._send_data(b"", FIN, now)  # a bare FIN goes out even into a closed window
                     sent_any = True
                 break
-            usable = min(self.snd_wnd, self.cc.cwnd) - seq_sub(self.snd_nxt, self.snd_una)
+            # In SACK recovery the pipe, not SND.NXT - SND.UNA, is what is in flight (RFC 6675 §5).
+            flight = sack.pipe(self) if self.in_recovery and self.sack_ok else seq_sub(self.snd_nxt, self.snd_una)
+            usable = min(self.snd_wnd, self.cc.cwnd) - flight
             n = min(avail, size, usable)
             if n <= 0:
                 break
@@ -530,16 +536,18 @@ class Connection:
 
     def retransmit_first(self, now: float) -> None:
         """Resend one segment from SND.UNA (fast retransmit, partial ACK) without moving SND.NXT."""
-        buf = self.send_buf
-        n = min(self.snd_mss, max(0, seq_sub(buf.end_seq(), self.snd_una)))
+        self.retransmit(self.snd_una, min(self.snd_mss, max(0, seq_sub(self.send_buf.end_seq(), self.snd_una))), now)
+
+    def retransmit(self, seq: int, n: int, now: float) -> None:
+        """Resend `n` bytes from `seq` (and our FIN if they end where it sits), SND.NXT untouched."""
         flags = ACK
-        if self.fin_seq is not None and seq_add(self.snd_una, n) == self.fin_seq:
+        if self.fin_seq is not None and seq_add(seq, n) == self.fin_seq:
             flags |= FIN
         if n == 0 and not flags & FIN:
             return
         self.host.counters.inc("RetransSegs")
-        self._rtt_seq = None
-        self.emit(flags, self.snd_una, buf.slice(self.snd_una, n), now)
+        self._rtt_seq = None  # Karn
+        self.emit(flags, seq, self.send_buf.slice(seq, n), now)
 
     def send_syn(self, now: float) -> None:
         """(Re)send our SYN; a SYN-ACK once the peer's SYN is known (every state after SYN-SENT)."""
@@ -615,6 +623,7 @@ def _on_rtx(c: Connection, now: float) -> None:
     c.rtt.on_timeout()
     c.in_recovery = False
     c.dupacks = 0
+    c.sacked = []  # RFC 2018 §8: after a timeout the SACKed bits are not relied on
     c._rtt_seq = None  # Karn: no sample from what is about to be retransmitted
     # Go back N (RFC 9293 §3.8.1, RFC 5681 §3.1): resend from SND.UNA as the loss window allows.
     c.snd_nxt = c.snd_una

@@ -7,7 +7,7 @@ ACK, (URG), text, FIN; with RFC 5961's checks and RFC 7323's PAWS where RFC 9293
 
 from __future__ import annotations
 
-from stack.tcp import congestion
+from stack.tcp import congestion, sack
 from stack.tcp.connection import INF, Connection, Timer
 from stack.tcp.events import Accepted, CloseReason, Connected, EndOfStream, Readable
 from stack.tcp.seq import MASK, seq_add, seq_ge, seq_gt, seq_in, seq_le, seq_lt, seq_sub
@@ -302,6 +302,8 @@ def _rtt_sample(c: Connection, seg: Segment, ack: int, now: float) -> None:
 def _process_ack(c: Connection, seg: Segment, ack: int, now: float) -> bool:
     """ACK processing of ESTABLISHED and the closing states. False once the connection is gone."""
     una = c.snd_una
+    if c.sack_ok and seg.options.sack_blocks and una != c.snd_max:
+        sack.update(c, seg.options.sack_blocks)
     if seq_gt(ack, una):
         _new_ack(c, seg, ack, now)
     elif (
@@ -346,12 +348,18 @@ def _new_ack(c: Connection, seg: Segment, ack: int, now: float) -> None:
         c.snd_nxt = ack  # an ACK beyond a go-back-N rewind
     c.send_buf.ack_to(ack)
     c.retries = 0
+    if c.sacked:
+        sack.prune(c)
     cc = c.cc
     if c.in_recovery:
         if seq_ge(ack, c.recover):
-            c.in_recovery = False  # RFC 6582 §3.2 step 3: full acknowledgment
+            c.in_recovery = False  # RFC 6582 §3.2 step 3 / RFC 6675 §5: full acknowledgment
             c.dupacks = 0
             cc.on_recovery_exit(now, seq_sub(c.snd_max, ack))
+        elif c.sack_ok:
+            if seq_lt(c.high_rxt, ack):
+                c.high_rxt = ack
+            sack.recovery_send(c, now)  # RFC 6675 §5 step C: the pipe decides, no NewReno deflation
         else:
             # Partial acknowledgment: resend the next hole, deflate by what was acked (step 3).
             c.retransmit_first(now)
@@ -372,14 +380,23 @@ def _duplicate_ack(c: Connection, now: float) -> None:
     c.dupacks += 1
     cc = c.cc
     if c.in_recovery:
-        cc.cwnd += c.snd_mss  # RFC 6582 §3.2 step 4: inflate for each further duplicate
-    elif c.dupacks == 3 and seq_ge(c.snd_una, c.recover):
-        # RFC 6582 §3.2 steps 1-2: fast retransmit, enter fast recovery.
+        if c.sack_ok:
+            sack.recovery_send(c, now)  # the ACK's SACK blocks shrank the pipe
+        else:
+            cc.cwnd += c.snd_mss  # RFC 6582 §3.2 step 4: inflate for each further duplicate
+    elif (c.dupacks == 3 or (c.sack_ok and sack.is_lost(c, c.snd_una))) and seq_ge(c.snd_una, c.recover):
+        # Fast retransmit and recovery: RFC 6582 §3.2 steps 1-2, or with SACK RFC 6675 §5 (also
+        # entered once the scoreboard shows SND.UNA lost, before the third duplicate).
         c.in_recovery = True
         c.recover = c.snd_max
         cc.on_loss(now, seq_sub(c.snd_max, c.snd_una))
         c.host.counters.inc("TCPFastRetrans")
-        c.retransmit_first(now)
+        if c.sack_ok:
+            cc.cwnd = min(cc.cwnd, max(cc.ssthresh, 2 * c.snd_mss))  # RFC 6675: cwnd = ssthresh, no inflation
+            c.high_rxt = c.snd_una
+            sack.recovery_send(c, now)
+        else:
+            c.retransmit_first(now)
 
 
 def listen_arrives(c: Connection, seg: Segment, now: float) -> bool:
