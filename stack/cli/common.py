@@ -67,6 +67,12 @@ def mtu_value(text: str) -> int:
     return value
 
 
+def add_offload_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-offload", dest="offload", action="store_false",
+                        help="no TUN offloads: every segment crosses at its real size (default: the kernel "
+                             "hands over and splits 64 KB segments, through the virtio-net header)")
+
+
 def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fault", action="append", default=[], metavar="RULE",
                         help="a fault rule, e.g. 'drop out state=TIME-WAIT nth=1' (repeatable; README: fault rules)")

@@ -15,7 +15,14 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from stack.cli.common import CliError, add_fault_arguments, fault_engine, positive_float, require_kernel_link
+from stack.cli.common import (
+    CliError,
+    add_fault_arguments,
+    add_offload_argument,
+    fault_engine,
+    positive_float,
+    require_kernel_link,
+)
 from stack.faults import FaultEngine
 from stack.link.nsenter import netns_socket
 from stack.observe.ladder import entries_from_segments, render_svg, render_text
@@ -36,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--msl", type=positive_float, default=1.0, metavar="SECONDS",
                    help="tcpstack's MSL for the demo (default 1 s, so 2MSL = 2 s; Linux uses 60 s for 2MSL)")
     add_fault_arguments(p)
+    add_offload_argument(p)
     p.set_defaults(func=run)
 
 
@@ -97,10 +105,10 @@ async def _kernel_client(netns: str, port: int) -> tuple[asyncio.StreamReader, a
     return reader, writer, sock.getsockname()[1]
 
 
-async def _demo(msl: float, svg_path: str | None, faults: FaultEngine | None = None) -> int:
+async def _demo(msl: float, svg_path: str | None, faults: FaultEngine | None = None, offload: bool = True) -> int:
     config = Config(msl=msl)
     out = sys.stdout
-    async with Stack(config=config, addr=STACK_ADDR, peer_addr=KERNEL_ADDR, faults=faults) as stack:
+    async with Stack(config=config, addr=STACK_ADDR, peer_addr=KERNEL_ADDR, faults=faults, offload=offload) as stack:
         netns = stack.netns
         assert netns is not None and stack.host is not None
         rec = Recorder(SockDiag(netns))
@@ -231,4 +239,4 @@ def run(args: argparse.Namespace) -> int:
     from stack.link.netns import install_signal_handlers
 
     install_signal_handlers()
-    return asyncio.run(_demo(args.msl, args.svg, faults))
+    return asyncio.run(_demo(args.msl, args.svg, faults, args.offload))

@@ -32,6 +32,7 @@ from stack.cli.common import (
     CliError,
     UsageError,
     add_fault_arguments,
+    add_offload_argument,
     fault_engine,
     ipv4_address,
     mtu_value,
@@ -80,6 +81,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--pcap", metavar="FILE", help="record every packet in and out (classic pcap, tcpdump -r)")
     p.add_argument("--trace", metavar="FILE", help="write state changes and segments as JSON lines")
     add_fault_arguments(p)
+    add_offload_argument(p)
     p.add_argument("--control", metavar="PATH",
                    help="control socket path (default /run/tcpstack/<netns>.sock)")
     p.set_defaults(func=run)
@@ -271,7 +273,7 @@ class Session:
     async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         args = self.args
         stack = Stack(config=self.config, addr=args.addr, peer_addr=args.peer_addr, prefix=PREFIX, netns=args.netns,
-                      faults=self.faults)
+                      faults=self.faults, offload=args.offload)
         try:
             await stack.start()
         except NetnsBusy as exc:

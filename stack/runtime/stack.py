@@ -81,7 +81,7 @@ class Stack:
 
     def __init__(self, link: Any = None, *, config: Config | None = None, addr: str = "198.18.0.2",
                  peer_addr: str = "198.18.0.1", prefix: int = 24, netns: str | None = None,
-                 mtu: int | None = None, faults: FaultEngine | None = None, offload: bool = False) -> None:
+                 mtu: int | None = None, faults: FaultEngine | None = None, offload: bool = True) -> None:
         self.config = config or Config()
         if mtu is not None and mtu != self.config.mtu:
             self.config = self.config.with_changes(mtu=mtu)
