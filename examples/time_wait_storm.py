@@ -38,9 +38,8 @@ import argparse
 import asyncio
 import sys
 from dataclasses import dataclass, field
-from typing import Any
 
-from stack.bench.cps import bucket_ms_for, stack_client_load
+from stack.bench.cps import EchoProtocol, ReplyCloseProtocol, bucket_ms_for, stack_client_load
 from stack.bench.loadgen import GRACE, EchoServer, namespace_time_wait, run_client
 from stack.link.netns import install_signal_handlers
 from stack.link.tun import kernel_link_available
@@ -56,39 +55,8 @@ SERVER_PORT = 8000
 KERNEL_PORT = 9000
 
 
-class ReplyClose(asyncio.Protocol):
-    """Read one 100-byte request, reply, close first (optionally with linger 0: RST instead of FIN)."""
-
-    linger0 = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: Any = transport
-        self.got = 0
-
-    def data_received(self, data: bytes) -> None:
-        self.got += len(data)
-        self.transport.write(data)
-        if self.got >= SIZE:
-            if self.linger0:
-                self.transport.set_linger0()
-            self.transport.close()
-
-
-class ReplyAbort(ReplyClose):
+class ReplyAbort(ReplyCloseProtocol):
     linger0 = True
-
-
-class Echo(asyncio.Protocol):
-    """Echo every request; close after the client's FIN (the client closed first)."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: Any = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def eof_received(self) -> bool:
-        return False
 
 
 @dataclass
@@ -171,11 +139,11 @@ async def main(seconds: float, concurrency: int, all_timelines: bool) -> None:
     base = Config(msl=MSL)
     client = base.with_changes(ephemeral_ports=CLIENT_PORTS)
     phases = [
-        Phase("server closes first (storm)", base, ReplyClose, wait_eof=True),
-        Phase("client closes first", base, Echo),
-        Phase(f"max_time_wait={CAP}", base.with_changes(max_time_wait=CAP), ReplyClose, wait_eof=True),
+        Phase("server closes first (storm)", base, ReplyCloseProtocol, wait_eof=True),
+        Phase("client closes first", base, EchoProtocol),
+        Phase(f"max_time_wait={CAP}", base.with_changes(max_time_wait=CAP), ReplyCloseProtocol, wait_eof=True),
         Phase("linger-0 (RST on close)", base, ReplyAbort),
-        Phase(f"persistent ({REQUESTS_PER_CONN} req/conn)", base, Echo, requests=REQUESTS_PER_CONN),
+        Phase(f"persistent ({REQUESTS_PER_CONN} req/conn)", base, EchoProtocol, requests=REQUESTS_PER_CONN),
         Phase("stack client, no tw_reuse", client.with_changes(tw_reuse=False)),
         Phase("stack client, tw_reuse", client.with_changes(tw_reuse=True, timestamps=True)),
     ]

@@ -66,7 +66,7 @@ def c1_seconds_for(seconds: float) -> float:
     return max(1.0, min(5.0, seconds / 4))
 
 
-class _EchoProtocol(asyncio.Protocol):
+class EchoProtocol(asyncio.Protocol):
     """The echo server as a bare Protocol: echoes, and closes once the peer's FIN arrived."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -79,8 +79,11 @@ class _EchoProtocol(asyncio.Protocol):
         return False  # the transport closes: our FIN goes second (CLOSE-WAIT -> LAST-ACK)
 
 
-class _ReplyCloseProtocol(asyncio.Protocol):
-    """Reads one 100-byte message, replies and closes first (the stack ends in TIME-WAIT)."""
+class ReplyCloseProtocol(asyncio.Protocol):
+    """Reads one 100-byte message, replies and closes first (the stack ends in TIME-WAIT); with
+    `linger0` it resets instead (SO_LINGER {1, 0}: RST, no TIME-WAIT)."""
+
+    linger0 = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: Any = transport
@@ -90,6 +93,8 @@ class _ReplyCloseProtocol(asyncio.Protocol):
         self.got += len(data)
         self.transport.write(data)
         if self.got >= SIZE:
+            if self.linger0:
+                self.transport.set_linger0()
             self.transport.close()
 
 
@@ -272,7 +277,7 @@ async def run_case(case: str, seconds: float, concurrency: int, *, msl: float = 
         server_cpu: Callable[[], float] | None = None
         async with contextlib.AsyncExitStack() as resources:
             if case in ("kernel_closes_first", "stack_closes_first"):
-                proto = _EchoProtocol if case == "kernel_closes_first" else _ReplyCloseProtocol
+                proto = EchoProtocol if case == "kernel_closes_first" else ReplyCloseProtocol
                 for i in range(ports):
                     await stack.create_server(proto, base + i, backlog=1024)
             else:
