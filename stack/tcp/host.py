@@ -366,6 +366,18 @@ class Host:
         segment_arrives(conn, seg, now)
         return True
 
+    def cookie_instead(self, embryo: Connection, seg: Segment, now: float) -> bool:
+        """Whether `seg`, unacceptable to a half-open connection, completes a SYN cookie we sent for
+        the same 4-tuple; if so that connection replaces the embryo."""
+        listener = self.listeners.get(embryo.listen_port) if embryo.listen_port is not None else None
+        if listener is None or not listener.config.syn_cookies or not self.counters["SyncookiesSent"]:
+            return False
+        if check_cookie(self._isn.secret, embryo.four_tuple, (seg.seq - 1) & MASK, (seg.ack - 1) & MASK,
+                        now) is None:
+            return False
+        embryo.return_to_listen(now, "the peer completed our SYN cookie instead")
+        return self._cookie_ack(listener, seg, now)
+
     def open_passive(self, remote_addr: str, remote_port: int, local_port: int, now: float, *,
                      config: Config | None = None) -> Connection:
         """A fully specified passive OPEN (RFC 9293 §3.10.1): a connection in LISTEN that accepts

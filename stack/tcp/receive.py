@@ -158,7 +158,7 @@ def segment_arrives(c: Connection, seg: Segment, now: float) -> None:
     if seq_gt(ack, c.snd_max):
         # Acknowledges something never sent (§3.10.7.4): ACK and drop. A SYN-RECEIVED embryo resets.
         if state is S.SYN_RECEIVED:
-            c.host.reply_rst(seg)
+            _bad_ack_in_syn_received(c, seg, now)
         else:
             c.challenge_ack(now)
         return
@@ -167,7 +167,7 @@ def segment_arrives(c: Connection, seg: Segment, now: float) -> None:
         return
     if state is S.SYN_RECEIVED:
         if not seq_gt(ack, c.snd_una):
-            c.host.reply_rst(seg)  # <SEQ=SEG.ACK><CTL=RST>
+            _bad_ack_in_syn_received(c, seg, now)
             return
         _rtt_sample(c, seg, ack, now)
         c.snd_una = ack
@@ -266,6 +266,16 @@ def _fin_received(c: Connection, now: float) -> None:
     elif state is S.FIN_WAIT_1:
         # Our FIN is not yet acknowledged (else the ACK step moved us to FIN-WAIT-2): CLOSING.
         c.set_state(S.CLOSING, "rcv FIN", now)
+
+
+def _bad_ack_in_syn_received(c: Connection, seg: Segment, now: float) -> None:
+    """SYN-RECEIVED, an unacceptable ACK: <SEQ=SEG.ACK><CTL=RST> (§3.10.7.4, fifth step) - unless
+    it returns a SYN cookie: a duplicated SYN can get a cookie SYN,ACK (backlog full) and a normal
+    one (room again a moment later); the peer may complete either, and the cookie's connection
+    then replaces this embryo, as Linux lets the listener check a cookie here."""
+    if c.passive and c.host.cookie_instead(c, seg, now):
+        return
+    c.host.reply_rst(seg)
 
 
 def _reset_received(c: Connection, now: float) -> None:

@@ -64,3 +64,29 @@ def test_forged_cookie_ack_is_reset() -> None:
     host.on_segment(forged, p.now)
     out = host.take().segments
     assert [s.flags for s in out] == [0x04] and not host.connections  # RST, no connection
+
+
+def test_ack_of_a_cookie_replaces_an_embryo_made_by_a_duplicate_syn() -> None:
+    """A duplicated SYN may be answered once by a cookie (backlog full) and once normally (room
+    again): the client completes the cookie, and its connection replaces the half-open one."""
+    from tests.scenarios.pair import A_ADDR
+
+    p = Pair(Config(msl=1.0, syn_backlog=1, secret=b"f" * 16))
+    host = p.b
+    syn_x = Segment("198.18.9.9", B_ADDR, 1111, PORT, 500, 0, SYN, 65535, 0, TcpOptions(mss=1460))
+    host.on_segment(syn_x, p.now)  # X's embryo fills the backlog
+    syn_y = Segment(A_ADDR, B_ADDR, 2222, PORT, 9000, 0, SYN, 65535, 0, TcpOptions(mss=1460))
+    host.on_segment(syn_y, p.now)
+    cookie = host.take().segments[-1]
+    assert host.counters["SyncookiesSent"] == 1
+    x = host.connections[(B_ADDR, PORT, "198.18.9.9", 1111)]
+    host.on_segment(Segment("198.18.9.9", B_ADDR, 1111, PORT, 501, (x.iss + 1) % 2**32, ACK, 65535), p.now)
+    host.on_segment(syn_y, p.now)  # Y's duplicate SYN: room now, a normal embryo
+    embryo = host.connections[(B_ADDR, PORT, A_ADDR, 2222)]
+    assert embryo.state is S.SYN_RECEIVED and embryo.iss != cookie.seq
+    host.on_segment(Segment(A_ADDR, B_ADDR, 2222, PORT, 9001, (cookie.seq + 1) % 2**32, ACK, 65535,
+                            0, TcpOptions(), b"hello"), p.now)
+    conn = host.connections[(B_ADDR, PORT, A_ADDR, 2222)]
+    assert conn is not embryo and conn.state is S.ESTABLISHED and conn.iss == cookie.seq
+    assert conn.receive(p.now) == b"hello"
+    assert not any(s.flags & 0x04 for s in host.take().segments)  # no RST
