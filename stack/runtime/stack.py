@@ -109,7 +109,7 @@ class Stack:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = float("inf")
         self._flushing = False
-        self._kick_scheduled = False
+        self._acks_scheduled = False
         self._closed = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -409,19 +409,36 @@ class Stack:
         try:
             # Dispatching events runs application code (reads, writes, closes) that makes more
             # output: repeat until the host has nothing left, so none of it waits for the next packet.
-            # ACKs wait until the events are handled: an answer written right away carries them.
+            # Pending ACKs wait: events handled here wake coroutines (a connect's caller, a reader)
+            # that often answer at once; they run before the ACK flush scheduled below, so their
+            # answer carries the ACK (Linux delays the handshake's last ACK for a pending write).
             for _ in range(1000):
                 host.record_state_changes = bool(self.observers)  # nobody watching: build no events
-                out = host.take(flush_acks=not host.has_output(acks=False))
+                out = host.take(flush_acks=False)
                 if out.segments:
                     self._transmit(out.segments)
                 for event in out.events:
                     self._dispatch(event)
-                if not host.has_output():
+                if not host.has_output(acks=False):
                     break
         finally:
             self._flushing = False
+        if host.has_output() and not self._acks_scheduled:
+            self._acks_scheduled = True
+            self.loop.call_soon(self._flush_acks)
         self._rearm()
+
+    def _flush_acks(self) -> None:
+        self._acks_scheduled = False
+        host = self.host
+        if host is None or self._closed or not host.has_output():
+            return
+        out = host.take()
+        if out.segments:
+            self._transmit(out.segments)
+        for event in out.events:
+            self._dispatch(event)
+        self._flush()
 
     def _transmit(self, segments: list[Segment]) -> None:
         packets = [build_packet(seg) for seg in segments]
