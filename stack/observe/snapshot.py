@@ -23,9 +23,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stack.tcp.connection import Connection, Timer
+from stack.tcp.connection import Connection
 from stack.tcp.host import Host
 from stack.tcp.states import State
+from stack.tcp.timers import Timer
 
 S = State
 

@@ -8,8 +8,6 @@ rewinds `snd_nxt` to `snd_una` (go-back-N), and against which ACKs are validated
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from enum import IntEnum
 from typing import TYPE_CHECKING
 
 from stack.tcp import congestion, sack
@@ -18,7 +16,8 @@ from stack.tcp.config import Config, FourTuple
 from stack.tcp.events import Closed, CloseReason, Writable
 from stack.tcp.rtt import RttEstimator
 from stack.tcp.seq import MASK, seq_add, seq_gt, seq_lt, seq_sub
-from stack.tcp.states import State, check_transition
+from stack.tcp.states import SENDING_STATES, State, check_transition
+from stack.tcp.timers import N_TIMERS, TIMER_ACTIONS, Timer
 from stack.wire.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
 
 if TYPE_CHECKING:
@@ -28,18 +27,7 @@ INF = float("inf")
 S = State
 
 
-class Timer(IntEnum):
-    RTX = 0  # retransmission of SYN, data or FIN (RFC 6298)
-    PERSIST = 1  # zero-window probe (RFC 9293 §3.8.6.1)
-    DELACK = 2  # delayed ACK (RFC 9293 §3.8.6.3)
-    KEEPALIVE = 3  # RFC 9293 §3.8.4
-    FIN_WAIT_2 = 4  # orphan FIN-WAIT-2 reaping (Linux tcp_fin_timeout)
 
-
-N_TIMERS = len(Timer)
-
-# States in which the send side may still put data (or our FIN) on the wire.
-_SENDING_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
 
 
 class ConnectionError_(Exception):
@@ -276,7 +264,7 @@ class Connection:
             self._armed[kind] = deadline
             return
         self._deadline[kind] = INF
-        _TIMER_ACTIONS[kind](self, now)
+        TIMER_ACTIONS[kind](self, now)
 
     # ------------------------------------------------------------------ user calls (RFC 9293 §3.10)
     def send(self, data: bytes | bytearray | memoryview, now: float) -> int:
@@ -292,7 +280,7 @@ class Connection:
         n = self.send_buf.append(data)
         if n < len(data):
             self._want_writable = True
-        if self.state in _SENDING_STATES:
+        if self.state in SENDING_STATES:
             self.host.request_push(self, now)  # sent by Host.take: with a close after it, one segment
         return n
 
@@ -474,7 +462,7 @@ class Connection:
     def push(self, now: float) -> None:
         """Send what the windows, Nagle (RFC 9293 §3.7.4) and sender SWS avoidance (§3.8.6.2.1)
         allow, then our FIN once every byte before it has been sent."""
-        if self.state not in _SENDING_STATES:
+        if self.state not in SENDING_STATES:
             return
         buf = self.send_buf
         mss = self.snd_mss
@@ -505,7 +493,7 @@ class Connection:
         if (
             not sent_any
             and self.snd_nxt == self.snd_una
-            and avail_after(self) > 0
+            and self.unsent() > 0
             and self._deadline[Timer.PERSIST] == INF
             and self.snd_wnd < self.snd_mss
         ):
@@ -570,15 +558,16 @@ class Connection:
         if seq_sub(right, self.rcv_adv) >= min(self.cfg.recv_buffer // 2, 2 * self.cfg.mss):
             self.host.request_ack(self)
 
+    def unsent(self) -> int:
+        """Bytes in the send buffer not yet sent."""
+        return len(self.send_buf) - seq_sub(self.snd_nxt, self.send_buf.seq)
+
     def note_writable(self) -> None:
         if self._want_writable and self.send_buf.free > 0:
             self._want_writable = False
             self.host.emit_event(Writable(self))
 
 
-def avail_after(conn: Connection) -> int:
-    """Bytes in the send buffer not yet sent."""
-    return len(conn.send_buf) - seq_sub(conn.snd_nxt, conn.send_buf.seq)
 
 
 def _window_shift(buffer: int) -> int:
@@ -590,94 +579,3 @@ def _window_shift(buffer: int) -> int:
 
 
 _NO_OPTIONS = TcpOptions()
-
-
-# ---------------------------------------------------------------------- timer actions
-def _on_rtx(c: Connection, now: float) -> None:
-    counters = c.host.counters
-    cfg = c.cfg
-    state = c.state
-    if state in (S.SYN_SENT, S.SYN_RECEIVED):
-        limit = cfg.syn_retries if state is S.SYN_SENT else cfg.synack_retries
-        if c.retries >= limit:
-            counters.inc("TCPAbortOnTimeout")
-            c.finish(CloseReason.TIMED_OUT, "SYN retries exhausted", now)
-            return
-        c.retries += 1
-        c.rtt.on_timeout()
-        counters.inc("TCPTimeouts")
-        c.send_syn(now)
-        return
-    if c.snd_una == c.snd_max:
-        return  # everything was acknowledged meanwhile
-    timed_out = c.retries >= cfg.retries
-    if cfg.user_timeout is not None and c.first_unacked_time is not None:
-        timed_out = timed_out or now - c.first_unacked_time >= cfg.user_timeout
-    if timed_out:
-        counters.inc("TCPAbortOnTimeout")
-        c._reset(now, CloseReason.TIMED_OUT, "retransmissions exhausted")
-        return
-    c.retries += 1
-    counters.inc("TCPTimeouts")
-    c.cc.on_timeout(now, c.in_flight)
-    c.rtt.on_timeout()
-    c.in_recovery = False
-    c.dupacks = 0
-    c.sacked = []  # RFC 2018 §8: after a timeout the SACKed bits are not relied on
-    c._rtt_seq = None  # Karn: no sample from what is about to be retransmitted
-    # Go back N (RFC 9293 §3.8.1, RFC 5681 §3.1): resend from SND.UNA as the loss window allows.
-    c.snd_nxt = c.snd_una
-    if c.snd_una == c.iss:
-        c.send_syn(now)  # closed in SYN-RECEIVED: the SYN-ACK itself is still unacknowledged
-    c.set_timer(Timer.RTX, now + c.rtt.rto)
-    c.push(now)
-
-
-def _on_persist(c: Connection, now: float) -> None:
-    """Zero-window probe: Linux's form, an ACK carrying SEQ = SND.UNA - 1, always answered."""
-    if c.state not in _SENDING_STATES or avail_after(c) <= 0 or c.snd_wnd > 0:
-        return
-    c.host.counters.inc("TCPZeroWindowProbes")
-    c.emit(ACK, seq_add(c.snd_una, -1), b"", now)
-    c.rtt.on_timeout()
-    c.set_timer(Timer.PERSIST, now + c.rtt.rto)
-
-
-def _on_delack(c: Connection, now: float) -> None:
-    if c.last_ack_sent != c.rcv_nxt:
-        c.host.counters.inc("DelayedACKs")
-        c.send_ack(now)
-
-
-def _on_keepalive(c: Connection, now: float) -> None:
-    cfg = c.cfg
-    if not cfg.keepalive or not c.state.synchronized:
-        return
-    idle = now - c.last_recv_time
-    if idle < cfg.keepalive_time and c.keepalive_sent == 0:
-        c.set_timer(Timer.KEEPALIVE, c.last_recv_time + cfg.keepalive_time)
-        return
-    if c.keepalive_sent >= cfg.keepalive_probes:
-        c.host.counters.inc("TCPAbortOnTimeout")
-        c._reset(now, CloseReason.TIMED_OUT, "keepalive probes unanswered")
-        return
-    c.keepalive_sent += 1
-    c.host.counters.inc("TCPKeepAliveProbes")
-    c.emit(ACK, seq_add(c.snd_una, -1), b"", now)  # RFC 9293 §3.8.4: SEG.SEQ = SND.NXT-1, no data
-    c.set_timer(Timer.KEEPALIVE, now + cfg.keepalive_interval)
-
-
-def _on_fin_wait_2(c: Connection, now: float) -> None:
-    if c.state is S.FIN_WAIT_2 and c.orphan:
-        c.host.counters.inc("TCPFinTimeout")
-        c.finish(CloseReason.NORMAL, "orphan FIN-WAIT-2 timeout", now)
-
-
-# Indexed by Timer.
-_TIMER_ACTIONS: tuple[Callable[[Connection, float], None], ...] = (
-    _on_rtx,
-    _on_persist,
-    _on_delack,
-    _on_keepalive,
-    _on_fin_wait_2,
-)

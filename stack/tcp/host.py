@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from stack.native import TimerWheel
 from stack.tcp.config import Config, FourTuple
-from stack.tcp.connection import Connection, Timer
+from stack.tcp.connection import Connection
 from stack.tcp.counters import Counters
 from stack.tcp.events import Closed, CloseReason, Event, StateChanged
 from stack.tcp.isn import IsnGenerator
@@ -19,6 +19,7 @@ from stack.tcp.receive import listen_arrives, negotiate, segment_arrives
 from stack.tcp.seq import MASK, seq_add
 from stack.tcp.states import State, check_transition
 from stack.tcp.syncookie import check_cookie, make_cookie
+from stack.tcp.timers import Timer
 from stack.tcp.timewait import TimeWait, TimeWaitTable, TwAction
 from stack.wire.segment import ACK, FIN, RST, SYN, Segment, TcpOptions
 

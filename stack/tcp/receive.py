@@ -8,10 +8,11 @@ ACK, (URG), text, FIN; with RFC 5961's checks and RFC 7323's PAWS where RFC 9293
 from __future__ import annotations
 
 from stack.tcp import congestion, sack
-from stack.tcp.connection import INF, Connection, Timer
+from stack.tcp.connection import INF, Connection
 from stack.tcp.events import Accepted, CloseReason, Connected, EndOfStream, Readable
 from stack.tcp.seq import MASK, seq_add, seq_ge, seq_gt, seq_in, seq_le, seq_lt, seq_sub
 from stack.tcp.states import State
+from stack.tcp.timers import Timer
 from stack.wire.segment import ACK, FIN, RST, SYN, Segment
 
 S = State

@@ -59,6 +59,9 @@ SYNCHRONIZED = frozenset(
 
 S = State
 
+# States in which the send side may still put data (or our FIN) on the wire.
+SENDING_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
+
 # The arrows of RFC 9293 Figure 5, with the event that labels each.
 DIAGRAM_EDGES: dict[tuple[State, State], str] = {
     (S.CLOSED, S.LISTEN): "passive OPEN",
