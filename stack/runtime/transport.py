@@ -98,7 +98,7 @@ class TcpTransport(asyncio.Transport):
         data = conn.receive(self._stack.now())
         if data:
             self._protocol.data_received(data)  # type: ignore[attr-defined]
-        if conn.peer_fin and not conn.recv.ready and not self._eof_seen and self._reading and not self._lost:
+        if conn.peer_fin and not conn.recv.ready_len and not self._eof_seen and self._reading and not self._lost:
             self._eof_seen = True
             keep_open = self._protocol.eof_received()  # type: ignore[attr-defined]
             if not keep_open:

@@ -9,6 +9,8 @@ acknowledging or reading is cheap.
 
 from __future__ import annotations
 
+from collections import deque
+
 from stack.tcp.seq import seq_add, seq_sub
 
 
@@ -54,10 +56,13 @@ class SendBuffer:
 class ReceiveQueue:
     """In-order unread data plus out-of-order blocks keyed by their first sequence number."""
 
-    __slots__ = ("fin_seq", "ooo", "ooo_bytes", "ready", "recent")
+    __slots__ = ("_chunks", "fin_seq", "ooo", "ooo_bytes", "ready_len", "recent")
 
     def __init__(self) -> None:
-        self.ready = bytearray()
+        # In-order unread data as the segments brought it: appending a 64 KB segment costs no copy,
+        # and a read of everything that came as one segment returns that very object.
+        self._chunks: deque[bytes] = deque()
+        self.ready_len = 0
         # Out-of-order blocks as [start_seq, bytes], kept sorted by offset from RCV.NXT, non-overlapping.
         self.ooo: list[tuple[int, bytes]] = []
         self.ooo_bytes = 0
@@ -104,11 +109,39 @@ class ReceiveQueue:
             fresh = block[-offset:] if offset < 0 else block
             if offset < 0 and -offset >= len(block):
                 continue
-            self.ready += fresh
+            self.add(fresh)
             rcv_nxt = seq_add(rcv_nxt, len(fresh))
         if not self.ooo:
             self.recent = None
         return rcv_nxt
+
+    def add(self, data: bytes) -> None:
+        """In-order data for the application."""
+        if data:
+            self._chunks.append(data)
+            self.ready_len += len(data)
+
+    def take(self, max_bytes: int = -1) -> bytes:
+        """Up to `max_bytes` of in-order data (all of it when negative), oldest first."""
+        chunks = self._chunks
+        if max_bytes < 0 or max_bytes >= self.ready_len:
+            data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+        else:
+            parts: list[bytes] = []
+            want = max_bytes
+            while want:
+                head = chunks[0]
+                if len(head) <= want:
+                    parts.append(chunks.popleft())
+                    want -= len(head)
+                else:
+                    parts.append(head[:want])
+                    chunks[0] = head[want:]
+                    want = 0
+            data = b"".join(parts)
+        self.ready_len -= len(data)
+        return bytes(data) if type(data) is not bytes else data
 
     def sack_blocks(self, limit: int) -> tuple[tuple[int, int], ...]:
         """SACK blocks (RFC 2018 §4): the most recently changed block first, then the others."""

@@ -193,7 +193,7 @@ class Connection:
     @property
     def recv_queue_len(self) -> int:
         """Bytes received in order and not yet read by the application (`ss` Recv-Q)."""
-        return len(self.recv.ready)
+        return self.recv.ready_len
 
     @property
     def send_queue_len(self) -> int:
@@ -286,13 +286,7 @@ class Connection:
 
     def receive(self, now: float, max_bytes: int = -1) -> bytes:
         """RECEIVE: take in-order data (all of it when max_bytes < 0), reopening the window."""
-        ready = self.recv.ready
-        if max_bytes < 0 or max_bytes >= len(ready):
-            data = bytes(ready)
-            ready.clear()
-        else:
-            data = bytes(ready[:max_bytes])
-            del ready[:max_bytes]
+        data = self.recv.take(max_bytes) if self.recv.ready_len else b""
         if data and self.state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):
             self._maybe_window_update(now)
         return data
@@ -317,7 +311,7 @@ class Connection:
         if self.state in (S.SYN_SENT, S.LISTEN):
             self.finish(CloseReason.ABORTED, "CLOSE", now)
             return
-        if self.recv.ready and self.state.synchronized:
+        if self.recv.ready_len and self.state.synchronized:
             self.host.counters.inc("TCPAbortOnClose")
             self._reset(now, CloseReason.ABORTED, "close with unread data")
             return
@@ -423,7 +417,7 @@ class Connection:
         return (int(now * 1000.0) + self.ts_offset) & MASK
 
     def _window_free(self) -> int:
-        return max(0, self.cfg.recv_buffer - len(self.recv.ready) - self.recv.ooo_bytes)
+        return max(0, self.cfg.recv_buffer - self.recv.ready_len - self.recv.ooo_bytes)
 
     def _advertise(self) -> int:
         """The window field of an outgoing ACK. The right edge never moves left (RFC 9293 §3.8.6.2.2

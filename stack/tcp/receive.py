@@ -227,7 +227,7 @@ def _accept_text(c: Connection, seq: int, payload: bytes, now: float) -> None:
     host = c.host
     if seq == c.rcv_nxt:
         had_gap = bool(recv.ooo)
-        recv.ready += payload
+        recv.add(payload)
         c.rcv_nxt = seq_add(seq, len(payload))
         if had_gap:
             c.rcv_nxt = recv.pull_contiguous(c.rcv_nxt)
