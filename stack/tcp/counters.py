@@ -25,9 +25,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     "TCPTimeouts",
     "TCPSynRetrans",
     "TCPFastRetrans",
-    "TCPLossProbes",
     "DelayedACKs",
-    "TCPPureAcks",
     "PAWSEstab",
     "TCPOFOQueue",
     "TW",  # connections that entered TIME-WAIT

@@ -233,7 +233,7 @@ def _accept_text(c: Connection, seq: int, payload: bytes, now: float) -> None:
             c.rcv_nxt = recv.pull_contiguous(c.rcv_nxt)
             host.request_ack(c)  # a gap filled: ACK at once (RFC 5681 §4.2)
         else:
-            _delayed_ack(c, len(payload), now)
+            _delayed_ack(c, now)
         host.emit_event(Readable(c))
     else:
         recv.insert_ooo(c.rcv_nxt, seq, payload)
@@ -241,7 +241,7 @@ def _accept_text(c: Connection, seq: int, payload: bytes, now: float) -> None:
         host.request_ack(c)  # out of order: immediate duplicate ACK with SACK blocks (RFC 5681 §4.2)
 
 
-def _delayed_ack(c: Connection, size: int, now: float) -> None:
+def _delayed_ack(c: Connection, now: float) -> None:
     """ACK at least every second full-sized segment, else within the delayed-ACK timeout (§3.8.6.3).
     Counted in bytes, as Linux does, so that one 64 KB GSO segment counts as the many it stands for."""
     if not c.cfg.delayed_ack or seq_sub(c.rcv_nxt, c.last_ack_sent) >= 2 * c.snd_mss:
