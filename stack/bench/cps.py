@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import os
 import resource
@@ -42,7 +41,6 @@ from typing import Any
 
 from stack.bench.loadgen import GRACE, EchoServer, namespace_time_wait, run_client
 from stack.runtime.stack import Stack
-from stack.runtime.transport import TcpTransport
 from stack.tcp.config import Config
 from stack.tcp.host import PortInUse
 
@@ -98,24 +96,31 @@ class ReplyCloseProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-class _ClientProtocol(asyncio.Protocol):
-    def __init__(self, done: asyncio.Future[None]) -> None:
-        self.done = done
+class _CallbackClient(asyncio.Protocol):
+    """One client connection of stack_client_load: write the request on connect, close first once
+    the echo is back, and report (exactly once) either way."""
+
+    def __init__(self, report: Callable[[float, bool], None], started: float) -> None:
+        self.report = report
+        self.started = started
         self.got = 0
+        self.reported = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: Any = transport
+        self.transport.write(PAYLOAD)
 
     def data_received(self, data: bytes) -> None:
         self.got += len(data)
-        if self.got >= SIZE and not self.done.done():
-            self.done.set_result(None)
+        if self.got >= SIZE and not self.reported:
+            self.reported = True
+            self.transport.close()  # we close first: the stack holds the TIME-WAIT
+            self.report(self.started, True)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_exception(exc or ConnectionError("closed before the echo arrived"))
-
-
-def _retrieve(fut: asyncio.Future[None]) -> None:
-    if not fut.cancelled():
-        fut.exception()
+        if not self.reported:
+            self.reported = True
+            self.report(self.started, False)
 
 
 class _Sampler:
@@ -205,7 +210,10 @@ def _config(case: str, msl: float) -> Config:
 
 async def stack_client_load(stack: Stack, port: int, ports: int, seconds: float, concurrency: int,
                         bucket_ms: int) -> dict[str, Any]:
-    """`concurrency` connect / send / receive / close loops from the stack for `seconds`."""
+    """`concurrency` connect / send / receive / close loops from the stack for `seconds`.
+
+    Driven by callbacks (Stack.connect and a Protocol), not a coroutine per connection: like the
+    server side of the other cases, the client costs what an event-driven application costs."""
     loop = asyncio.get_running_loop()
     peer = stack.peer_addr
     nb = int(seconds * 1000 / bucket_ms) + 2
@@ -215,45 +223,42 @@ async def stack_client_load(stack: Stack, port: int, ports: int, seconds: float,
     turn = itertools.count()
     t0 = loop.time()
     end = t0 + seconds
+    finished = loop.create_future()
+    in_flight = [0]
 
-    async def worker() -> None:
-        while loop.time() < end:
-            done: asyncio.Future[None] = loop.create_future()
-            # A reset may land after the worker stopped waiting (end of run, cancellation): mark
-            # the exception retrieved so asyncio does not log it as lost.
-            done.add_done_callback(_retrieve)
-            started = loop.time()
-            try:
-                transport, _ = await stack.create_connection(functools.partial(_ClientProtocol, done), peer,
-                                                             port + next(turn) % ports)
-            except PortInUse:
-                errors["addr_unavailable"] += 1
-                await asyncio.sleep(0.001)  # no free 4-tuple: wait for TIME-WAITs to age, not spin
-                continue
-            except OSError:
-                errors["connect_errors"] += 1
-                continue
-            assert isinstance(transport, TcpTransport)
-            transport.write(PAYLOAD)
-            try:
-                await done
-            except OSError:
-                errors["reset_errors"] += 1
-                transport.abort()
-                continue
-            transport.close()  # we close first: the stack holds the TIME-WAIT
+    def start_one() -> None:
+        if loop.time() >= end:
+            if in_flight[0] == 0 and not finished.done():
+                finished.set_result(None)
+            return
+        try:
+            stack.connect(_CallbackClient(done_one, loop.time()), peer, port + next(turn) % ports)
+        except PortInUse:
+            errors["addr_unavailable"] += 1
+            loop.call_later(0.001, start_one)  # no free 4-tuple: wait for TIME-WAITs to age, not spin
+            return
+        except OSError:
+            errors["connect_errors"] += 1
+            loop.call_soon(start_one)
+            return
+        in_flight[0] += 1
+
+    def done_one(started: float, ok: bool) -> None:
+        in_flight[0] -= 1
+        if ok:
             t1 = loop.time()
             if t1 < end:
                 buckets[int((t1 - t0) * 1000 / bucket_ms)] += 1
                 latencies.append((t1 - started) * 1e6)
+        else:
+            errors["reset_errors"] += 1
+        start_one()
 
-    tasks = [loop.create_task(worker()) for _ in range(concurrency)]
-    # A worker stuck on a lost segment would wait for its retransmission; the run ends on time anyway.
-    _, pending = await asyncio.wait(tasks, timeout=seconds + 2.0)
-    for task in pending:
-        task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.gather(*tasks, return_exceptions=True)
+    for _ in range(concurrency):
+        start_one()
+    # A connection stuck on a lost segment would wait for its retransmission; the run ends on time.
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(finished), seconds + 2.0)
     elapsed = min(loop.time(), end) - t0
     latencies.sort()
     lat = {"mean": sum(latencies) / len(latencies) if latencies else 0.0}

@@ -240,6 +240,16 @@ class Stack:
             self._connecting.pop(conn, None)
         return transport, protocol
 
+    def connect(self, protocol: asyncio.BaseProtocol, host: str, port: int, *, local_port: int | None = None,
+                config: Config | None = None) -> TcpTransport:
+        """Active open without awaiting: `protocol.connection_made` runs once ESTABLISHED, and a
+        failure (refused, timed out) arrives as `connection_lost(exc)`. No future and no task per
+        connection, for clients that open many (a callback-driven load generator)."""
+        conn = self._host().connect(host, port, self.now(), local_port=local_port, config=config)
+        transport = TcpTransport(self, conn, protocol)
+        self.kick()
+        return transport
+
     async def open_connection(self, host: str, port: int, *, limit: int = 2**16,
                               local_port: int | None = None,
                               config: Config | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

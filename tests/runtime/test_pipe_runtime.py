@@ -147,3 +147,40 @@ def test_refused_and_state_of() -> None:
             w.close()
 
     run(main())
+
+
+def test_connect_without_awaiting() -> None:
+    """Stack.connect: connection_made once ESTABLISHED, connection_lost(exc) on failure; no future."""
+
+    class Ping(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.made = asyncio.Event()
+            self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+            self.data = b""
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            transport.write(b"ping")  # type: ignore[attr-defined]
+            transport.write_eof()  # type: ignore[attr-defined]
+            self.made.set()
+
+        def data_received(self, data: bytes) -> None:
+            self.data += data
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            self.lost.set_result(exc)
+
+    async def main() -> None:
+        a, b = await two_stacks()
+        async with a, b:
+            await b.start_server(echo, 7)
+            good = Ping()
+            a.connect(good, "198.18.0.2", 7)
+            await asyncio.wait_for(good.made.wait(), 5)
+            refused = Ping()
+            a.connect(refused, "198.18.0.2", 4444)
+            assert isinstance(await asyncio.wait_for(refused.lost, 5), ConnectionRefusedError)
+            assert not refused.made.is_set()
+            await asyncio.sleep(0.1)
+            assert good.data == b"ping"
+
+    run(main())
