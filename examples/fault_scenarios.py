@@ -203,16 +203,22 @@ async def fin_ahead_of_data() -> Result:
         return {"arrival_order": order, "delivered": got[0].decode(), "reordered": len(run.applied)}
 
 
+async def echo_through(run: Run, size: int) -> tuple[bytes, bytes]:
+    """A kernel client sends `size` bytes to an echo server on the stack; (sent, echoed)."""
+    await run.stack.start_server(echo, 7)
+    r, w, _kport = await run.connect(7)
+    payload = bytes(range(256)) * (size // 256)
+    w.write(payload)
+    w.write_eof()
+    back = await r.read()
+    w.close()
+    return payload, back
+
+
 async def duplicate_everything() -> Result:
     """5. Duplicate every segment both ways: no byte is delivered twice."""
     async with Run("dup in\ndup out") as run:
-        await run.stack.start_server(echo, 7)
-        r, w, _kport = await run.connect(7)
-        payload = bytes(range(256)) * 1000
-        w.write(payload)
-        w.write_eof()
-        back = await r.read()
-        w.close()
+        payload, back = await echo_through(run, 256_000)
         return {"sent": len(payload), "echoed": len(back), "intact": back == payload,
                 "duplicated": run.engine.counters["FaultDup"]}
 
@@ -245,13 +251,7 @@ async def lossy_many(connections: int = 100, size: int = 100_000) -> Result:
 async def corruption() -> Result:
     """7. Corrupt 5% of what the kernel sends: counted as checksum errors, repaired by retransmission."""
     async with Run("corrupt in p=0.05 seed=3") as run:
-        await run.stack.start_server(echo, 7)
-        r, w, _kport = await run.connect(7)
-        payload = bytes(range(256)) * 2000
-        w.write(payload)
-        w.write_eof()
-        back = await r.read()
-        w.close()
+        payload, back = await echo_through(run, 512_000)
         host = run.stack.host
         assert host is not None
         return {"corrupted": run.engine.counters["FaultCorrupt"], "InCsumErrors": host.counters["InCsumErrors"],
