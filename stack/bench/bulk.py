@@ -9,9 +9,7 @@ ceiling of any Python stack on this device. Measured and printed, never asserted
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import select
 import subprocess
@@ -152,7 +150,7 @@ def run_bulk(megabytes: int, mtus: list[int]) -> dict[str, Any]:
     return result
 
 
-def _print(r: dict[str, Any]) -> None:
+def print_result(r: dict[str, Any]) -> None:
     print(f"bulk, {r['megabytes']} MB each way (no-offload case: a quarter of it)")
     print(f"  {'case':<22} {'to stack MB/s':>14} {'from stack MB/s':>16} {'cpu to/from':>12} {'retrans':>8}")
     for key, v in r.items():
@@ -163,41 +161,3 @@ def _print(r: dict[str, Any]) -> None:
     print(f"  {'kernel_to_kernel':<22} {r['kernel_to_kernel']['MBps']:>14}  ({r['kernel_to_kernel']['path']})")
     for key, v in r["raw_tun"].items():
         print(f"  {'raw_tun ' + key:<22} {v['MBps']:>14}  ({v['note']})")
-
-
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from stack.cli.common import mtu_value
-
-    p = sub.add_parser("bulk", help="bulk throughput both ways, MTU 1500 (offloads on/off) and 65000",
-                       description=__doc__)
-    p.add_argument("--mb", type=_megabytes, default=1024, metavar="N", help="megabytes each way (default 1024)")
-    p.add_argument("--mtu", type=mtu_value, action="append", metavar="N",
-                   help="an MTU to measure (repeatable; default 1500 and 65000)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_run)
-
-
-def _megabytes(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of megabytes: {text!r}") from None
-    if not 1 <= value <= 16384:
-        raise argparse.ArgumentTypeError(f"megabytes out of range 1..16384: {text!r}")
-    return value
-
-
-def _run(args: argparse.Namespace) -> int:
-    from stack.cli.common import require_kernel_link
-    from stack.link.netns import install_signal_handlers
-
-    require_kernel_link()
-    install_signal_handlers()
-    result = run_bulk(args.mb, args.mtu or [1500, 65000])
-    if args.json:
-        print(json.dumps(result))
-    else:
-        _print(result)
-    return 0
-
-
