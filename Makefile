@@ -29,7 +29,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check stack tests examples benchmarks tools
-	$(VENV)/bin/mypy --strict stack/tcp stack/wire
+	$(VENV)/bin/mypy --strict stack
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
