@@ -43,7 +43,8 @@ def negotiate(c: Tcb, syn: Segment, now: float) -> None:
         c.snd_wscale = 0
         c.rcv_wscale = 0
     c.sack_ok = cfg.sack and opts.sack_permitted
-    c.recovery = recovery.for_connection(c.sack_ok, c.iss)
+    if c.sack_ok != (c.recovery.name == "sack"):
+        c.recovery = recovery.for_connection(c.sack_ok, c.iss)
     if cfg.timestamps and opts.timestamp is not None:
         c.ts_ok = True
         c.ts_recent = opts.timestamp[0]

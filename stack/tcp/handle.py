@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 class _Host(Protocol):
     """What a handle needs of the host (stack.tcp.host.Host), without importing it."""
 
-    def context(self, now: float) -> Context: ...
+    ctx: Context
+
     def act(self, conn: Connection, outcome: Outcome | None) -> None: ...
 
 
@@ -143,23 +144,33 @@ class ConnectionHandle:
     # ---------------------------------------------------------------- user calls (RFC 9293 §3.10)
     def send(self, data: bytes | bytearray | memoryview, now: float) -> int:
         """SEND: queue data; returns how many bytes fitted in the send buffer."""
-        return self._conn.send(data, self._host.context(now))
+        ctx = self._host.ctx
+        ctx.now = now
+        return self._conn.send(data, ctx)
 
     def receive(self, now: float, max_bytes: int = -1) -> bytes:
         """RECEIVE: in-order data (all of it when max_bytes < 0); b"" when none is waiting."""
-        return self._conn.receive(self._host.context(now), max_bytes)
+        ctx = self._host.ctx
+        ctx.now = now
+        return self._conn.receive(ctx, max_bytes)
 
     def shutdown(self, now: float, read: bool = False, write: bool = True) -> None:
         """shutdown(2): SHUT_WR sends our FIN after pending data; SHUT_RD sends nothing."""
-        conn = self._conn
-        self._host.act(conn, conn.shutdown(self._host.context(now), read, write))
+        conn, host = self._conn, self._host
+        ctx = host.ctx
+        ctx.now = now
+        host.act(conn, conn.shutdown(ctx, read, write))
 
     def close(self, now: float) -> None:
         """CLOSE: FIN after pending data (RST if unread data is discarded, or with linger0)."""
-        conn = self._conn
-        self._host.act(conn, conn.close(self._host.context(now)))
+        conn, host = self._conn, self._host
+        ctx = host.ctx
+        ctx.now = now
+        host.act(conn, conn.close(ctx))
 
     def abort(self, now: float) -> None:
         """ABORT: RST, no TIME-WAIT."""
-        conn = self._conn
-        self._host.act(conn, conn.abort(self._host.context(now)))
+        conn, host = self._conn, self._host
+        ctx = host.ctx
+        ctx.now = now
+        host.act(conn, conn.abort(ctx))

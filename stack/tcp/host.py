@@ -200,7 +200,7 @@ class Host:
 
     # ------------------------------------------------------------------ acting on outcomes
     def context(self, now: float) -> Context:
-        """The context for a user call made at `now` (a handle's calls come through here)."""
+        """The context, set to `now`, for a call into a connection made at that time."""
         ctx = self.ctx
         ctx.now = now
         return ctx

@@ -14,7 +14,7 @@ from stack.tcp.outcome import Outcome, ToTimeWait
 from stack.tcp.sender import send_ack
 from stack.tcp.seq import seq_add, seq_sub
 from stack.tcp.states import State
-from stack.tcp.tcb import Tcb, Timer
+from stack.tcp.tcb import INF, Tcb, Timer
 
 S = State
 
@@ -43,7 +43,7 @@ def _delayed_ack(c: Tcb, ctx: Context) -> None:
     Counted in bytes, as Linux does, so that one 64 KB GSO segment counts as the many it stands for."""
     if not c.cfg.delayed_ack or seq_sub(c.rcv_nxt, c.last_ack_sent) >= 2 * c.snd_mss:
         ctx.request_ack(c)
-    elif not c.timer_pending(Timer.DELACK):
+    elif c.deadlines[Timer.DELACK] == INF:
         c.set_timer(Timer.DELACK, ctx.now + c.cfg.delayed_ack_timeout, ctx)
 
 

@@ -13,7 +13,7 @@ from stack.tcp.events import CloseReason
 from stack.tcp.outcome import Finished
 from stack.tcp.seq import seq_add, seq_gt, seq_lt, seq_sub
 from stack.tcp.states import SENDING_STATES, State
-from stack.tcp.tcb import Tcb, Timer
+from stack.tcp.tcb import INF, Tcb, Timer
 from stack.wire.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
 
 S = State
@@ -38,7 +38,7 @@ def emit(c: Tcb, flags: int, seq: int, payload: bytes, ctx: Context, options: Tc
         c.last_ack_sent = ack
         if ctx.ack_pending:
             ctx.ack_pending.pop(c, None)  # this segment carries the ACK that was asked for
-        if c.timer_pending(Timer.DELACK):
+        if c.deadlines[Timer.DELACK] != INF:
             c.clear_timer(Timer.DELACK, ctx)
     ctx.transmit(Segment(la, ra, lp, rp, seq, ack, flags, window, 0, options, payload))
 
@@ -137,7 +137,7 @@ def push(c: Tcb, ctx: Context) -> None:
         not sent_any
         and c.snd_nxt == c.snd_una
         and c.unsent() > 0
-        and not c.timer_pending(Timer.PERSIST)
+        and c.deadlines[Timer.PERSIST] == INF
         and c.snd_wnd < c.snd_mss
     ):
         # Nothing in flight and the window keeps data back: probe it (RFC 9293 §3.8.6.1).
@@ -164,7 +164,7 @@ def _send_data(c: Tcb, payload: bytes, extra_flags: int, ctx: Context) -> None:
         c.snd_max = end
     if c.first_unacked_time is None:
         c.first_unacked_time = now
-    if not c.timer_pending(Timer.RTX):
+    if c.deadlines[Timer.RTX] == INF:
         c.set_timer(Timer.RTX, now + c.rtt.rto, ctx)
 
 

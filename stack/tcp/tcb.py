@@ -18,7 +18,7 @@ from stack.tcp import congestion
 from stack.tcp.buffers import ReceiveQueue, SendBuffer
 from stack.tcp.config import Config, FourTuple
 from stack.tcp.context import Context
-from stack.tcp.events import Closed, CloseReason
+from stack.tcp.events import Closed, CloseReason, StateChanged
 from stack.tcp.outcome import FINISHED, Finished
 from stack.tcp.rtt import RttEstimator
 from stack.tcp.seq import MASK, seq_add, seq_gt, seq_sub
@@ -49,7 +49,6 @@ class Tcb:
     __slots__ = (
         "__weakref__",
         "_armed",
-        "_deadline",
         "_timer_id",
         "announced",
         "cc",
@@ -57,6 +56,7 @@ class Tcb:
         "challenge_time",
         "cid",
         "close_reason",
+        "deadlines",
         "fin_queued",
         "fin_seq",
         "first_unacked_time",
@@ -166,7 +166,7 @@ class Tcb:
         self.challenge_time = -INF
         self.want_writable = False
         self.syn_flags_sent = 0  # SYN or SYN|ACK, once sent: a second one is a retransmission
-        self._deadline = [INF] * N_TIMERS
+        self.deadlines = [INF] * N_TIMERS  # per Timer kind; INF when not armed
         self._timer_id = [-1] * N_TIMERS
         self._armed = [INF] * N_TIMERS  # when the wheel entry of each timer fires
 
@@ -203,7 +203,7 @@ class Tcb:
         return min(self.rcv_wnd >> self.rcv_wscale, 65535)
 
     def timer_deadline(self, kind: Timer) -> float | None:
-        deadline = self._deadline[kind]
+        deadline = self.deadlines[kind]
         return None if deadline == INF else deadline
 
     def tsval(self, now: float) -> int:
@@ -237,8 +237,11 @@ class Tcb:
         old = self.state
         check_transition(old, new)
         self.state = new
-        self.history.append((ctx.now, old, new, cause))
-        ctx.state_changed(self.four_tuple, old, new, cause)
+        now = ctx.now
+        self.history.append((now, old, new, cause))
+        ctx.edges[(old, new)] += 1  # Context.state_changed, inlined: once or more per segment
+        if ctx.record_state_changes:
+            ctx.events.append(StateChanged(now, self.four_tuple, old, new, cause))
 
     def finish(self, reason: CloseReason, cause: str, ctx: Context, new_state: State = S.CLOSED) -> Finished:
         """Stop: CLOSED (or LISTEN, for a passive embryo), timers cancelled. The host removes the
@@ -254,7 +257,7 @@ class Tcb:
     def set_timer(self, kind: Timer, deadline: float, ctx: Context) -> None:
         """Arm a timer. Pushing a deadline later leaves the wheel entry alone (it fires early, is
         re-armed then): an ACK stream that restarts the RTO costs no wheel work per ACK."""
-        self._deadline[kind] = deadline
+        self.deadlines[kind] = deadline
         timer_id = self._timer_id[kind]
         if timer_id >= 0:
             if self._armed[kind] <= deadline:
@@ -264,7 +267,7 @@ class Tcb:
         self._armed[kind] = deadline
 
     def clear_timer(self, kind: Timer, ctx: Context) -> None:
-        self._deadline[kind] = INF
+        self.deadlines[kind] = INF
         timer_id = self._timer_id[kind]
         if timer_id >= 0:
             ctx.wheel.cancel(timer_id)
@@ -278,18 +281,15 @@ class Tcb:
         """The wheel fired `kind`: whether its deadline is really due. A lazily pushed-back
         deadline is re-armed instead."""
         self._timer_id[kind] = -1
-        deadline = self._deadline[kind]
+        deadline = self.deadlines[kind]
         if deadline == INF:
             return False
         if deadline > ctx.now:
             self._timer_id[kind] = ctx.wheel.schedule(deadline, self.cid * N_TIMERS + kind)
             self._armed[kind] = deadline
             return False
-        self._deadline[kind] = INF
+        self.deadlines[kind] = INF
         return True
-
-    def timer_pending(self, kind: Timer) -> bool:
-        return self._deadline[kind] != INF
 
 
 def _window_shift(buffer: int) -> int:
