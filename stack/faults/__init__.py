@@ -56,7 +56,7 @@ Rules apply in order as a pipeline (every matching rule applies, not just the fi
 line for a file) before anything runs.
 """
 
-from stack.faults.engine import COUNTER_NAMES, FaultEngine, Listener, Release, StateOf
+from stack.faults.engine import COUNTER_NAMES, Crossing, FaultEngine, Listener, Release, StateOf
 from stack.faults.rules import (
     ACTIONS,
     Action,
@@ -82,6 +82,7 @@ __all__ = [
     "COUNTER_NAMES",
     "Action",
     "Corrupt",
+    "Crossing",
     "Delay",
     "Drop",
     "Dup",

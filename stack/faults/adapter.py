@@ -8,7 +8,9 @@ when its turn comes. The adapter also answers the engine's `state=` matcher from
 
 from __future__ import annotations
 
-from stack.faults.engine import FaultEngine, Release
+from typing import NamedTuple
+
+from stack.faults.engine import Crossing, FaultEngine, Release
 from stack.tcp.config import FourTuple
 from stack.tcp.host import Host
 from stack.wire import MalformedPacket, parse_packet
@@ -16,6 +18,15 @@ from stack.wire.segment import Segment
 
 IN = "in"  # toward the stack
 OUT = "out"  # from the stack toward its peer
+
+
+class FaultNote(NamedTuple):
+    """What a driver tells its observers about a segment the fault engine changed or held: the
+    actions ("delay", "dup", "reorder", ...) and when the segment entered the engine (its sender's
+    time; it crossed later when delayed or held)."""
+
+    faults: tuple[str, ...]
+    since: float
 
 
 def segment_key(seg: Segment, direction: str) -> FourTuple:
@@ -41,15 +52,15 @@ class FaultAdapter:
         state = self.host.state_for(segment_key(seg, direction))
         return None if state is None else state.value
 
-    def outbound(self, seg: Segment, packet: bytes, now: float) -> list[tuple[bytes, float]]:
-        """What crosses, and after what extra delay, when the host sends `seg` (built as `packet`)."""
-        return self.engine.process(OUT, seg, packet, now)
+    def outbound(self, seg: Segment, packet: bytes, now: float) -> list[Crossing]:
+        """What crosses, after what extra delay, when the host sends `seg` (built as `packet`)."""
+        return self.engine.cross(OUT, seg, packet, now)
 
-    def inbound(self, seg: Segment, packet: bytes, now: float) -> list[tuple[bytes, float]]:
-        """What reaches the host, and after what extra delay, when the peer sent `packet`."""
-        return self.engine.process(IN, seg, packet, now)
+    def inbound(self, seg: Segment, packet: bytes, now: float) -> list[Crossing]:
+        """What reaches the host, after what extra delay, when the peer sent `packet`."""
+        return self.engine.cross(IN, seg, packet, now)
 
-    def inbound_packet(self, packet: bytes, now: float) -> list[tuple[bytes, Segment | None, float]]:
+    def inbound_packet(self, packet: bytes, now: float) -> list[tuple[Segment | None, Crossing]]:
         """`inbound` for raw bytes from a link: parsed here (a malformed packet is counted by the
         host and crosses no rule). Each result carries the segment when its bytes are unchanged,
         so the receiver need not parse them again."""
@@ -58,7 +69,7 @@ class FaultAdapter:
         except MalformedPacket as bad:
             self.host.on_malformed(bad.reason.value)
             return []
-        return [(data, seg if data is packet else None, delay) for data, delay in self.inbound(seg, packet, now)]
+        return [(seg if c.packet is packet else None, c) for c in self.inbound(seg, packet, now)]
 
     def released(self, now: float) -> list[Release]:
         """Segments `reorder` held back whose turn (or timeout) has come."""

@@ -54,13 +54,26 @@ _INJECT_FLAGS = {"rst": RST, "syn": SYN, "ack": ACK}
 _MASK32 = 0xFFFFFFFF
 
 
+class Crossing(NamedTuple):
+    """One packet that crosses in place of the one given: its bytes, the extra delay before it
+    crosses, and the names of the actions that changed it (empty when none did). A `dup` copy says
+    "dup" and its original does not, so an observer can tell the copy from the segment sent."""
+
+    packet: bytes
+    delay: float
+    faults: tuple[str, ...] = ()
+
+
 class Release(NamedTuple):
-    """A held segment going back on the wire; `segment` says where it was going."""
+    """A held segment going back on the wire; `segment` says where it was going, `since` when it was
+    taken off the wire, `faults` what acted on it ("reorder" last)."""
 
     direction: str
     segment: Segment
     packet: bytes
     delay: float
+    since: float = 0.0
+    faults: tuple[str, ...] = ("reorder",)
 
 
 @dataclass(slots=True)
@@ -73,6 +86,8 @@ class _Held:
     left: int  # later segments in this direction that still have to cross first
     order: int
     rule_text: str
+    since: float
+    faults: tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -82,6 +97,7 @@ class _Item:
     delay: float
     held: _Held | None = None
     injected: bool = False
+    faults: tuple[str, ...] = ()
 
 
 class _RuleState:
@@ -128,6 +144,10 @@ class FaultEngine:
         Segments held by ``reorder`` are not in the result; call `release_due` after every call (and
         at `next_deadline`) to collect them.
         """
+        return [(c.packet, c.delay) for c in self.cross(direction, segment, packet, now)]
+
+    def cross(self, direction: str, segment: Segment, packet: bytes, now: float) -> list[Crossing]:
+        """`process`, with what acted on each packet that crosses (for captures and diagrams)."""
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be 'in' or 'out', not {direction!r}")
         items = [_Item(segment, packet, 0.0)]
@@ -144,12 +164,12 @@ class FaultEngine:
                     continue
                 self._apply(rs, item, direction, now, out)
             items = out
-        crossing: list[tuple[bytes, float]] = []
+        crossing: list[Crossing] = []
         for item in items:
             if item.held is not None:
                 self._held.append(item.held)
                 continue
-            crossing.append((item.packet, item.delay))
+            crossing.append(Crossing(item.packet, item.delay, item.faults))
             self._passed(direction, item.delay, now)
         return crossing
 
@@ -193,41 +213,47 @@ class FaultEngine:
     def _apply(self, rs: _RuleState, item: _Item, direction: str, now: float, out: list[_Item]) -> None:
         action = rs.rule.action
         reported = item.segment
+        name = action.name
         if isinstance(action, Drop):
             pass  # not appended: lost
         elif isinstance(action, Delay):
             extra = action.delay + (rs.rng.uniform(-action.jitter, action.jitter) if action.jitter else 0.0)
             item.delay += max(0.0, extra)
+            item.faults += (name,)
             out.append(item)
         elif isinstance(action, Dup):
             out.append(item)
-            out.extend(_Item(item.segment, item.packet, item.delay) for _ in range(action.copies))
+            copies = (*item.faults, name)  # the copies are the duplicates; the original is what was sent
+            out.extend(_Item(item.segment, item.packet, item.delay, faults=copies) for _ in range(action.copies))
         elif isinstance(action, Reorder):
             self._order += 1
             item.held = _Held(direction, item.segment, item.packet, item.delay, now + action.timeout, action.hold,
-                              self._order, rs.text)
+                              self._order, rs.text, now, (*item.faults, name))
             out.append(item)
         elif isinstance(action, Corrupt):
             item.packet = corrupt_packet(item.packet, action.bits, rs.rng)
+            item.faults += (name,)
             out.append(item)
         elif isinstance(action, Truncate):
             keep = action.length if action.length is not None else max(0, len(item.packet) - (action.cut or 0))
             item.packet = item.packet[:keep]
+            item.faults += (name,)
             out.append(item)
         elif isinstance(action, Rewrite):
             item.segment, item.packet = rewrite_packet(item.segment, item.packet, action)
+            item.faults += (name,)
             reported = item.segment
             out.append(item)
         else:
             out.append(item)
             injected = inject_segment(item.segment, action)
             reported = injected
-            out.append(_Item(injected, build_packet(injected), item.delay, injected=True))
+            out.append(_Item(injected, build_packet(injected), item.delay, injected=True, faults=(name,)))
         rs.applied += 1
-        self.counters[_COUNTER_OF[action.name]] += 1
+        self.counters[_COUNTER_OF[name]] += 1
         self.rule_counts[rs.text] += 1
         for listener in self.listeners:
-            listener(now, action.name, direction, reported, rs.text)
+            listener(now, name, direction, reported, rs.text)
 
     def _passed(self, direction: str, delay: float, now: float) -> None:
         """One segment crossed in `direction`: held ones waiting on it move a step closer."""
@@ -255,7 +281,7 @@ class FaultEngine:
         for held in due:
             for listener in self.listeners:
                 listener(now, "release", held.direction, held.segment, held.rule_text)
-        return [Release(h.direction, h.segment, h.packet, h.delay) for h in due]
+        return [Release(h.direction, h.segment, h.packet, h.delay, h.since, h.faults) for h in due]
 
     @property
     def held(self) -> int:

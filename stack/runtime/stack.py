@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time as _wall
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Protocol
 
-from stack.faults.adapter import FaultAdapter
+from stack.faults.adapter import FaultAdapter, FaultNote
 from stack.faults.engine import FaultEngine
 from stack.link import vnet
+from stack.observe.capture import Capture, PcapTarget, TraceTarget, shown_segment
 from stack.runtime.transport import TcpTransport, close_exception
 from stack.tcp.config import Config
 from stack.tcp.events import Accepted, Closed, Connected, EndOfStream, Readable, StateChanged, Writable
@@ -29,8 +31,10 @@ from stack.wire.segment import Segment
 
 log = logging.getLogger("tcpstack")
 
-# An observer sees ("in" | "out", time, segment, packet bytes) for every segment and
-# ("state", time, StateChanged) for every state change. Time is the loop's monotonic clock.
+# An observer sees ("in" | "out", time, segment, packet bytes, note) for every segment at the time it
+# crossed the link, and ("state", time, StateChanged) for every state change. Time is the loop's
+# monotonic clock. `note` is None, or a FaultNote when the fault engine changed or held the segment
+# (its `since` is when the segment entered the engine: it crossed later when delayed or reordered).
 Observer = Callable[..., None]
 
 
@@ -77,11 +81,18 @@ class Server:
 
 class Stack:
     """A tcpstack host on a link. Over TUN (the default) it owns a private network namespace whose
-    kernel side is `peer_addr`; pass `link=` to run over anything with read_batch/write_batch."""
+    kernel side is `peer_addr`; pass `link=` to run over anything with read_batch/write_batch.
+
+    `pcap=` and `trace=` record the run live (a path, "-" for standard output, an open stream or a
+    writer; see stack.observe.capture): every packet when it crossed, state changes, fault actions.
+    `stats_log=` samples every counter and the per-state connection counts into a CSV file every
+    `stats_interval` seconds (stack.observe.statslog)."""
 
     def __init__(self, link: Any = None, *, config: Config | None = None, addr: str = "198.18.0.2",
                  peer_addr: str = "198.18.0.1", prefix: int = 24, netns: str | None = None,
-                 mtu: int | None = None, faults: FaultEngine | None = None, offload: bool = True) -> None:
+                 mtu: int | None = None, faults: FaultEngine | None = None, offload: bool = True,
+                 pcap: PcapTarget | None = None, trace: TraceTarget | None = None,
+                 stats_log: str | None = None, stats_interval: float = 1.0) -> None:
         self.config = config or Config()
         if mtu is not None and mtu != self.config.mtu:
             self.config = self.config.with_changes(mtu=mtu)
@@ -105,6 +116,12 @@ class Stack:
         # kernel peer has processed them (a TUN write runs the receive path before returning).
         self.after_write: list[Callable[[float], None]] = []
         self.internal_errors = 0
+        self._capture_targets = (pcap, trace)
+        self.capture: Capture | None = None
+        self._capture_flush: asyncio.Handle | None = None
+        self._stats_log_path = stats_log
+        self._stats_interval = stats_interval
+        self.stats_log: Any = None  # stack.observe.statslog.StatsLog once started
         self._transports: set[TcpTransport] = set()
         self._connecting: dict[ConnectionHandle, asyncio.Future[TcpTransport]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -128,6 +145,19 @@ class Stack:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        pcap, trace = self._capture_targets
+        if pcap is not None or trace is not None:
+            # Opened first: an unwritable path fails before any namespace exists.
+            self.capture = Capture.open(pcap, trace, clock_offset=_wall.time() - self.loop.time())
+            self.capture.on_dirty = self._capture_dirty
+        try:
+            await self._start_link()
+        except BaseException:
+            if self.capture is not None:
+                self.capture.close()
+            raise
+
+    async def _start_link(self) -> None:
         if self.link is None:
             from stack.link.netns import Netns
             from stack.link.tun import TunLink
@@ -152,6 +182,14 @@ class Stack:
         if self.faults is not None:
             self.faults.start = self.loop.time()  # after=/before= count from the stack's start
             self._faults = FaultAdapter(self.faults, self.host)
+            if self.capture is not None:
+                self.faults.listeners.append(self.capture.fault)
+        if self._stats_log_path is not None:
+            from stack.observe.statslog import StatsLog
+
+            self.stats_log = StatsLog.open(self._stats_log_path, self.host, self._extra_counters,
+                                           faults=self.faults is not None)
+            self.stats_log.start(self.loop, self._stats_interval)
         if hasattr(self.link, "fileno"):
             self.loop.add_reader(self.link.fileno(), self._on_readable)
         else:
@@ -162,6 +200,8 @@ class Stack:
         if self._closed or self.host is None:
             return
         self._closed = True
+        if self.stats_log is not None:
+            self.stats_log.close()  # its last row is the stack as it ran, before the resets below
         for server in list(self.servers.values()):
             server.close()
         now = self.now()
@@ -170,6 +210,10 @@ class Stack:
         self._flush()
         if self._timer is not None:
             self._timer.cancel()
+        if self.capture is not None:
+            if self._capture_flush is not None:
+                self._capture_flush.cancel()
+            self.capture.close()
         if hasattr(self.link, "fileno"):
             with contextlib.suppress(ValueError, OSError):
                 self.loop.remove_reader(self.link.fileno())
@@ -187,6 +231,29 @@ class Stack:
 
     def now(self) -> float:
         return self.loop.time()
+
+    def counters(self) -> dict[str, int]:
+        """Every counter of this stack: the host's (nstat names), then the driver's and the faults'."""
+        stats = self._host().stats()
+        for name, value in self._extra_counters().items():
+            stats.setdefault(name, value)
+        return stats
+
+    def _extra_counters(self) -> dict[str, int]:
+        extra = {"InternalErrors": self.internal_errors}
+        if self.faults is not None:
+            extra.update(self.faults.counters)
+        return extra
+
+    def _capture_dirty(self) -> None:
+        """Something was recorded: write it out once this wake-up's work is done (live files)."""
+        if self._capture_flush is None:
+            self._capture_flush = self.loop.call_soon(self._flush_capture)
+
+    def _flush_capture(self) -> None:
+        self._capture_flush = None
+        if self.capture is not None:
+            self.capture.flush()
 
     def pause_input(self) -> None:
         """Stop reading the link: arriving packets wait in the device queue (or the pipe).
@@ -299,27 +366,34 @@ class Stack:
             if faults is None:
                 self._receive(packet, None, now, verify)
                 continue
-            for data, seg, delay in faults.inbound_packet(bytes(packet), now):
-                if delay > 0:
-                    self.loop.call_later(delay, self._receive_late, data)
+            for seg, crossing in faults.inbound_packet(bytes(packet), now):
+                note = FaultNote(crossing.faults, now) if crossing.faults else None
+                if crossing.delay > 0:
+                    self.loop.call_later(crossing.delay, self._receive_late, crossing.packet, note)
                 else:
-                    self._receive(data, seg, now)
+                    self._receive(crossing.packet, seg, now, True, note)
         if faults is not None:
             self._release_faults()
         self._flush()
 
-    def _receive(self, packet: bytes | bytearray, seg: Segment | None, now: float, verify: bool = True) -> None:
-        """One packet into the core (parsed here unless the caller already did)."""
+    def _receive(self, packet: bytes | bytearray, seg: Segment | None, now: float, verify: bool = True,
+                 note: FaultNote | None = None) -> None:
+        """One packet into the core (parsed here unless the caller already did), recorded first."""
         host = self.host
         assert host is not None
+        capture = self.capture
         if seg is None:
             try:
                 seg = parse_packet(packet, verify_checksums=verify)
             except MalformedPacket as bad:
+                if capture is not None:
+                    capture.packet("in", now, packet, None, note)  # it crossed, corrupt or not
                 host.on_malformed(bad.reason.value)
                 return
+        if capture is not None:
+            capture.packet("in", now, packet, seg, note)
         for observer in self.observers:
-            observer("in", now, seg, packet)
+            observer("in", now, seg, packet, note)
         try:
             host.on_segment(seg, now)
         except Exception:
@@ -328,14 +402,21 @@ class Stack:
             host.counters.inc("InternalErrors")
             log.exception("core failed on %s", seg.summary())
 
-    def _receive_late(self, packet: bytes) -> None:
+    def _receive_late(self, packet: bytes, note: FaultNote | None) -> None:
+        """A packet a `delay` or `reorder` rule held: it reaches the host (and the observers) now."""
         if self.host is not None and not self._closed:
-            self._receive(packet, None, self.loop.time())
+            self._receive(packet, None, self.loop.time(), True, note)
             self._flush()
 
-    def _write_late(self, packet: bytes) -> None:
-        if not self._closed:
-            self.link.write_batch([vnet.PLAIN + packet] if self._vnet else [packet])
+    def _write_late(self, seg: Segment, packet: bytes, note: FaultNote | None) -> None:
+        """A segment a `delay` or `reorder` rule held: it crosses (and is observed) now."""
+        if self._closed:
+            return
+        now = self.loop.time()
+        self._observe_out(now, [seg], [packet], [note])
+        self.link.write_batch([vnet.PLAIN + packet] if self._vnet else [packet])
+        for hook in self.after_write:
+            hook(now)
 
     def _vnet_frames(self, segments: list[Segment], packets: list[bytes]) -> list[bytes]:
         """Prefix the virtio-net header: segments beyond the connection's MSS go as GSO for the
@@ -358,15 +439,16 @@ class Stack:
         assert faults is not None
         now = self.loop.time()
         for rel in faults.released(now):
+            note = FaultNote(rel.faults, rel.since)
             if rel.direction == "in":
                 if rel.delay > 0:
-                    self.loop.call_later(rel.delay, self._receive_late, rel.packet)
+                    self.loop.call_later(rel.delay, self._receive_late, rel.packet, note)
                 else:
-                    self._receive(rel.packet, None, now)
+                    self._receive(rel.packet, None, now, True, note)
             elif rel.delay > 0:
-                self.loop.call_later(rel.delay, self._write_late, rel.packet)
+                self.loop.call_later(rel.delay, self._write_late, rel.segment, rel.packet, note)
             else:
-                self._write_late(rel.packet)
+                self._write_late(rel.segment, rel.packet, note)
         deadline = faults.next_deadline()
         if self._fault_timer is not None:
             self._fault_timer.cancel()
@@ -412,8 +494,9 @@ class Stack:
             # Pending ACKs wait: events handled here wake coroutines (a connect's caller, a reader)
             # that often answer at once; they run before the ACK flush scheduled below, so their
             # answer carries the ACK (Linux delays the handshake's last ACK for a pending write).
+            watching = bool(self.observers) or (self.capture is not None and self.capture.wants_states)
             for _ in range(1000):
-                host.record_state_changes = bool(self.observers)  # nobody watching: build no events
+                host.record_state_changes = watching  # nobody watching: build no events
                 out = host.take(self.loop.time(), flush_acks=False)
                 if out.segments:
                     self._transmit(out.segments)
@@ -443,22 +526,22 @@ class Stack:
     def _transmit(self, segments: list[Segment]) -> None:
         packets = [build_packet(seg) for seg in segments]
         faults = self._faults
+        notes: list[FaultNote | None] | None = None
         if faults is not None:
             now = self.loop.time()
-            crossing: list[tuple[Segment, bytes]] = []
+            crossing: list[tuple[Segment, bytes, FaultNote | None]] = []
             for seg, packet in zip(segments, packets, strict=True):
-                for data, delay in faults.outbound(seg, packet, now):
-                    if delay > 0:
-                        self.loop.call_later(delay, self._write_late, data)
+                for c in faults.outbound(seg, packet, now):
+                    note = FaultNote(c.faults, now) if c.faults else None
+                    if c.delay > 0:
+                        self.loop.call_later(c.delay, self._write_late, seg, c.packet, note)
                     else:
-                        crossing.append((seg, data))
-            segments = [seg for seg, _ in crossing]
-            packets = [data for _, data in crossing]
-        if self.observers:
-            now = self.loop.time()
-            for seg, packet in zip(segments, packets, strict=True):
-                for observer in self.observers:
-                    observer("out", now, seg, packet)
+                        crossing.append((seg, c.packet, note))
+            segments = [seg for seg, _, _ in crossing]
+            packets = [data for _, data, _ in crossing]
+            notes = [note for _, _, note in crossing]
+        if self.observers or self.capture is not None:
+            self._observe_out(self.loop.time(), segments, packets, notes)
         if self._vnet:
             packets = self._vnet_frames(segments, packets)
         self.link.write_batch(packets)
@@ -468,6 +551,20 @@ class Stack:
             now = self.loop.time()
             for hook in self.after_write:
                 hook(now)
+
+    def _observe_out(self, now: float, segments: list[Segment], packets: list[bytes],
+                     notes: list[FaultNote | None] | None) -> None:
+        """Tell the capture and the observers about segments that cross now (what the peer gets)."""
+        capture = self.capture
+        observers = self.observers
+        for i, (seg, packet) in enumerate(zip(segments, packets, strict=True)):
+            note = notes[i] if notes is not None else None
+            if note is not None:
+                seg = shown_segment(seg, packet, note)
+            if capture is not None:
+                capture.packet("out", now, packet, seg, note)
+            for observer in observers:
+                observer("out", now, seg, packet, note)
 
     def _rearm(self) -> None:
         host = self.host
@@ -518,7 +615,9 @@ class Stack:
             transport = handle.user_data
             if isinstance(transport, TcpTransport):
                 transport.connection_closed(event.reason)  # type: ignore[attr-defined]
-        elif t is StateChanged and self.observers:
+        elif t is StateChanged:
+            if self.capture is not None:
+                self.capture.state(event)  # type: ignore[arg-type]
             for observer in self.observers:
                 observer("state", event.time, event)  # type: ignore[attr-defined]
 

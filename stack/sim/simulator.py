@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stack.faults.adapter import FaultAdapter
-from stack.faults.engine import FaultEngine
+from stack.faults.engine import Crossing, FaultEngine
 from stack.link.memory import MemoryQueue
 from stack.tcp.events import Event
 from stack.tcp.host import Host
@@ -98,9 +98,9 @@ class Simulator:
             elif src is self.stack_host:
                 crossed = faults.outbound(s, packet, self.now)
             else:
-                crossed = [(packet, 0.0)]
-            for out, fault_extra in crossed:
-                self._put(s, out, src, dst, extra + fault_extra)
+                crossed = [Crossing(packet, 0.0)]
+            for c in crossed:
+                self._put(s, c.packet, src, dst, extra + c.delay)
         if faults is not None:
             self._release_held()
 
