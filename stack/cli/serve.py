@@ -1,10 +1,12 @@
 """`tcpstack serve`: run the stack in its own namespace with apps on ports until SIGINT/SIGTERM.
 
     tcpstack serve --app echo --port 7 --app reply-close --port 8 [--netns NAME] [--msl 5]
-                   [--pcap FILE] [--trace FILE] [--control PATH] ...
+                   [--pcap FILE|-] [--trace FILE|-] [--stats-log FILE.csv] [--control PATH] ...
 
 Once the kernel in the namespace can connect, exactly one line goes to stdout (flushed):
-`ready netns=NAME addr=A peer=B`; everything else (warnings) goes to stderr. `tcpstack ss` and
+`ready netns=NAME addr=A peer=B`; everything else (warnings) goes to stderr. With `--pcap -` (or
+`--trace -`) stdout carries the capture, live (`tcpstack serve ... --pcap - | tcpdump -nr -`), and
+the ready line goes to stderr. `tcpstack ss` and
 `tcpstack stats` then read the stack through its control socket (see stack/cli/control.py).
 
 Shutdown: SIGINT or SIGTERM ends the run cleanly and the exit status is 0: the namespace is
@@ -43,14 +45,13 @@ from stack.cli.common import (
 from stack.cli.control import ControlError, ControlServer, default_path, netns_name
 from stack.faults import FaultEngine
 from stack.link.netns import LinkUnavailable, NetnsBusy, NetnsError, install_signal_handlers
+from stack.observe.capture import STDOUT, pcap_writer, trace_writer
 from stack.observe.pcap import PcapWriter
-from stack.observe.snapshot import host_stats, socket_rows
+from stack.observe.snapshot import socket_rows
 from stack.observe.trace import TraceWriter
 from stack.runtime.stack import Server, Stack
 from stack.tcp.config import Config
-from stack.tcp.events import StateChanged
 from stack.tcp.host import PortInUse
-from stack.wire.segment import Segment
 
 log = logging.getLogger("tcpstack")
 
@@ -78,8 +79,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--fin-timeout", type=positive_float, metavar="SECONDS",
                    help="how long an orphaned FIN-WAIT-2 lives (default 60)")
     p.add_argument("--rfc1337", action="store_true", help="ignore RST in TIME-WAIT (RFC 1337)")
-    p.add_argument("--pcap", metavar="FILE", help="record every packet in and out (classic pcap, tcpdump -r)")
-    p.add_argument("--trace", metavar="FILE", help="write state changes and segments as JSON lines")
+    p.add_argument("--pcap", metavar="FILE",
+                   help="record every packet in and out, live (classic pcap, tcpdump -r); - for stdout")
+    p.add_argument("--trace", metavar="FILE",
+                   help="write state changes, segments and fault actions as JSON lines, live; - for stdout")
+    p.add_argument("--stats-log", metavar="FILE.csv",
+                   help="sample every counter and the connections per state once a second into a CSV "
+                        "(tcpstack plot draws it)")
     add_fault_arguments(p)
     add_offload_argument(p)
     p.add_argument("--control", metavar="PATH",
@@ -164,16 +170,17 @@ class Session:
         self.pcap: PcapWriter | None = None
         self.trace: TraceWriter | None = None
         self.started_wall = time.time()
-        self.offset = 0.0  # wall time - loop time, so captures carry real timestamps
         self._open_files()
 
     def _open_files(self) -> None:
         # Opened first: an unwritable path is an error before any namespace exists.
         try:
             if self.args.pcap:
-                self.pcap = PcapWriter(self.args.pcap)
+                self.pcap, _ = pcap_writer(self.args.pcap)
             if self.args.trace:
-                self.trace = TraceWriter(self.args.trace)
+                self.trace, _ = trace_writer(self.args.trace)
+            if self.args.stats_log:
+                open(self.args.stats_log, "a").close()  # only: can it be written? (before any namespace)
         except OSError as exc:
             self.close_files()
             raise CliError(f"cannot write {exc.filename}: {exc.strerror}") from None
@@ -195,28 +202,6 @@ class Session:
         namespace = getattr(stack.link, "namespace", None) if stack is not None else None
         return not (getattr(namespace, "deleted", False) and record.getMessage().startswith("link read failed"))
 
-    # -------------------------------------------------------------------------------- observers
-    def _observe(self, kind: str, when: float, *rest: Any) -> None:
-        wall = when + self.offset
-        if kind == "state":
-            event = rest[0]
-            if self.trace is not None and isinstance(event, StateChanged):
-                la, lp, ra, rp = event.four_tuple
-                self.trace.state(event.time + self.offset, f"{la}:{lp}", f"{ra}:{rp}", event.old, event.new,
-                                 event.cause)
-            return
-        seg, packet = rest[0], rest[1]
-        if self.pcap is not None:
-            self.pcap.write(packet, wall)
-        if self.trace is not None and isinstance(seg, Segment):
-            self.trace.segment(wall, "in" if kind == "in" else "out", seg)
-
-    def _fault_applied(self, when: float, action: str, direction: str, seg: Segment, rule: str) -> None:
-        """Every applied fault is marked in the trace (the pcap shows what actually crossed)."""
-        if self.trace is not None:
-            self.trace.fault(when + self.offset, action, direction=direction, segment=seg,  # type: ignore[arg-type]
-                             detail=rule)
-
     # -------------------------------------------------------------------------------- control
     def _handlers(self, stack: Stack, control_path: str) -> dict[str, Any]:
         def ss() -> dict[str, Any]:
@@ -224,11 +209,7 @@ class Session:
             return {"rows": [row.to_json() for row in socket_rows(stack.host, stack.now())]}
 
         def stats() -> dict[str, Any]:
-            assert stack.host is not None
-            extra = {"InternalErrors": stack.internal_errors}
-            if self.faults is not None:
-                extra.update(self.faults.counters)
-            return {"stats": host_stats(stack.host, extra)}
+            return {"stats": stack.counters()}
 
         def info() -> dict[str, Any]:
             cfg = stack.config
@@ -244,6 +225,7 @@ class Session:
                 "rfc1337": cfg.rfc1337,
                 "mtu": cfg.mtu,
                 "uptime": round(time.time() - self.started_wall, 3),
+                "started": self.started_wall,
             }
 
         return {"ss": ss, "stats": stats, "info": info}
@@ -261,8 +243,10 @@ class Session:
         try:
             await self._start(loop)
             if not stop.is_set():
+                # stdout may carry the capture itself (--pcap -): then the line goes to stderr.
+                to = sys.stderr if STDOUT in (self.args.pcap, self.args.trace) else sys.stdout
                 print(f"ready netns={self.stack.netns if self.stack else '?'} addr={self.args.addr} "
-                      f"peer={self.args.peer_addr}", flush=True)
+                      f"peer={self.args.peer_addr}", file=to, flush=True)
                 await stop.wait()
             return 0
         finally:
@@ -273,7 +257,8 @@ class Session:
     async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         args = self.args
         stack = Stack(config=self.config, addr=args.addr, peer_addr=args.peer_addr, prefix=PREFIX, netns=args.netns,
-                      faults=self.faults, offload=args.offload)
+                      faults=self.faults, offload=args.offload, pcap=self.pcap, trace=self.trace,
+                      stats_log=args.stats_log)
         try:
             await stack.start()
         except NetnsBusy as exc:
@@ -283,11 +268,6 @@ class Session:
         except (NetnsError, OSError, ValueError) as exc:
             raise CliError(f"cannot start the stack: {exc}") from None
         self.stack = stack
-        self.offset = time.time() - loop.time()
-        if self.pcap is not None or self.trace is not None:
-            stack.observers.append(self._observe)
-        if self.faults is not None and self.trace is not None:
-            self.faults.listeners.append(self._fault_applied)
         servers: list[Server] = []
         for app, port in self.apps:
             try:
