@@ -10,17 +10,24 @@ straight off the diagram.
 The left lifeline is the stack, the right one the peer (the Linux kernel in the integration
 tests); `STACK_TO_KERNEL` arrows go left to right. The labels are only names, so the same code
 draws stack-to-stack runs with other `left`/`right` labels.
+
+What the fault engine did is drawn as it happened: a dropped segment is an arrow that stops
+midway (marked X), a segment a `delay`/`reorder` rule held leaves its sender when it was sent
+and arrives when it crossed, and a `dup` copy is labelled a duplicate (only what the sender sent
+again is a retransmission). A segment that left its sender before the other side's segment
+above it arrived -- its ACK does not cover that one, as in a simultaneous close -- is drawn from
+that earlier time, so the two arrows cross. Timer events (the 2MSL expiry) are rows of their own,
+`LadderMark`s. `render_svg` (stack.observe.ladder_svg) draws the same rows as a picture.
 """
 
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
-from xml.sax.saxutils import escape, quoteattr
 
+from stack.faults.adapter import FaultNote
 from stack.tcp.events import StateChanged
 from stack.tcp.states import State
 from stack.wire.segment import ACK, FIN, RST, SYN, Segment, flags_text
@@ -38,7 +45,10 @@ class LadderEntry:
 
     `flags` are tcpdump letters ("FA"); `seq_rel`/`ack_rel` are relative numbers (`ack_rel` is None
     when ACK is not set); `length` is the payload length (SYN/FIN not counted). A state of None
-    means unknown, and the renderers leave it blank.
+    means unknown, and the renderers leave it blank. `time` is when the segment reached its
+    receiver (for a dropped one: when it was lost); `sent` is when it left its sender, given only
+    when that was earlier (held by a fault, or in flight while the other side's segment arrived).
+    `faults` are the fault engine's actions on it ("drop", "delay", "dup", ...).
     """
 
     time: float
@@ -50,6 +60,17 @@ class LadderEntry:
     stack_state: str | None
     kernel_state: str | None
     note: str = ""
+    sent: float | None = None
+    faults: tuple[str, ...] = ()
+
+    @property
+    def dropped(self) -> bool:
+        return "drop" in self.faults
+
+    @property
+    def held(self) -> bool:
+        """A fault engine rule kept it off the wire for a while (delay, reorder)."""
+        return "delay" in self.faults or "reorder" in self.faults
 
     @property
     def label(self) -> str:
@@ -60,6 +81,17 @@ class LadderEntry:
         if self.length:
             parts.append(f"len={self.length}")
         return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class LadderMark:
+    """A row without a segment: something one side did by itself at `time` (a timer expired).
+    `state` is that side's state after it."""
+
+    time: float
+    side: Literal["stack", "kernel"]
+    text: str
+    state: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,8 +210,29 @@ def _direction(word: str, seg: Segment, stack_port: int) -> LadderDirection:
     return direction
 
 
+Observed = tuple[float, str, Segment] | tuple[float, str, Segment, FaultNote | None]
+"""(time it crossed, direction, segment[, what the fault engine did to it]): what a driver's observer
+sees. A dropped segment is given with the time it was lost and a note whose faults say "drop"."""
+
+
+def _describe_faults(entry_faults: tuple[str, ...], held_for: float | None) -> str:
+    if "drop" in entry_faults:
+        return "dropped by a fault rule"
+    parts = []
+    if "dup" in entry_faults:
+        parts.append("duplicate made by a fault rule")
+    held = [f for f in ("delay", "reorder") if f in entry_faults]
+    if held:
+        parts.append(f"held {held_for * 1000:.1f} ms by {'+'.join(held)}" if held_for else f"held by {held[0]}")
+    for other in ("corrupt", "truncate", "rewrite", "inject"):
+        if other in entry_faults:
+            parts.append({"inject": "injected", "corrupt": "corrupted", "truncate": "truncated",
+                          "rewrite": "rewritten"}[other] + " by a fault rule")
+    return "; ".join(parts)
+
+
 def entries_from_segments(
-    segments: Sequence[tuple[float, str, Segment]],
+    segments: Sequence[Observed],
     stack_port: int,
     *,
     stack_states: StateTimeline | None = None,
@@ -188,21 +241,25 @@ def entries_from_segments(
 ) -> list[LadderEntry]:
     """Ladder entries for one connection's segments, with Wireshark-style relative numbers.
 
-    `segments` are (time, direction, segment): direction is "out"/"in" (as in traces) or a ladder
-    direction; any other word (e.g. "") means "tell from the ports", with `stack_port` being the
-    stack's port. Each side's state after a segment comes from its timeline (the last change at
+    `segments` are (time, direction, segment[, note]): direction is "out"/"in" (as in traces) or a
+    ladder direction; any other word (e.g. "") means "tell from the ports", with `stack_port` being
+    the stack's port. Each side's state after a segment comes from its timeline (the last change at
     or before the segment's time); a side with no timeline is inferred from the segments when
     `infer_states` is set, and left unknown otherwise.
     Retransmitted SYN/FIN/data (starting below the highest sequence number already sent that way)
-    get the note "retransmission".
+    get the note "retransmission"; what a fault did is noted and kept in `faults`.
     """
-    rows = [(t, _direction(word, seg, stack_port), seg) for t, word, seg in segments]
+    rows: list[tuple[float, LadderDirection, Segment, FaultNote | None]] = []
+    for item in segments:
+        t, word, seg = item[0], item[1], item[2]
+        note_in = item[3] if len(item) > 3 else None
+        rows.append((t, _direction(word, seg, stack_port), seg, note_in))
 
     isn: dict[LadderDirection, int] = {}
-    for _, direction, seg in rows:  # the first SYN per direction wins over earlier non-SYN segments
+    for _, direction, seg, _ in rows:  # the first SYN per direction wins over earlier non-SYN segments
         if seg.flags & SYN and direction not in isn:
             isn[direction] = seg.seq
-    for _, direction, seg in rows:
+    for _, direction, seg, _ in rows:
         isn.setdefault(direction, seg.seq)
 
     timelines = {
@@ -211,23 +268,40 @@ def entries_from_segments(
     }
     inferred = {STACK_TO_KERNEL: _Inferred(), KERNEL_TO_STACK: _Inferred()}  # keyed by sender side
     next_seq: dict[LadderDirection, int] = {}
+    # Segments that consumed sequence space and arrived: (arrival time, relative end), per direction.
+    arrived: dict[LadderDirection, list[tuple[float, int]]] = {STACK_TO_KERNEL: [], KERNEL_TO_STACK: []}
     entries = []
-    for when, direction, seg in rows:
+    for when, direction, seg, fault in rows:
         other: LadderDirection = KERNEL_TO_STACK if direction == STACK_TO_KERNEL else STACK_TO_KERNEL
+        faults = fault.faults if fault is not None else ()
         seq_rel = (seg.seq - isn[direction]) % _MOD
         ack_rel: int | None = None
         if seg.flags & ACK:
             # Without any segment from the other side there is no ISN to count from: show it raw.
             ack_rel = (seg.ack - isn[other]) % _MOD if other in isn else seg.ack
-        note = ""
-        if seg.seg_len:
+        held = "delay" in faults or "reorder" in faults
+        sent = fault.since if fault is not None and held and fault.since < when else None
+        if ack_rel is not None and other in isn:
+            # Its ACK does not cover a segment that reached its sender before it arrived here: it
+            # was on its way by then (the FINs of a simultaneous close cross like this).
+            missed = [t for t, end in arrived[other] if (end - ack_rel) % _MOD < _MOD // 2 and end != ack_rel]
+            if missed and min(missed) < (sent if sent is not None else when):
+                sent = min(missed)
+        notes = []
+        copy = "dup" in faults
+        if seg.seg_len and not copy and "drop" not in faults:
             end = seq_rel + seg.seg_len
             if direction in next_seq and seq_rel < next_seq[direction]:
-                note = "retransmission"
+                notes.append("retransmission")
             next_seq[direction] = max(end, next_seq.get(direction, 0))
+        if faults:
+            notes.append(_describe_faults(faults, when - fault.since if fault is not None else None))
+        if seg.seg_len and not {"drop", "corrupt", "truncate"} & set(faults):  # it reached the receiver
+            arrived[direction].append((when, (seq_rel + seg.seg_len) % _MOD))
 
-        inferred[direction].sent(seg.flags, seq_rel, seg.seg_len)
-        inferred[other].received(seg.flags, ack_rel)
+        if "drop" not in faults:  # a lost segment changes neither side's state
+            inferred[direction].sent(seg.flags, seq_rel, seg.seg_len)
+            inferred[other].received(seg.flags, ack_rel)
 
         def state_of(side: LadderDirection, when: float = when) -> str | None:
             timeline = timelines[side]
@@ -245,10 +319,31 @@ def entries_from_segments(
                 length=len(seg.payload),
                 stack_state=state_of(STACK_TO_KERNEL),
                 kernel_state=state_of(KERNEL_TO_STACK),
-                note=note,
+                note="; ".join(n for n in notes if n),
+                sent=sent,
+                faults=faults,
             )
         )
     return entries
+
+
+def marks_from_states(stack_states: Iterable[StateChanged], side: Literal["stack", "kernel"] = "stack"
+                      ) -> list[LadderMark]:
+    """Rows for the state changes a timer made (no segment did): the 2MSL expiry of TIME-WAIT, an
+    orphan FIN-WAIT-2 reaped, retries exhausted. Their text says what expired and after how long."""
+    marks: list[LadderMark] = []
+    entered: dict[str, float] = {}
+    for change in stack_states:
+        entered[change.new.value] = change.time
+        cause = change.cause
+        if "timeout" not in cause and "exhausted" not in cause:
+            continue
+        since = entered.get(change.old.value)
+        after = f" after {change.time - since:.3f} s" if since is not None else ""
+        what = "2MSL expired" if "2MSL" in cause else cause
+        marks.append(LadderMark(change.time, side, f"{what}: {change.old.value} -> {change.new.value}{after}",
+                                change.new.value))
+    return marks
 
 
 def segments_from_packets(
@@ -276,14 +371,40 @@ def segments_from_packets(
 # Text rendering
 
 
-def render_text(entries: Sequence[LadderEntry], left: str = "stack", right: str = "kernel", title: str = "") -> str:
-    """A terminal ladder: one row per segment with the time since the first one (ms), the left
-    side's state, the arrow with its label, the right side's state and any note."""
+Row = LadderEntry | LadderMark
+
+
+def rows_in_time_order(entries: Sequence[LadderEntry], marks: Sequence[LadderMark] = ()) -> list[Row]:
+    """Entries in their order, marks slotted in by time (after entries of the same time)."""
+    rows: list[Row] = list(entries)
+    for mark in sorted(marks, key=lambda m: m.time):
+        at = len(rows)
+        while at > 0 and rows[at - 1].time > mark.time:
+            at -= 1
+        rows.insert(at, mark)
+    return rows
+
+
+def crossing_note(entry: LadderEntry, t0: float) -> str:
+    """What the rows say about a segment that left its sender before the rows above it."""
+    if entry.sent is None or entry.held:
+        return ""
+    return f"sent at {(entry.sent - t0) * 1000.0:.3f} ms, crossing the segment it does not ack"
+
+
+def render_text(entries: Sequence[LadderEntry], left: str = "stack", right: str = "kernel", title: str = "",
+                marks: Sequence[LadderMark] = ()) -> str:
+    """A terminal ladder: one row per segment with the time it arrived (ms since the first row),
+    the left side's state, the arrow with its label, the right side's state and any note. A
+    dropped segment's arrow stops midway at an X; a mark is a row of its own between the lifelines."""
     labels = [e.label for e in entries]
-    inner = max([34, len(left) + len(right) + 6] + [len(lb) + 10 for lb in labels])
-    lstate_w = max([len(f"{left} state")] + [len(e.stack_state or "") for e in entries])
+    inner = max([34, len(left) + len(right) + 6] + [len(lb) + 14 for lb in labels] +
+                [len(m.text) + 6 for m in marks])
+    lstate_w = max([len(f"{left} state")] + [len(e.stack_state or "") for e in entries] +
+                   [len(m.state or "") for m in marks if m.side == "stack"])
     rstate_w = max([len(f"{right} state")] + [len(e.kernel_state or "") for e in entries])
-    t0 = entries[0].time if entries else 0.0
+    rows = rows_in_time_order(entries, marks)
+    t0 = rows[0].time if rows else 0.0
 
     lines: list[str] = []
     if title:
@@ -292,284 +413,35 @@ def render_text(entries: Sequence[LadderEntry], left: str = "stack", right: str 
     names = f"{left:<{inner // 2 + 1}}{right:>{inner - inner // 2 + 1}}"
     lines.append(f"{'time ms':>10}  {left + ' state':<{lstate_w}}  {names}  {right + ' state'}")
     lines.append(f"{'-' * 10}  {'-' * lstate_w}  {'|' + ' ' * inner + '|'}  {'-' * rstate_w}")
-    for entry, label in zip(entries, labels, strict=True):
+    lstate = rstate = ""
+    for row in rows:
+        ms = (row.time - t0) * 1000.0
+        if isinstance(row, LadderMark):
+            if row.side == "stack":
+                lstate = row.state or lstate
+            else:
+                rstate = row.state or rstate
+            middle = "|" + f" {row.text} ".center(inner, ".") + "|"
+            lines.append(f"{ms:10.3f}  {lstate:<{lstate_w}}  {middle}  {rstate:<{rstate_w}}".rstrip())
+            continue
+        entry, label = row, row.label
         # Both kinds of arrow put the label in the same column, so seq/ack line up down the page.
-        if entry.direction == STACK_TO_KERNEL:
+        if entry.dropped:
+            if entry.direction == STACK_TO_KERNEL:
+                arrow = "|" + f"--- {label} --X".ljust(inner) + "|"
+            else:
+                arrow = "|" + " " * 4 + f"X-- {label} ".ljust(inner - 4, "-") + "|"
+        elif entry.direction == STACK_TO_KERNEL:
             arrow = "|" + f"--- {label} ".ljust(inner - 1, "-") + ">|"
         else:
             arrow = "|<" + f"-- {label} ".ljust(inner - 1, "-") + "|"
-        ms = (entry.time - t0) * 1000.0
         lstate, rstate = entry.stack_state or "", entry.kernel_state or ""
-        row = f"{ms:10.3f}  {lstate:<{lstate_w}}  {arrow}  {rstate:<{rstate_w}}"
-        if entry.note:
-            row += f"  ({entry.note})"
-        lines.append(row.rstrip())
+        text = f"{ms:10.3f}  {lstate:<{lstate_w}}  {arrow}  {rstate:<{rstate_w}}"
+        note = "; ".join(n for n in (entry.note, crossing_note(entry, t0)) if n)
+        if note:
+            text += f"  ({note})"
+        lines.append(text.rstrip())
     lines.append(f"{'':10}  {'':{lstate_w}}  {'|' + ' ' * inner + '|'}")
     lines.append("seq/ack relative to each side's ISN (SYN = seq 0): a SYN or FIN at seq n is acked by n+1.")
+    lines.append("Times are arrivals, in ms since the first row; X: lost on the way.")
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# SVG rendering
-
-_SANS = "DejaVu Sans, Helvetica, Arial, sans-serif"
-_MONO = "DejaVu Sans Mono, Menlo, Consolas, monospace"
-_MONO_CHAR = 0.61  # advance of one monospace glyph, in ems
-_SANS_BOLD_CAPS = 0.74  # generous average advance of a bold capital, in ems (state names)
-
-_FLAG_NAMES = (
-    ("S", "SYN"),
-    ("F", "FIN"),
-    ("R", "RST"),
-    ("P", "PSH"),
-    ("A", "ACK"),
-    ("U", "URG"),
-    ("E", "ECE"),
-    ("C", "CWR"),
-)
-
-
-def _flag_names(letters: str) -> str:
-    """'FA' -> 'FIN, ACK', the Wireshark spelling, easier to read in a picture than letters."""
-    names = [name for letter, name in _FLAG_NAMES if letter in letters]
-    return ", ".join(names) if names else "none"
-
-
-def _colour(entry: LadderEntry) -> str:
-    if "R" in entry.flags:
-        return "#c0392b"  # reset: red
-    if "S" in entry.flags:
-        return "#1e8449"  # handshake: green
-    if "F" in entry.flags:
-        return "#7d3c98"  # close: purple
-    if entry.length:
-        return "#1f5fa8"  # data: blue
-    return "#505a64"  # bare ACK: grey
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.1f}".rstrip("0").rstrip(".")
-
-
-def _text(x: float, y: float, content: str, **attrs: str) -> str:
-    # Python names cannot hold '-': font_size -> font-size, and class_ (a keyword) -> class.
-    extra = "".join(f" {k.rstrip('_').replace('_', '-')}={quoteattr(v)}" for k, v in attrs.items())
-    return f'<text x="{_fmt(x)}" y="{_fmt(y)}"{extra}>{escape(content)}</text>'
-
-
-def _time_label(seconds: float) -> str:
-    # Microsecond resolution in both units: simultaneous-close segments are often 100 us apart
-    # even seconds into a run, and "+1.000 s" twice would hide their order.
-    if seconds < 1.0:
-        return f"+{seconds * 1000.0:.3f} ms"
-    return f"+{seconds:.6f} s"
-
-
-def render_svg(
-    entries: Sequence[LadderEntry],
-    left: str = "stack",
-    right: str = "kernel",
-    title: str = "TCP connection close",
-    *,
-    row: float = 58.0,
-    slant: float = 30.0,
-) -> str:
-    """A standalone SVG ladder diagram.
-
-    Two lifelines with named heads; one slanted arrow per entry, starting at the sender and landing
-    lower at the receiver (time flows down; rows are evenly spaced, the real time since the first
-    segment is printed on the left); a `[FLAGS] seq= ack=` label along each arrow; each side's new
-    state in a box beside its lifeline where it changes -- at the arrow's tail for the sender, at
-    its head for the receiver. Elements carry classes (`lifeline`, `arrow`, `state`, `title`) so
-    tests and stylesheets can find them.
-    """
-    pad = 20.0
-    label_size, state_size, note_size = 12.5, 12.0, 11.0
-    labels = [f"[{_flag_names(e.flags)}] " + e.label.split(" ", 1)[1] for e in entries]
-    label_w = max([0.0] + [len(lb) * label_size * _MONO_CHAR for lb in labels])
-    note_w = max([0.0] + [len(e.note) * note_size * 0.55 for e in entries])
-    names = [s for e in entries for s in (e.stack_state, e.kernel_state) if s]
-    state_box_w = max([len("ESTABLISHED")] + [len(s) for s in names]) * state_size * _SANS_BOLD_CAPS * 0.92 + 16
-    head_w = max(len(left), len(right)) * 14 * 0.62 + 28
-
-    time_col = 96.0
-    left_x = pad + time_col + max(state_box_w + 22, head_w / 2)
-    gap = max(340.0, label_w + 110, note_w + 110, head_w + 60)
-    right_x = left_x + gap
-    width = right_x + max(state_box_w + 22, head_w / 2) + pad
-    head_top, head_h = 48.0, 30.0
-    first_y = head_top + head_h + 42
-    last_y = first_y + max(len(entries) - 1, 0) * row + slant
-    legend_y = last_y + 44
-    height = legend_y + 16
-
-    out: list[str] = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_fmt(width)}" height="{_fmt(height)}" '
-        f'viewBox="0 0 {_fmt(width)} {_fmt(height)}" font-family={quoteattr(_SANS)}>',
-        f"<title>{escape(title)}</title>",
-        f'<rect width="{_fmt(width)}" height="{_fmt(height)}" fill="#ffffff"/>',
-        _text(
-            width / 2,
-            28,
-            title,
-            class_="title",
-            text_anchor="middle",
-            font_size="17",
-            font_weight="bold",
-            fill="#1c2833",
-        ),
-    ]
-    # Lifelines first so arrows and boxes paint over them.
-    for x, name in ((left_x, left), (right_x, right)):
-        w = len(name) * 14 * 0.62 + 28
-        out.append(
-            f'<line class="lifeline" x1="{_fmt(x)}" y1="{_fmt(head_top + head_h)}" x2="{_fmt(x)}" '
-            f'y2="{_fmt(last_y + 18)}" stroke="#34495e" stroke-width="2" stroke-dasharray="6 4"/>'
-        )
-        out.append(
-            f'<rect class="lifeline-head" x="{_fmt(x - w / 2)}" y="{_fmt(head_top)}" width="{_fmt(w)}" '
-            f'height="{_fmt(head_h)}" rx="6" fill="#34495e"/>'
-        )
-        out.append(
-            _text(
-                x,
-                head_top + 20,
-                name,
-                text_anchor="middle",
-                font_size="14",
-                font_weight="bold",
-                fill="#ffffff",
-            )
-        )
-    if not entries:
-        out.append(_text((left_x + right_x) / 2, first_y, "(no segments)", text_anchor="middle", fill="#7f8c8d"))
-
-    t0 = entries[0].time if entries else 0.0
-    prev: dict[str, str | None] = {"stack": None, "kernel": None}
-    last_box_y: dict[str, float] = {"stack": -math.inf, "kernel": -math.inf}
-    state_marks: list[str] = []  # drawn after all arrows so boxes stay readable
-    for i, (entry, label) in enumerate(zip(entries, labels, strict=True)):
-        y1 = first_y + i * row
-        y2 = y1 + slant
-        rightward = entry.direction == STACK_TO_KERNEL
-        x1, x2 = (left_x, right_x) if rightward else (right_x, left_x)
-        colour = _colour(entry)
-        angle = math.degrees(math.atan2(y2 - y1, x2 - x1))
-        # Stop the shaft at the arrowhead's base so the line's butt does not poke through the tip.
-        ux, uy = (x2 - x1) / math.hypot(x2 - x1, y2 - y1), (y2 - y1) / math.hypot(x2 - x1, y2 - y1)
-        head = 11.0
-        bx, by = x2 - ux * head, y2 - uy * head
-        px, py = -uy * 5, ux * 5
-        mx, my = (x1 + x2) / 2, (y1 + y2) / 2
-        # Keep text upright: a leftward arrow's angle is near 180 degrees, so turn it around.
-        text_angle = angle if rightward else angle - 180
-        shaft_w = 2.4 if "F" in entry.flags or "R" in entry.flags else 1.8  # closing segments stand out
-        out.append(f'<g class="arrow" data-direction="{entry.direction}">')
-        out.append(
-            f'<line x1="{_fmt(x1)}" y1="{_fmt(y1)}" x2="{_fmt(bx)}" y2="{_fmt(by)}" stroke="{colour}" '
-            f'stroke-width="{shaft_w}"/>'
-        )
-        out.append(
-            f'<polygon points="{_fmt(x2)},{_fmt(y2)} {_fmt(bx + px)},{_fmt(by + py)} '
-            f'{_fmt(bx - px)},{_fmt(by - py)}" fill="{colour}"/>'
-        )
-        out.append(f'<g transform="translate({_fmt(mx)} {_fmt(my)}) rotate({text_angle:.2f})">')
-        out.append(
-            _text(
-                0,
-                -7,
-                label,
-                font_family=_MONO,
-                font_size=str(label_size),
-                text_anchor="middle",
-                fill=colour,
-                stroke="#ffffff",
-                stroke_width="4",
-                paint_order="stroke",
-                stroke_linejoin="round",
-            )
-        )
-        if entry.note:
-            out.append(
-                _text(
-                    0,
-                    15,
-                    entry.note,
-                    font_size=str(note_size),
-                    font_style="italic",
-                    text_anchor="middle",
-                    fill="#7f8c8d",
-                )
-            )
-        out.append("</g>")
-        out.append(
-            _text(
-                pad + time_col - 10,
-                y1 + 4,
-                _time_label(entry.time - t0),
-                text_anchor="end",
-                font_family=_MONO,
-                font_size="11",
-                fill="#7f8c8d",
-            )
-        )
-        out.append("</g>")
-
-        for side, state, x, on_left in (
-            ("stack", entry.stack_state, left_x, True),
-            ("kernel", entry.kernel_state, right_x, False),
-        ):
-            if state is None or state == prev[side]:
-                continue
-            prev[side] = state
-            sender = (side == "stack") == rightward
-            at_y = y1 if sender else y2
-            box_y = max(at_y, last_box_y[side] + 24)  # push down rather than overlap the last box
-            last_box_y[side] = box_y
-            state_marks.append(_state_box(x, at_y, box_y, state, on_left, state_box_w, state_size))
-
-    out += state_marks
-    out.append(
-        _text(
-            pad,
-            legend_y,
-            "seq/ack relative to each side's ISN (SYN = seq 0): a SYN or FIN at seq n is acked by "
-            "n+1.  Times since the first segment.",
-            font_size="11",
-            fill="#7f8c8d",
-        )
-    )
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
-
-
-def _state_box(x: float, at_y: float, box_y: float, state: str, on_left: bool, box_w: float, size: float) -> str:
-    """A state name in a rounded box beside a lifeline, with a dot where the change happened."""
-    text_w = len(state) * size * _SANS_BOLD_CAPS * 0.92 + 16
-    w = min(box_w, text_w)
-    h = 20.0
-    bx = x - 12 - w if on_left else x + 12
-    parts = [f'<g class="state" data-state={quoteattr(state)}>']
-    parts.append(f'<circle cx="{_fmt(x)}" cy="{_fmt(at_y)}" r="4" fill="#34495e"/>')
-    edge = bx + w if on_left else bx
-    parts.append(
-        f'<line x1="{_fmt(x)}" y1="{_fmt(at_y)}" x2="{_fmt(edge)}" y2="{_fmt(box_y)}" stroke="#34495e" '
-        f'stroke-width="1"/>'
-    )
-    parts.append(
-        f'<rect x="{_fmt(bx)}" y="{_fmt(box_y - h / 2)}" width="{_fmt(w)}" height="{_fmt(h)}" rx="5" '
-        f'fill="#eaf2f8" stroke="#34495e" stroke-width="1"/>'
-    )
-    parts.append(
-        _text(
-            bx + w / 2,
-            box_y + 4.2,
-            state,
-            text_anchor="middle",
-            font_size=str(size),
-            font_weight="bold",
-            fill="#1c2833",
-        )
-    )
-    parts.append("</g>")
-    return "".join(parts)

@@ -9,15 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stack.faults.adapter import FaultNote
 from stack.observe.ladder import (
     KERNEL_TO_STACK,
     STACK_TO_KERNEL,
     LadderEntry,
+    Observed,
     entries_from_segments,
-    render_svg,
+    marks_from_states,
     render_text,
     segments_from_packets,
 )
+from stack.observe.ladder_svg import render_svg
 from stack.tcp.events import StateChanged
 from stack.tcp.states import State
 from stack.wire.build import build_packet
@@ -267,3 +270,132 @@ def test_relative_numbers_do_not_depend_on_the_isns(a: int, b: int) -> None:
 def test_entry_label() -> None:
     e = LadderEntry(0.0, STACK_TO_KERNEL, "PA", 1, 1, 10, None, None)
     assert e.label == "PA seq=1 ack=1 len=10"
+
+
+# ------------------------------------------------------------------------------ what faults did
+def _note(*faults: str, since: float) -> FaultNote:
+    return FaultNote(tuple(faults), since)
+
+
+def test_dropped_segments_stop_midway_and_change_no_state() -> None:
+    segs: list[Observed] = list(four_way_close())
+    fin = segs[5]  # the kernel's FIN
+    segs.insert(5, (fin[0] - 0.2, "in", fin[2], _note("drop", since=fin[0] - 0.2)))
+    entries = entries_from_segments(segs, STACK[1], infer_states=True)
+    lost = entries[5]
+    assert lost.dropped and lost.note == "dropped by a fault rule"
+    assert lost.stack_state == "FIN-WAIT-2"  # the lost FIN moved nobody to TIME-WAIT
+    assert entries[6].stack_state == "TIME-WAIT"
+    text = render_text(entries)
+    row = next(line for line in text.splitlines() if "dropped" in line)
+    assert "X-- FA seq=1 ack=2" in row and "|<" not in row
+    root = svg_tree(render_svg(entries))
+    arrows = by_class(root, "arrow")
+    dropped = [a for a in arrows if a.get("data-fault") == "dropped"]
+    assert len(dropped) == 1
+    assert dropped[0].find(f"{SVG_NS}polygon") is None  # no arrowhead: it never arrived
+    line = dropped[0].find(f"{SVG_NS}line")
+    assert line is not None
+    lifelines = sorted(float(el.get("x1", "nan")) for el in by_class(root, "lifeline"))
+    assert lifelines[0] < float(line.get("x2", "nan")) < lifelines[1]  # stops between the lifelines
+    assert any(el.get("class") == "loss" for el in dropped[0].iter())
+
+
+def test_duplicates_made_by_a_fault_are_not_retransmissions() -> None:
+    segs: list[Observed] = list(four_way_close())
+    t, word, fin = segs[3]
+    segs.insert(4, (t, word, fin, _note("dup", since=t)))
+    entries = entries_from_segments(segs, STACK[1])
+    assert entries[4].note == "duplicate made by a fault rule"
+    assert "retransmission" not in render_text(entries)
+    # A real retransmission is still one.
+    segs.insert(5, (t + 0.2, word, fin))
+    assert entries_from_segments(segs, STACK[1])[5].note == "retransmission"
+
+
+def test_held_segments_leave_their_sender_when_sent() -> None:
+    segs: list[Observed] = list(four_way_close())
+    t, word, fin = segs[3]  # the stack's FIN, held 0.3 s by a delay rule
+    segs[3] = (t + 0.3, word, fin, _note("delay", since=t))
+    segs.sort(key=lambda s: s[0])
+    entries = entries_from_segments(segs, STACK[1])
+    held = next(e for e in entries if e.held)
+    assert held.sent == t and held.time == t + 0.3 and held.note == "held 300.0 ms by delay"
+    root = svg_tree(render_svg(entries))
+    arrow = next(a for a in by_class(root, "arrow") if a.get("data-fault") == "held")
+    line = arrow.find(f"{SVG_NS}line")
+    assert line is not None and line.get("stroke-dasharray")  # dashed
+
+
+def simultaneous_close(a: int = 1000, b: int = 5000) -> list[tuple[float, str, Segment]]:
+    """Both FINs cross: the kernel's FIN (ack=a+1) was sent before ours (seq a+1) reached it, but
+    arrives here after it left -- as when the stack's input is paused."""
+    return [
+        (0.0, "out", out(a, 0, SYN)),
+        (0.001, "in", inn(b, a + 1, SYN | ACK)),
+        (0.002, "out", out(a + 1, b + 1, ACK)),
+        (1.000, "out", out(a + 1, b + 1, FIN | ACK)),
+        (1.020, "in", inn(b + 1, a + 1, FIN | ACK)),
+        (1.021, "in", inn(b + 2, a + 2, ACK)),
+        (1.022, "out", out(a + 2, b + 2, ACK)),
+    ]
+
+
+def _segment_line(arrow: ET.Element) -> tuple[float, float, float, float]:
+    line = arrow.find(f"{SVG_NS}line")
+    assert line is not None
+    return tuple(float(line.get(k, "nan")) for k in ("x1", "y1", "x2", "y2"))  # type: ignore[return-value]
+
+
+def _intersect(p: tuple[float, float, float, float], q: tuple[float, float, float, float]) -> bool:
+    (x1, y1, x2, y2), (x3, y3, x4, y4) = p, q
+
+    def side(ax: float, ay: float, bx: float, by: float, cx: float, cy: float) -> float:
+        return (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+
+    return (side(x1, y1, x2, y2, x3, y3) * side(x1, y1, x2, y2, x4, y4) < 0
+            and side(x3, y3, x4, y4, x1, y1) * side(x3, y3, x4, y4, x2, y2) < 0)
+
+
+def test_fins_of_a_simultaneous_close_cross() -> None:
+    entries = entries_from_segments(simultaneous_close(), STACK[1], infer_states=True)
+    their_fin = entries[4]
+    assert their_fin.sent == 1.000  # its ack=1 had not seen our FIN, which arrived at 1.000
+    assert entries[3].sent is None and entries[5].sent is None  # the ACK after covers our FIN
+    assert "crossing" in render_text(entries)
+    arrows = by_class(svg_tree(render_svg(entries)), "arrow")
+    ours, theirs = _segment_line(arrows[3]), _segment_line(arrows[4])
+    assert _intersect(ours, theirs)
+    # In an ordinary four-way close nothing crosses.
+    plain = by_class(svg_tree(render_svg(entries_from_segments(four_way_close(), STACK[1]))), "arrow")
+    lines = [_segment_line(a) for a in plain]
+    assert not any(_intersect(p, q) for i, p in enumerate(lines) for q in lines[i + 1:])
+
+
+def test_2msl_expiry_is_a_row_on_the_time_axis_and_the_svg_has_a_legend() -> None:
+    four = (*STACK, *KERNEL)
+    s = State
+    changes = [
+        StateChanged(11.000, four, s.ESTABLISHED, s.FIN_WAIT_1, "CLOSE"),
+        StateChanged(11.001, four, s.FIN_WAIT_1, s.FIN_WAIT_2, "rcv ACK of FIN"),
+        StateChanged(11.500, four, s.FIN_WAIT_2, s.TIME_WAIT, "rcv FIN"),
+        StateChanged(13.500, four, s.TIME_WAIT, s.CLOSED, "timeout = 2MSL"),
+    ]
+    marks = marks_from_states(changes)
+    assert [(m.time, m.text, m.state) for m in marks] == [
+        (13.5, "2MSL expired: TIME-WAIT -> CLOSED after 2.000 s", "CLOSED")]
+    entries = entries_from_segments(four_way_close(), STACK[1], stack_states=changes)
+    text = render_text(entries, marks=marks)
+    last = [line for line in text.splitlines() if "|" in line][-2]
+    assert "2MSL expired" in last and last.split()[0] == "3500.000" and "CLOSED" in last
+    root = svg_tree(render_svg(entries, marks=marks))
+    (mark,) = by_class(root, "mark")
+    line = mark.find(f"{SVG_NS}line")
+    assert line is not None and line.get("y1") == line.get("y2")  # across, at its time
+    arrow_ys = [max(_segment_line(a)[1], _segment_line(a)[3]) for a in by_class(root, "arrow")]
+    assert float(line.get("y1", "nan")) > max(arrow_ys)  # after the last segment
+    assert "+3.500000 s" in "".join(t.text or "" for t in root.iter(f"{SVG_NS}text"))
+    (legend,) = by_class(root, "legend")
+    words = " ".join("".join(t.itertext()) for t in legend.iter(f"{SVG_NS}text"))
+    for word in ("SYN", "FIN", "RST", "data", "ACK", "held by a fault rule", "duplicate", "lost", "timer"):
+        assert word in words
