@@ -61,6 +61,7 @@ def on_ack(c: Tcb, seg: Segment, ack: int, ctx: Context) -> None:
 
 def _new_ack(c: Tcb, seg: Segment, ack: int, ctx: Context) -> None:
     acked = seq_sub(ack, c.snd_una)
+    c.bytes_acked += acked
     rtt_sample(c, seg, ack, ctx)
     c.snd_una = ack
     if seq_lt(c.snd_nxt, ack):

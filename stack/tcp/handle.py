@@ -58,6 +58,12 @@ class TcpInfo:
     recv_queue: int  # bytes received in order and not read (Recv-Q)
     keepalive_probes: int  # unanswered keepalive probes
     timers: dict[str, float]  # pending timer -> deadline (the host's clock)
+    bytes_sent: int = 0  # data octets sent, retransmissions included (tcpi_bytes_sent)
+    bytes_retrans: int = 0  # of them, retransmitted (tcpi_bytes_retrans)
+    bytes_acked: int = 0  # octets acknowledged after the handshake, FIN included (Linux also counts the SYN)
+    bytes_received: int = 0  # data octets received in order (tcpi_bytes_received)
+    total_retrans: int = 0  # segments retransmitted over the connection's life (tcpi_total_retrans)
+    conn_id: int = 0  # the host's number for the connection (what `ss -e` shows as sk:)
 
 
 class ConnectionHandle:
@@ -138,7 +144,9 @@ class ConnectionHandle:
             loss_recovery=rec.name, in_recovery=rec.in_recovery, snd_wnd=c.snd_wnd, rcv_wnd=c.rcv_wnd,
             snd_wscale=c.snd_wscale, rcv_wscale=c.rcv_wscale, timestamps=c.ts_ok, sack=c.sack_ok,
             unacked=c.in_flight, send_queue=c.send_queue_len, recv_queue=c.recv_queue_len,
-            keepalive_probes=c.keepalive_sent, timers=timers,
+            keepalive_probes=c.keepalive_sent, timers=timers, bytes_sent=c.bytes_sent,
+            bytes_retrans=c.bytes_retrans, bytes_acked=c.bytes_acked, bytes_received=c.bytes_received,
+            total_retrans=c.total_retrans, conn_id=c.cid,
         )
 
     # ---------------------------------------------------------------- user calls (RFC 9293 §3.10)

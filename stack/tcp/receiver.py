@@ -30,6 +30,7 @@ def accept_text(c: Tcb, seq: int, payload: bytes, ctx: Context) -> None:
             ctx.request_ack(c)  # a gap filled: ACK at once (RFC 5681 §4.2)
         else:
             _delayed_ack(c, ctx)
+        c.bytes_received += seq_sub(c.rcv_nxt, seq)  # this text and what it joined to
         if c.handle is not None:
             ctx.events.append(Readable(c.handle))
     else:

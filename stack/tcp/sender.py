@@ -154,8 +154,11 @@ def _send_data(c: Tcb, payload: bytes, extra_flags: int, ctx: Context) -> None:
     if extra_flags & FIN:
         c.fin_seq = seq_add(seq, len(payload))
     now = ctx.now
+    c.bytes_sent += len(payload)
     if seq_lt(seq, c.snd_max):
         ctx.counters.inc("RetransSegs")
+        c.bytes_retrans += len(payload)
+        c.total_retrans += 1
     elif c.rtt_seq is None and not c.ts_ok:
         c.rtt_seq, c.rtt_time = end, now  # time this one (RFC 6298 §3, Karn)
     emit(c, flags, seq, payload, ctx)
@@ -181,6 +184,9 @@ def retransmit(c: Tcb, seq: int, n: int, ctx: Context) -> None:
     if n == 0 and not flags & FIN:
         return
     ctx.counters.inc("RetransSegs")
+    c.bytes_sent += n
+    c.bytes_retrans += n
+    c.total_retrans += 1
     c.rtt_seq = None  # Karn
     emit(c, flags, seq, c.send_buf.slice(seq, n), ctx)
 
@@ -191,6 +197,7 @@ def send_syn(c: Tcb, ctx: Context) -> None:
     if c.syn_flags_sent == flags:  # not the SYN,ACK after our SYN in a simultaneous open
         ctx.counters.inc("RetransSegs")
         ctx.counters.inc("TCPSynRetrans")
+        c.total_retrans += 1
     c.syn_flags_sent = flags
     emit(c, flags, c.iss, b"", ctx)
     c.snd_nxt = c.snd_max = seq_add(c.iss, 1)

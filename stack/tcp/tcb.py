@@ -51,6 +51,10 @@ class Tcb:
         "_armed",
         "_timer_id",
         "announced",
+        "bytes_acked",
+        "bytes_received",
+        "bytes_retrans",
+        "bytes_sent",
         "cc",
         "cfg",
         "challenge_time",
@@ -96,6 +100,7 @@ class Tcb:
         "snd_wscale",
         "state",
         "syn_flags_sent",
+        "total_retrans",
         "ts_offset",
         "ts_ok",
         "ts_recent",
@@ -166,6 +171,14 @@ class Tcb:
         self.challenge_time = -INF
         self.want_writable = False
         self.syn_flags_sent = 0  # SYN or SYN|ACK, once sent: a second one is a retransmission
+        # What TCP_INFO reports (RFC 4898's names, as Linux's tcpi_*): data octets put on the wire
+        # (retransmissions included), of them retransmitted, acknowledged (SND.UNA's progress after
+        # the handshake, FIN included), received in order; and segments retransmitted.
+        self.bytes_sent = 0
+        self.bytes_retrans = 0
+        self.bytes_acked = 0
+        self.bytes_received = 0
+        self.total_retrans = 0
         self.deadlines = [INF] * N_TIMERS  # per Timer kind; INF when not armed
         self._timer_id = [-1] * N_TIMERS
         self._armed = [INF] * N_TIMERS  # when the wheel entry of each timer fires
