@@ -8,13 +8,21 @@ from the running stack: timer expiries are computed where the clock is.
 The text forms copy iproute2's `ss` (misc/ss.c), because that is what people already read:
 
 * the table of `ss -tan`: State, Recv-Q, Send-Q, Local Address:Port, Peer Address:Port, with the
-  address right-aligned against the ':' and the port left-aligned; with a state filter the State
-  column is left out, as `ss state STATE` does;
+  address right-aligned against the ':' and the port left-aligned; when the states shown are
+  exactly one (`ss state time-wait`), the State column is left out, as ss does;
+* which sockets by default: ss's "connected" set (every state but LISTEN, SYN-RECV, TIME-WAIT and
+  CLOSED) unless `-a` (all) or `-l` (listening) or `state X` say otherwise;
 * `-o` timers: `timer:(NAME,DURATION,RETRANS)`, NAME as the kernel's inet_diag reports it (`on` for
   retransmission, `persist` for zero-window probes, `keepalive`, `timewait`), DURATION by ss's
   `print_ms_timer` rules (`1min2sec`, `59sec`, `1.500ms`, `200ms`);
+* `-e` details: ` ino:0 sk:ID <->` (no inode: the stack's sockets are not files; sk is the
+  connection's number; the arrows say which directions are still open, as ss prints the shutdown
+  mask); `-i` the TCP info line: `ts sack newreno wscale:7,7 rto:204 rtt:0.5/0.25 mss:1448
+  cwnd:10 bytes_sent:.. bytes_retrans:.. bytes_acked:.. bytes_received:.. send 1.2Gbps unacked:1
+  retrans:0/2`, each shown when not zero, as ss shows them (cwnd, ssthresh and unacked in
+  segments; ts and sack with -o only; retrans:R/T is R timeouts in a row / T segments in all);
 * state filter names and groups of `ss state ...` (`scan_state`);
-* the `ss -s` summary line `TCP:   N (estab E, closed C, orphaned O, timewait T)`.
+* `ss -s`, counted as iproute2 counts /proc/net/sockstat (see `summarize`).
 """
 
 from __future__ import annotations
@@ -94,6 +102,9 @@ class SocketRow:
     peer_port: int | None  # None for a listener ("*")
     timer: TimerInfo | None
     orphan: bool
+    sk: int | None = None  # the connection's number (`ss -e` sk:); None for listeners and TIME-WAIT
+    shutdown: int = 0  # ss's shutdown mask: 1 = receiving done (peer's FIN), 2 = sending done (our FIN)
+    info: dict[str, Any] | None = None  # `ss -i`'s TCP info (see tcp_info_json); connections only
 
     @property
     def local(self) -> str:
@@ -120,6 +131,9 @@ class SocketRow:
             "peer_port": self.peer_port,
             "timer": timer,
             "orphan": self.orphan,
+            "sk": self.sk,
+            "shutdown": self.shutdown,
+            "info": self.info,
         }
 
 
@@ -140,6 +154,9 @@ def row_from_json(obj: Mapping[str, Any]) -> SocketRow:
         peer_port=None if peer_port is None else int(peer_port),
         timer=timer,
         orphan=bool(obj["orphan"]),
+        sk=None if obj.get("sk") is None else int(obj["sk"]),
+        shutdown=int(obj.get("shutdown", 0)),
+        info=dict(obj["info"]) if obj.get("info") is not None else None,
     )
 
 
@@ -188,15 +205,47 @@ def socket_rows(host: Host, now: float) -> list[SocketRow]:
     for handle in host.handles():
         la, lp, ra, rp = handle.four_tuple
         info = handle.info()
+        shutdown = (1 if handle.eof else 0) | (2 if info.state in _FIN_SENT else 0)
         conns.append(SocketRow(info.state, info.recv_queue, info.send_queue, la, lp, ra, rp,
-                               connection_timer(info, now), handle.orphan))
+                               connection_timer(info, now), handle.orphan, info.conn_id, shutdown,
+                               tcp_info_json(info)))
     for tw in host.time_wait.values():
         la, lp, ra, rp = tw.four_tuple
         timer = TimerInfo("timewait", _expires_ms(tw.deadline, now), 0)
-        conns.append(SocketRow(S.TIME_WAIT, 0, 0, la, lp, ra, rp, timer, True))
+        conns.append(SocketRow(S.TIME_WAIT, 0, 0, la, lp, ra, rp, timer, True, None, 3))
     conns.sort(key=_row_order)
     rows.extend(conns)
     return rows
+
+
+_FIN_SENT = frozenset({S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSING, S.LAST_ACK, S.TIME_WAIT})
+_INFINITE_SSTHRESH = 1 << 30  # Linux leaves ssthresh out while it is "infinite"
+
+
+def tcp_info_json(info: TcpInfo) -> dict[str, Any]:
+    """The numbers `ss -i` prints, in its units: ms for times, segments for windows."""
+    mss = max(1, info.snd_mss)
+    srtt = info.rtt
+    return {
+        "ts": info.timestamps,
+        "sack": info.sack,
+        "cc": info.congestion_control,
+        "wscale": [info.snd_wscale, info.rcv_wscale] if info.snd_wscale or info.rcv_wscale else None,
+        "rto_ms": round(info.rto * 1000.0, 3),
+        "backoff": info.backoff,
+        "rtt_ms": None if srtt is None else round(srtt * 1000.0, 3),
+        "rttvar_ms": round(info.rttvar * 1000.0, 3),
+        "mss": info.snd_mss,
+        "cwnd": -(-info.cwnd // mss),
+        "ssthresh": info.ssthresh // mss if info.ssthresh < _INFINITE_SSTHRESH else None,
+        "bytes_sent": info.bytes_sent,
+        "bytes_retrans": info.bytes_retrans,
+        "bytes_acked": info.bytes_acked,
+        "bytes_received": info.bytes_received,
+        "send_bps": info.cwnd * 8 / srtt if srtt else None,
+        "unacked": -(-info.unacked // mss),
+        "retrans": [info.retransmits, info.total_retrans],
+    }
 
 
 def _row_order(row: SocketRow) -> tuple[int, tuple[int, ...], int]:
@@ -240,15 +289,43 @@ def filter_rows(rows: Iterable[SocketRow], states: frozenset[State] | None) -> l
     return [row for row in rows if states is None or row.state in states]
 
 
+# ss's default: connected sockets, less LISTEN, SYN-RECV, TIME-WAIT and CLOSED (iproute2's SS_CONN).
+SS_CONN: frozenset[State] = _ALL - {S.LISTEN, S.CLOSED, S.TIME_WAIT, S.SYN_RECEIVED}
+
+
+def shown_states(names: Sequence[str], excluded: Sequence[str] = (), *, all_states: bool = False,
+                 listening: bool = False) -> frozenset[State]:
+    """The states ss shows: `state X` if given, else everything with -a, LISTEN (and unconnected)
+    with -l, the connected ones otherwise; less `exclude X`."""
+    chosen = parse_state_filter(names)
+    if chosen is None:
+        chosen = _ALL if all_states else frozenset({S.LISTEN, S.CLOSED}) if listening else SS_CONN
+    gone = parse_state_filter(excluded) or frozenset()
+    return chosen - gone
+
+
 # ---------------------------------------------------------------------------------- summary
 @dataclass(frozen=True, slots=True)
 class Summary:
-    total: int
-    estab: int
-    closed: int
-    orphaned: int
-    timewait: int
-    listening: int
+    """`ss -s`'s numbers, named after /proc/net/sockstat's fields they stand for."""
+
+    sockets: int  # "sockets: used": sockets an application holds
+    alloc: int  # TCP "alloc": full sockets (listeners and connections, orphans too; not TIME-WAIT)
+    inuse: int  # TCP "inuse": of them, the ones in the lookup tables (all but CLOSED)
+    estab: int  # Tcp CurrEstab: ESTABLISHED and CLOSE-WAIT
+    orphaned: int  # TCP "orphan": connections no application holds any more
+    timewait: int  # TCP "tw": TIME-WAIT records
+
+    @property
+    def total(self) -> int:
+        """The `TCP:` number: alloc + tw."""
+        return self.alloc + self.timewait
+
+    @property
+    def closed(self) -> int:
+        """ss's `closed`: alloc - (inuse - tw), i.e. CLOSED sockets plus TIME-WAIT (ss counts them
+        in both, as it does for the kernel)."""
+        return self.alloc - (self.inuse - self.timewait)
 
     def to_json(self) -> dict[str, int]:
         return {
@@ -257,40 +334,51 @@ class Summary:
             "closed": self.closed,
             "orphaned": self.orphaned,
             "timewait": self.timewait,
-            "listening": self.listening,
+            "sockets": self.sockets,
+            "alloc": self.alloc,
+            "inuse": self.inuse,
         }
 
 
 def summarize(rows: Iterable[SocketRow]) -> Summary:
-    """The counts of `ss -s`. `orphaned` counts connections the application has closed that are not
-    yet in TIME-WAIT (Linux's tcp_orphan_count); TIME-WAIT records are counted only as `timewait`."""
-    total = estab = closed = orphaned = timewait = listening = 0
+    """The counts of `ss -s`, made as iproute2 makes them from the kernel's /proc/net/sockstat:
+
+    * `Total` is "sockets: used", the sockets applications hold: here listeners and connections
+      the application has not closed (an orphan or a TIME-WAIT record belongs to no one);
+    * `TCP: N` is alloc + tw: every listener and connection (orphans included) plus the TIME-WAIT
+      records;
+    * `estab` is CurrEstab (ESTABLISHED + CLOSE-WAIT), `orphaned` the orphans, `timewait` the
+      records, and `closed` is alloc - (inuse - tw), inuse being the sockets not CLOSED -- so
+      TIME-WAIT records count in `closed` too, exactly as with the kernel;
+    * the transport table's TCP line is inuse.
+    """
+    sockets = alloc = inuse = estab = orphaned = timewait = 0
     for row in rows:
-        total += 1
+        if row.state is S.TIME_WAIT:
+            timewait += 1
+            continue
+        alloc += 1
+        if row.state is not S.CLOSED:
+            inuse += 1
         if row.state in _CURR_ESTAB:
             estab += 1
-        elif row.state is S.CLOSED:
-            closed += 1
-        elif row.state is S.TIME_WAIT:
-            timewait += 1
-        elif row.state is S.LISTEN:
-            listening += 1
-        if row.orphan and row.state is not S.TIME_WAIT:
+        if row.orphan:
             orphaned += 1
-    return Summary(total, estab, closed, orphaned, timewait, listening)
+        else:
+            sockets += 1
+    return Summary(sockets, alloc, inuse, estab, orphaned, timewait)
 
 
 def format_summary(summary: Summary) -> list[str]:
     """`ss -s`'s lines, less the transports tcpstack does not have (RAW, UDP, FRAG, IPv6)."""
     s = summary
-    hashed = s.total - s.closed
     return [
-        f"Total: {s.total}",
+        f"Total: {s.sockets}",
         f"TCP:   {s.total} (estab {s.estab}, closed {s.closed}, orphaned {s.orphaned}, timewait {s.timewait})",
         "",
         "Transport Total     IP        IPv6",
-        f"TCP\t  {hashed:<9d} {hashed:<9d} {0:<9d}".rstrip(),
-        f"INET\t  {hashed:<9d} {hashed:<9d} {0:<9d}".rstrip(),
+        f"TCP\t  {s.inuse:<9d} {s.inuse:<9d} {0:<9d}".rstrip(),
+        f"INET\t  {s.inuse:<9d} {s.inuse:<9d} {0:<9d}".rstrip(),
     ]
 
 
@@ -321,8 +409,60 @@ def format_timer(timer: TimerInfo) -> str:
     return f"timer:({timer.name},{format_ms_timer(timer.expires_ms)},{timer.retrans})"
 
 
-def format_table(rows: Sequence[SocketRow], *, show_state: bool = True, show_timers: bool = False) -> list[str]:
-    """The lines of `ss -tan` (one header line, then one line per row)."""
+def format_details(row: SocketRow) -> str:
+    """`ss -e`: ' ino:0 sk:ID <->' (ss prints uid only when not 0; the stack runs as root)."""
+    out = " ino:0"
+    if row.sk is not None:
+        out += f" sk:{row.sk:x}"
+    if row.state is not S.LISTEN:
+        out += f" {'-' if row.shutdown & 1 else '<'}-{'-' if row.shutdown & 2 else '>'}"
+    return out
+
+
+def _bw(bps: float, numeric: bool) -> str:
+    """iproute2's sprint_bw."""
+    if numeric:
+        return f"{bps:.0f}"
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if bps > scale:
+            return f"{bps / scale:.1f}{unit}"
+    return f"{bps:g}"
+
+
+def format_info(info: Mapping[str, Any], *, show_options: bool = False, numeric: bool = False) -> str:
+    """`ss -i`'s TCP info line (without its leading tab), fields in ss's order, zeros left out."""
+    parts: list[str] = []
+    if show_options and info.get("ts"):
+        parts.append("ts")
+    if show_options and info.get("sack"):
+        parts.append("sack")
+    parts.append(str(info.get("cc", "")))
+    if info.get("wscale"):
+        parts.append(f"wscale:{info['wscale'][0]},{info['wscale'][1]}")
+    if info.get("rto_ms"):
+        parts.append(f"rto:{info['rto_ms']:g}")
+    if info.get("backoff"):
+        parts.append(f"backoff:{info['backoff']}")
+    if info.get("rtt_ms"):
+        parts.append(f"rtt:{info['rtt_ms']:g}/{info['rttvar_ms']:g}")
+    for key in ("mss", "cwnd", "ssthresh", "bytes_sent", "bytes_retrans", "bytes_acked", "bytes_received"):
+        if info.get(key):
+            parts.append(f"{key}:{info[key]}")
+    if info.get("send_bps"):
+        parts.append(f"send {_bw(info['send_bps'], numeric)}bps")
+    if info.get("unacked"):
+        parts.append(f"unacked:{info['unacked']}")
+    retrans = info.get("retrans") or [0, 0]
+    if retrans[0] or retrans[1]:
+        parts.append(f"retrans:{retrans[0]}/{retrans[1]}")
+    return " ".join(p for p in parts if p)
+
+
+def format_table(rows: Sequence[SocketRow], *, show_state: bool = True, show_timers: bool = False,
+                 show_details: bool = False, show_info: bool = False, header: bool = True,
+                 numeric: bool = False) -> list[str]:
+    """The lines of `ss -tan` (one header line, then one line per row; with -i a second, indented
+    line per connection, as ss prints it)."""
     headers = {"state": "State", "recv": "Recv-Q", "send": "Send-Q", "laddr": "Local Address", "lport": "Port",
                "raddr": "Peer Address", "rport": "Port"}
     cells = [
@@ -349,18 +489,14 @@ def format_table(rows: Sequence[SocketRow], *, show_state: bool = True, show_tim
         parts.append(c["raddr"].rjust(width["raddr"]) + ":" + c["rport"].ljust(width["rport"]))
         return " ".join(parts)
 
-    lines = [line(headers).rstrip()]
+    lines = [line(headers).rstrip()] if header else []
     for row, c in zip(rows, cells, strict=True):
         text = line(c)
         if show_timers and row.timer is not None:
             text += " " + format_timer(row.timer)
+        if show_details:
+            text += format_details(row)
         lines.append(text.rstrip())
+        if show_info and row.info is not None:
+            lines.append("\t " + format_info(row.info, show_options=show_timers, numeric=numeric))
     return lines
-
-
-def format_stats(stats: Mapping[str, int]) -> list[str]:
-    """`Name  value` per line, names padded to one column (the shape of `nstat -az`)."""
-    if not stats:
-        return []
-    width = max(len(name) for name in stats) + 2
-    return [f"{name.ljust(width)}{value}" for name, value in stats.items()]
