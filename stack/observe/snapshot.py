@@ -443,7 +443,8 @@ def format_info(info: Mapping[str, Any], *, show_options: bool = False, numeric:
         parts.append(f"rto:{info['rto_ms']:g}")
     if info.get("backoff"):
         parts.append(f"backoff:{info['backoff']}")
-    if info.get("rtt_ms"):
+    if info.get("rtt_ms") is not None:
+        # Shown once measured, even at 0: timestamps tick in ms, so a local link can measure 0.
         parts.append(f"rtt:{info['rtt_ms']:g}/{info['rttvar_ms']:g}")
     for key in ("mss", "cwnd", "ssthresh", "bytes_sent", "bytes_retrans", "bytes_acked", "bytes_received"):
         if info.get(key):
