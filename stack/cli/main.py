@@ -22,11 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    from stack.cli import demo, serve, show
+    from stack.cli import demo, plot, serve, show
 
     demo.register(sub)
     serve.register(sub)
     show.register(sub)
+    plot.register(sub)
     try:
         from stack.cli import bench
     except ImportError:

@@ -4,8 +4,9 @@
 
 One row per sample: `time` is wall-clock seconds (UNIX time), `elapsed` seconds since the first
 row, then the number of connections in each state (RFC 9293 names; LISTEN counts listeners,
-TIME-WAIT the compact records), then every counter under the names `tcpstack stats` prints (see
-stack.observe.nstat), as totals since the stack started. The columns are fixed when the file is
+TIME-WAIT the compact records), then any gauges the caller adds (e.g. the kernel's TIME-WAIT count),
+then every counter under the names `tcpstack stats` prints (see stack.observe.nstat), as totals
+since the stack started. The columns are fixed when the file is
 opened -- every counter the stack can report is there from the first row, at 0 -- so the file
 stays one table however the run goes. Each row is flushed: `tail -f` follows it, and
 `tcpstack plot` draws it.
@@ -50,16 +51,18 @@ class StatsLog:
     """Samples one host into a CSV file, by itself once `start`ed on an event loop."""
 
     def __init__(self, stream: IO[str], host: Host, extra: Callable[[], Mapping[str, int]] | None = None, *,
-                 faults: bool = False, owns: bool = True) -> None:
+                 faults: bool = False, gauges: Mapping[str, Callable[[], int]] | None = None,
+                 owns: bool = True) -> None:
         self.host = host
         self.extra = extra
+        self.gauges = dict(gauges or {})
         self._stream = stream
         self._owns = owns
         self._writer = csv.writer(stream, lineterminator="\n")
         extra_names = list(extra()) if extra is not None else []
         raw = all_raw_names([*host.stats(), *extra_names], FAULT_COUNTERS if faults else ())
         self.counter_columns = list(nstat_view(dict.fromkeys(raw, 0)))
-        self.columns = ["time", "elapsed", *(s.value for s in STATE_COLUMNS), *self.counter_columns]
+        self.columns = ["time", "elapsed", *(s.value for s in STATE_COLUMNS), *self.gauges, *self.counter_columns]
         self._writer.writerow(self.columns)
         stream.flush()
         self._t0: float | None = None
@@ -68,8 +71,8 @@ class StatsLog:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], host: Host, extra: Callable[[], Mapping[str, int]] | None = None,
-             *, faults: bool = False) -> StatsLog:
-        return cls(open(path, "w", encoding="utf-8", newline=""), host, extra, faults=faults)
+             *, faults: bool = False, gauges: Mapping[str, Callable[[], int]] | None = None) -> StatsLog:
+        return cls(open(path, "w", encoding="utf-8", newline=""), host, extra, faults=faults, gauges=gauges)
 
     def sample(self, wall: float | None = None) -> dict[str, float]:
         """Write one row now (or at the given wall time) and return it."""
@@ -86,6 +89,7 @@ class StatsLog:
         counts = state_counts(self.host)
         row: dict[str, float] = {"time": round(wall, 3), "elapsed": round(wall - self._t0, 3)}
         row.update({s.value: counts[s] for s in STATE_COLUMNS})
+        row.update({name: read() for name, read in self.gauges.items()})
         row.update({name: view.get(name, 0) for name in self.counter_columns})
         self._writer.writerow([row[c] for c in self.columns])
         self._stream.flush()

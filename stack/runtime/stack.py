@@ -187,7 +187,7 @@ class Stack:
         if self._stats_log_path is not None:
             from stack.observe.statslog import StatsLog
 
-            self.stats_log = StatsLog.open(self._stats_log_path, self.host, self._extra_counters,
+            self.stats_log = StatsLog.open(self._stats_log_path, self.host, self.driver_counters,
                                            faults=self.faults is not None)
             self.stats_log.start(self.loop, self._stats_interval)
         if hasattr(self.link, "fileno"):
@@ -235,11 +235,12 @@ class Stack:
     def counters(self) -> dict[str, int]:
         """Every counter of this stack: the host's (nstat names), then the driver's and the faults'."""
         stats = self._host().stats()
-        for name, value in self._extra_counters().items():
+        for name, value in self.driver_counters().items():
             stats.setdefault(name, value)
         return stats
 
-    def _extra_counters(self) -> dict[str, int]:
+    def driver_counters(self) -> dict[str, int]:
+        """The counters the driver keeps beside the host's: internal errors, the fault engine's."""
         extra = {"InternalErrors": self.internal_errors}
         if self.faults is not None:
             extra.update(self.faults.counters)
