@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 NATIVE_SRC := $(wildcard native/*.c native/*.h native/*.py)
 
-.PHONY: all setup demo test test-fast lint bench fuzz soak clean
+.PHONY: all setup demo test test-fast lint bench fuzz soak docs-images clean
 
 all: test
 
@@ -41,6 +41,11 @@ fuzz: $(STAMP)
 # Churn of short and long connections under faults for 10 minutes (MINUTES=N to change).
 soak: $(STAMP)
 	$(PY) tools/soak.py --minutes $${MINUTES:-10}
+
+# The README's picture: TIME-WAIT over the phases of examples/time_wait_storm.py (needs root, like
+# `make demo`; about 30 s). The stats logs it draws stay in build/time_wait_storm/.
+docs-images: $(STAMP)
+	$(PY) examples/time_wait_storm.py --seconds 3 --stats-dir build/time_wait_storm --plot docs/time-wait-storm.png
 
 clean:
 	rm -rf $(VENV) build *.egg-info stack/_native*.so stack/_native.c

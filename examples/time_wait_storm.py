@@ -1,6 +1,7 @@
 """A TIME-WAIT storm on tcpstack, and what each mitigation does to it, measured against the kernel.
 
     sudo .venv/bin/python examples/time_wait_storm.py [--seconds 4] [--concurrency 16]
+                                                      [--stats-dir DIR] [--plot PICTURE]
 
 A short-connection server on the stack (read 100 B, reply, close) under load from a kernel client
 in the stack's private namespace: the server closes first, so every connection leaves a TIME-WAIT
@@ -28,6 +29,11 @@ holds no TIME-WAIT in that phase) soon reuses its ports, and a SYN that lands on
 TIME-WAIT records with a higher sequence number or newer timestamp reopens it (RFC 6191; the
 TCPTimeWaitReopen column) -- the mitigation that needs no configuration at all.
 
+Every phase writes a stats log (stack.observe.statslog; what `tcpstack serve --stats-log` writes)
+into --stats-dir, one CSV per phase, sampled every 0.5 s, with the kernel's TIME-WAIT count as one
+more column; at the end they are drawn one after another into --plot (`tcpstack plot` draws the same
+files). The README's picture is this run (`make docs-images`).
+
 The whole run takes about 7 x --seconds plus a few seconds of setup (under 40 s by default). Every
 stack lives in its own namespace, deleted at the end of its phase, on errors and on Ctrl-C.
 """
@@ -36,13 +42,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from stack.bench.cps import EchoProtocol, ReplyCloseProtocol, bucket_ms_for, stack_client_load
 from stack.bench.loadgen import GRACE, EchoServer, namespace_time_wait, run_client
 from stack.link.netns import install_signal_handlers
 from stack.link.tun import kernel_link_available
+from stack.observe.plot import MissingMatplotlib, draw, read_stats_csv
+from stack.observe.statslog import StatsLog
 from stack.runtime import Stack
 from stack.tcp.config import Config
 
@@ -76,10 +86,20 @@ class Phase:
     errors: int = 0
 
 
-async def run_phase(phase: Phase, seconds: float, concurrency: int, timeline: bool) -> None:
+SAMPLE_EVERY = 0.5  # seconds between rows of a phase's stats log
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+async def run_phase(phase: Phase, seconds: float, concurrency: int, timeline: bool, log_path: Path) -> None:
     async with Stack(config=phase.config) as stack:
         assert stack.netns is not None and stack.host is not None
         host, netns = stack.host, stack.netns
+        log = StatsLog.open(log_path, host, stack.driver_counters,
+                            gauges={"kernel TIME-WAIT": lambda: namespace_time_wait(netns)})
+        log.start(asyncio.get_running_loop(), SAMPLE_EVERY)
         opens = "PassiveOpens" if phase.server is not None else "ActiveOpens"
         if timeline:
             print(f"\n{phase.name}: TIME-WAIT every 0.5 s (as `ss -s` shows timewait)")
@@ -114,6 +134,7 @@ async def run_phase(phase: Phase, seconds: float, concurrency: int, timeline: bo
                 phase.errors = gen["connect_errors"] + gen["addr_unavailable"] + gen["reset_errors"]
         finally:
             sampler.cancel()
+            log.close()
         phase.peak_stack_tw = max(phase.peak_stack_tw, len(host.time_wait))
         phase.peak_kernel_tw = max(phase.peak_kernel_tw, namespace_time_wait(netns))
         phase.conn_s = gen["connections"] / gen["elapsed"]
@@ -135,7 +156,7 @@ def print_table(phases: list[Phase]) -> None:
     print("errors: connects refused or without a free port (EADDRNOTAVAIL), resets, short reads.")
 
 
-async def main(seconds: float, concurrency: int, all_timelines: bool) -> None:
+async def main(seconds: float, concurrency: int, all_timelines: bool, stats_dir: Path, picture: Path) -> None:
     base = Config(msl=MSL)
     client = base.with_changes(ephemeral_ports=CLIENT_PORTS)
     phases = [
@@ -147,11 +168,22 @@ async def main(seconds: float, concurrency: int, all_timelines: bool) -> None:
         Phase("stack client, no tw_reuse", client.with_changes(tw_reuse=False)),
         Phase("stack client, tw_reuse", client.with_changes(tw_reuse=True, timestamps=True)),
     ]
+    stats_dir.mkdir(parents=True, exist_ok=True)
+    logs = []
     for i, phase in enumerate(phases):
         if not (i == 0 or all_timelines):
             print(f"{phase.name} ...", flush=True)
-        await run_phase(phase, seconds, concurrency, timeline=i == 0 or all_timelines)
+        logs.append(stats_dir / f"{i + 1}_{slug(phase.name)}.csv")
+        await run_phase(phase, seconds, concurrency, timeline=i == 0 or all_timelines, log_path=logs[-1])
     print_table(phases)
+    print(f"\nstats logs: {', '.join(str(p) for p in logs)}")
+    try:
+        draw([read_stats_csv(p) for p in logs], picture, columns=["TIME-WAIT", "kernel TIME-WAIT"],
+             title=f"TIME-WAIT on tcpstack and on the kernel, {concurrency} connections at a time, "
+                   f"{seconds:g} s per mitigation (2MSL = {2 * MSL:g} s)")
+        print(f"drawn: {picture}  (again with: tcpstack plot {' '.join(str(p) for p in logs)} --out {picture})")
+    except MissingMatplotlib as exc:
+        print(f"not drawn: {exc}")
 
 
 if __name__ == "__main__":
@@ -159,6 +191,10 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each phase (default 4)")
     parser.add_argument("--concurrency", type=int, default=16, help="connections in flight (default 16)")
     parser.add_argument("--all-timelines", action="store_true", help="print the TIME-WAIT timeline of every phase")
+    parser.add_argument("--stats-dir", type=Path, default=Path("time_wait_storm"),
+                        help="where each phase's stats log (CSV) goes (default ./time_wait_storm)")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="the picture of TIME-WAIT over the phases (.png/.svg; default STATS_DIR/states.png)")
     args = parser.parse_args()
     if not 0 < args.seconds <= 300 or not 1 <= args.concurrency <= 1024:
         parser.error("--seconds must be in (0, 300] and --concurrency in 1..1024")
@@ -167,6 +203,7 @@ if __name__ == "__main__":
         sys.exit(f"time_wait_storm: {reason}")
     install_signal_handlers()  # Ctrl-C deletes the namespace (and the generator in it) first
     try:
-        asyncio.run(main(args.seconds, args.concurrency, args.all_timelines))
+        asyncio.run(main(args.seconds, args.concurrency, args.all_timelines, args.stats_dir,
+                         args.plot or args.stats_dir / "states.png"))
     except KeyboardInterrupt:
         sys.exit(130)  # the namespaces are already gone (install_signal_handlers)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import os
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +126,9 @@ def _draw(plt: Any, logs: Sequence[StatsLogData], out: str | os.PathLike[str], c
         times = [offset + t for t in log.series("elapsed")]
         if len(logs) > 1 and times:
             ax.axvspan(times[0], times[-1], color="#f2f4f4" if n % 2 else "#fbfcfc", zorder=0)
-            ax.text((times[0] + times[-1]) / 2, 1.01, log.name.replace("_", " "), transform=ax.get_xaxis_transform(),
-                    ha="center", va="bottom", fontsize=8.5, color="#34495e")
+            label = textwrap.fill(log.name.replace("_", " "), 18)  # phases are narrow: wrap their names
+            ax.text((times[0] + times[-1]) / 2, 1.01, label, transform=ax.get_xaxis_transform(),
+                    ha="center", va="bottom", fontsize=8, color="#34495e", linespacing=1.1)
         for column in levels:
             if column in log.columns:
                 ax.plot(times, log.series(column), color=colour_of[column], linewidth=1.8,
