@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any
 
+from stack.bench.table import Column, render
 from stack.link.netns import Netns
 from stack.link.tun import TunLink
 from stack.runtime import Stack
@@ -150,14 +151,24 @@ def run_bulk(megabytes: int, mtus: list[int]) -> dict[str, Any]:
     return result
 
 
+def format_result(r: dict[str, Any]) -> list[str]:
+    """Two tables, one row per case: through the stack, then the references without it."""
+    through = [
+        Column("to the stack", "MB/s", lambda v: v["to_stack_MBps"], ",.1f"),
+        Column("from the stack", "MB/s", lambda v: v["from_stack_MBps"], ",.1f"),
+        Column("stack CPU, to", "cores", lambda v: v["to_stack_cpu"], ".2f"),
+        Column("stack CPU, from", "cores", lambda v: v["from_stack_cpu"], ".2f"),
+        Column("retransmitted", "segments", lambda v: v["to_stack_retransmits"] + v["from_stack_retransmits"]),
+    ]
+    lines = [f"bulk, {r['megabytes']} MB each way (the no-offload case: a quarter of it)", ""]
+    lines += render(through, [(key, v) for key, v in r.items() if key.startswith("mtu")])
+    references = [Column("throughput", "MB/s", lambda v: v["MBps"], ",.1f"),
+                  Column("what", "", lambda v: v.get("path") or v.get("note"))]
+    rows = [("kernel_to_kernel", r["kernel_to_kernel"])]
+    rows += [(f"raw_tun {key}", v) for key, v in r["raw_tun"].items()]
+    lines += ["", "references, without tcpstack:", "", *render(references, rows)]
+    return lines
+
+
 def print_result(r: dict[str, Any]) -> None:
-    print(f"bulk, {r['megabytes']} MB each way (no-offload case: a quarter of it)")
-    print(f"  {'case':<22} {'to stack MB/s':>14} {'from stack MB/s':>16} {'cpu to/from':>12} {'retrans':>8}")
-    for key, v in r.items():
-        if key.startswith("mtu"):
-            print(f"  {key:<22} {v['to_stack_MBps']:>14} {v['from_stack_MBps']:>16} "
-                  f"{v['to_stack_cpu']:>5}/{v['from_stack_cpu']:<6} "
-                  f"{v['to_stack_retransmits'] + v['from_stack_retransmits']:>8}")
-    print(f"  {'kernel_to_kernel':<22} {r['kernel_to_kernel']['MBps']:>14}  ({r['kernel_to_kernel']['path']})")
-    for key, v in r["raw_tun"].items():
-        print(f"  {'raw_tun ' + key:<22} {v['MBps']:>14}  ({v['note']})")
+    print("\n".join(format_result(r)))

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from stack.bench.loadgen import GRACE, EchoServer, namespace_time_wait, run_client
+from stack.bench.table import Column, render
 from stack.runtime.stack import Stack
 from stack.tcp.config import Config
 from stack.tcp.host import PortInUse
@@ -402,20 +403,21 @@ def format_table(report: dict[str, Any]) -> str:
         f"{report['seconds']:g} s at concurrency {report['concurrency']}, "
         f"{report.get('c1_seconds', 0):g} s at concurrency 1; 2MSL = {report.get('time_wait_seconds', 0):g} s",
         "",
-        f"{'case':<20} {'conn/s':>8} {'1st 1/10':>9} {'last 1/10':>9} {'peak TW':>8} {'TW side':>7} "
-        f"{'CPU':>5} {'us/conn':>7} {'RSS MB':>7} {'gen CPU':>7} {'c=1 conn/s':>10} {'c=1 lat us':>10}",
     ]
-    for case in CASES:
-        r = report.get(case)
-        if r is None:
-            continue
-        side = "stack" if r.get("time_wait_side") == "stack" else "kernel"
-        lines.append(
-            f"{case:<20} {_fmt(r['cps']):>8} {_fmt(r['first_tenth_cps']):>9} {_fmt(r['last_tenth_cps']):>9} "
-            f"{_fmt(r['peak_time_wait']):>8} {side:>7} {_fmt(r['cpu'], '.2f'):>5} "
-            f"{_fmt(r.get('cpu_us_per_conn')):>7} {_fmt(r['rss_mb'], '.0f'):>7} "
-            f"{_fmt(r.get('loadgen_cpu'), '.2f'):>7} {_fmt(r['c1_cps']):>10} "
-            f"{_fmt(r.get('c1_latency_us', {}).get('mean')):>10}")
+    columns = [
+        Column("rate", "conn/s", lambda r: r["cps"]),
+        Column("first 10%", "conn/s", lambda r: r["first_tenth_cps"]),
+        Column("last 10%", "conn/s", lambda r: r["last_tenth_cps"]),
+        Column("peak TIME-WAIT", "sockets", lambda r: r["peak_time_wait"]),
+        Column("TIME-WAIT on", "", lambda r: "stack" if r.get("time_wait_side") == "stack" else "kernel"),
+        Column("stack CPU", "cores", lambda r: r["cpu"], ".2f"),
+        Column("CPU per conn", "us", lambda r: r.get("cpu_us_per_conn")),
+        Column("stack RSS", "MB", lambda r: r["rss_mb"]),
+        Column("load gen CPU", "cores", lambda r: r.get("loadgen_cpu"), ".2f"),
+        Column("rate at c=1", "conn/s", lambda r: r["c1_cps"]),
+        Column("latency at c=1", "us, mean", lambda r: r.get("c1_latency_us", {}).get("mean")),
+    ]
+    lines += render(columns, [(case, report[case]) for case in CASES if case in report])
     lines.append("")
     ratio = report.get("kernel_to_kernel_ratio")
     if ratio:
@@ -427,8 +429,9 @@ def format_table(report: dict[str, Any]) -> str:
     disturbed = [c for c in CASES if c in report and report[c].get("machine", {}).get("other_cores", 0) > 0.25]
     if disturbed:
         lines.append(f"note: other processes used CPU during {', '.join(disturbed)}: those rates are low")
-    lines.append("CPU = user+system seconds / wall of the stack process (for kernel_to_kernel: of the kernel echo "
-                 "server); gen CPU = the load generator's.")
+    lines.append("stack CPU = user+system seconds / wall seconds of the stack process (for kernel_to_kernel: of "
+                 "the kernel echo server); load gen CPU = the load generator's; first/last 10% = the rate in the "
+                 "first and last tenth of the run.")
     if "stack_as_client" in report:
         lines.append(f"stack_as_client ports: {report['stack_as_client'].get('ports_note', '')}; "
                      f"TWRecycled={report['stack_as_client']['stack_counters'].get('TWRecycled', 0)}")
