@@ -20,11 +20,12 @@ from stack.faults.adapter import FaultAdapter, FaultNote
 from stack.faults.engine import FaultEngine
 from stack.link import vnet
 from stack.observe.capture import Capture, PcapTarget, TraceTarget, shown_segment
+from stack.runtime.server import Server as Server  # re-exported: callers import it from here
 from stack.runtime.transport import TcpTransport, close_exception
 from stack.tcp.config import Config
 from stack.tcp.events import Accepted, Closed, Connected, EndOfStream, Readable, StateChanged, Writable
 from stack.tcp.handle import ConnectionHandle
-from stack.tcp.host import Host, Listener
+from stack.tcp.host import Host
 from stack.tcp.states import State
 from stack.wire import MalformedPacket, build_packet, parse_packet
 from stack.wire.segment import Segment
@@ -41,42 +42,6 @@ Observer = Callable[..., None]
 class PacketLink(Protocol):
     def read_batch(self, max_packets: int = ...) -> list[bytes]: ...
     def write_batch(self, packets: list[bytes]) -> int: ...
-
-
-class Server:
-    """What `create_server`/`start_server` return (the shape of asyncio.Server)."""
-
-    def __init__(self, stack: Stack, listener: Listener, factory: Callable[[], asyncio.BaseProtocol]) -> None:
-        self._stack = stack
-        self.listener = listener
-        self.factory = factory
-        self._closed = asyncio.Event()
-
-    @property
-    def port(self) -> int:
-        return self.listener.port
-
-    def close(self) -> None:
-        if not self._closed.is_set():
-            self.listener.close(self._stack.now())
-            self._stack.servers.pop(self.listener.port, None)
-            self._stack.kick()
-            self._closed.set()
-
-    def is_serving(self) -> bool:
-        return not self._closed.is_set()
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
-
-    async def serve_forever(self) -> None:
-        await self._closed.wait()
-
-    async def __aenter__(self) -> Server:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Stack:
