@@ -10,11 +10,14 @@ Requests (a JSON object with "cmd")::
     {"cmd": "ss"}     -> {"ok": true, "result": {"rows": [ROW, ...]}}
                          ROW is `SocketRow.to_json()` (stack/observe/snapshot.py): state, tcp_state,
                          recv_q, send_q, local, peer, local_addr, local_port, peer_addr, peer_port,
-                         timer ({"name", "expires_ms", "retrans"} or null), orphan. Every socket is
-                         returned; filtering and formatting happen in the client.
+                         timer ({"name", "expires_ms", "retrans"} or null), orphan, sk, shutdown,
+                         info (ss -i's numbers, or null). Every socket is returned; filtering and
+                         formatting happen in the client.
     {"cmd": "stats"}  -> {"ok": true, "result": {"stats": {NAME: VALUE, ...}}}
     {"cmd": "info"}   -> {"ok": true, "result": {"pid", "netns", "addr", "peer", "control",
-                          "apps": [[APP, PORT], ...], "msl", "fin_timeout", "rfc1337", "mtu", "uptime"}}
+                          "apps": [[APP, PORT], ...], "msl", "fin_timeout", "rfc1337", "mtu", "uptime",
+                          "started"}}   (started: wall time; with pid and netns it tells `stats` whose
+                          history it holds)
 
 Anything else -> {"ok": false, "error": "one line"}. Requests are limited to 64 KiB.
 """
