@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import glob
 import json
 import os
 import re
@@ -270,6 +271,11 @@ class ControlServer:
         if (st.st_dev, st.st_ino) == self._identity:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+            # `tcpstack stats` keeps its history beside the socket (stack.observe.nstat): it was of
+            # this run only.
+            for history in glob.glob(glob.escape(self.path) + ".nstat.u*"):
+                with contextlib.suppress(OSError):
+                    os.unlink(history)
         self._identity = None
 
 

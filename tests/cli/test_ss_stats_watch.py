@@ -119,6 +119,17 @@ def test_summary_and_nstat_history(running: tuple[Serve, list[socket.socket], Pa
 
 
 @needs_kernel
+def test_stats_history_lives_beside_the_socket_and_goes_with_it(serve: Callable[..., Serve]) -> None:
+    s = serve("--app", "echo", "--port", "7", netns=unique_netns("hist"))
+    s.wait_ready()
+    history = Path("/run/tcpstack", f"{s.netns}.sock.nstat.u{os.getuid()}")
+    assert tcpstack("stats", "--netns", s.netns or "").returncode == 0
+    assert history.exists()
+    assert s.stop(signal.SIGTERM) == 0
+    assert not history.exists()
+
+
+@needs_kernel
 def test_watch_on_a_pipe_prints_plain_lines(running: tuple[Serve, list[socket.socket], Path]) -> None:
     s, _, log = running
     done = tcpstack("ss", "--netns", s.netns or "", "-s", "--watch", "0.3", "--count", "3")
