@@ -9,18 +9,26 @@ acknowledging or reading is cheap.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 
 from stack.tcp.seq import seq_add, seq_sub
 
 
 class SendBuffer:
-    __slots__ = ("capacity", "data", "seq")
+    """Every byte from SND.UNA on, and where each write ended (its push mark)."""
+
+    __slots__ = ("_acked", "_marks", "capacity", "data", "seq")
 
     def __init__(self, capacity: int, seq: int) -> None:
         self.capacity = capacity
         self.data = bytearray()
         self.seq = seq  # sequence number of data[0]
+        # Where each write ended, as offsets in the byte stream (bytes written before it plus its
+        # own length: no wrap-around), oldest first; dropped once acknowledged. Linux marks the
+        # last segment of every write with PSH (tcp_push); so does the sender, from these.
+        self._marks: deque[int] = deque()
+        self._acked = 0  # stream offset of data[0]
 
     def __len__(self) -> int:
         return len(self.data)
@@ -34,6 +42,7 @@ class SendBuffer:
         take = min(len(payload), self.free)
         if take:
             self.data += payload[:take] if take < len(payload) else payload
+            self._marks.append(self._acked + len(self.data))
         return take
 
     def slice(self, seq: int, n: int) -> bytes:
@@ -41,12 +50,25 @@ class SendBuffer:
         offset = seq_sub(seq, self.seq)
         return bytes(self.data[offset : offset + n])
 
+    def push_in(self, seq: int, n: int) -> bool:
+        """Whether the `n` bytes from `seq` contain the end of a write (the segment gets PSH)."""
+        start = self._acked + seq_sub(seq, self.seq)
+        marks = self._marks
+        if not marks or marks[-1] <= start:
+            return False
+        i = bisect_right(marks, start)
+        return marks[i] <= start + n
+
     def ack_to(self, ack: int) -> int:
         """Drop the bytes acknowledged by `ack`; returns how many were dropped."""
         n = min(max(seq_sub(ack, self.seq), 0), len(self.data))
         if n:
             del self.data[:n]
             self.seq = seq_add(self.seq, n)
+            self._acked += n
+            marks = self._marks
+            while marks and marks[0] <= self._acked:
+                marks.popleft()
         return n
 
     def end_seq(self) -> int:

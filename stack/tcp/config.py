@@ -41,7 +41,15 @@ class Config:
     retries: int = 15
     """Retransmissions of data or FIN before the connection is aborted (Linux `tcp_retries2`)."""
     user_timeout: float | None = None
-    """Abort when sent data stays unacknowledged this long (RFC 9293 §3.8.3 USER TIMEOUT)."""
+    """Abort when sent data stays unacknowledged, or a zero window unopened, this long (RFC 9293
+    §3.8.3 USER TIMEOUT; Linux TCP_USER_TIMEOUT)."""
+    orphan_retries: int = 0
+    """Retransmissions or window probes of an orphan (closed by the application) before it is
+    dropped; 0 means 8 while the RTO is below rto_max, and none once it reached it (Linux
+    `tcp_orphan_retries`)."""
+    max_orphans: int = 131072
+    """Orphans a host keeps at most; a close beyond it resets the connection instead (Linux
+    `tcp_max_orphans`, TCPAbortOnMemory)."""
 
     # --- acknowledgements and sending -------------------------------------------------------------
     delayed_ack: bool = True
@@ -51,6 +59,9 @@ class Config:
     """At most one challenge ACK per connection per interval (RFC 5961 §7; Linux `tcp_invalid_ratelimit`)."""
     initial_cwnd_segments: int = 10
     congestion_control: str = "newreno"
+    tail_loss_probe: bool = True
+    """Probe for a lost tail after about two RTTs instead of waiting for the RTO (RFC 8985 §7,
+    with SACK, as Linux does by default: `tcp_early_retrans`)."""
 
     # --- options and buffers ----------------------------------------------------------------------
     mtu: int = 1500

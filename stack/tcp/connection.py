@@ -88,6 +88,7 @@ class Connection(Tcb):
         if self.orphan or self.state in (S.CLOSED, S.TIME_WAIT):
             return None
         self.orphan = True
+        ctx.orphans += 1
         self.read_closed = True
         if self.state in (S.SYN_SENT, S.LISTEN):
             return self.finish(CloseReason.ABORTED, "CLOSE", ctx)
@@ -96,6 +97,10 @@ class Connection(Tcb):
             return reset(self, CloseReason.ABORTED, "close with unread data", ctx)
         if self.linger0:
             return self.abort(ctx)
+        if ctx.orphans > self.cfg.max_orphans and self.state.synchronized:
+            # Too many orphans (Linux tcp_close -> tcp_check_oom): this one is reset at once.
+            ctx.counters.inc("TCPAbortOnMemory")
+            return reset(self, CloseReason.ABORTED, "too many orphans", ctx)
         if not self.fin_queued:
             self._queue_fin("CLOSE", ctx)
         if self.state is S.FIN_WAIT_2:
@@ -106,7 +111,9 @@ class Connection(Tcb):
         """ABORT (RFC 9293 §3.10.5), also close() under SO_LINGER {1, 0}: RST, no TIME-WAIT."""
         if self.state in (S.CLOSED, S.TIME_WAIT):
             return None
-        self.orphan = True
+        if not self.orphan:
+            self.orphan = True
+            ctx.orphans += 1
         if self.state in (S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT):
             ctx.counters.inc("TCPAbortOnLinger")
             return reset(self, CloseReason.ABORTED, "abort", ctx)

@@ -32,6 +32,7 @@ class Context:
         "edges",
         "events",
         "now",
+        "orphans",
         "out",
         "push_pending",
         "record_state_changes",
@@ -54,6 +55,7 @@ class Context:
         self.tso_size = 0
         self.record_state_changes = True  # emit a StateChanged event per transition
         self.edges: Counter[tuple[State, State]] = Counter()  # transitions taken, by edge
+        self.orphans = 0  # connections the application closed that still live (Linux orphan count)
 
     def transmit(self, seg: Segment) -> None:
         self.out.append(seg)

@@ -18,6 +18,8 @@ COUNTER_NAMES: tuple[str, ...] = (
     "TCPAbortOnClose",  # closed with unread data: RST instead of FIN
     "TCPAbortOnData",  # data after the application fully closed: RST
     "TCPAbortOnTimeout",
+    "TCPAbortOnMemory",  # too many orphans (max_orphans): reset at close or at a timer
+    "TCPLossProbes",  # tail loss probes sent (RFC 8985 §7)
     "TCPAbortOnLinger",  # abort() / SO_LINGER {1, 0}
     "TCPChallengeACK",
     "TCPSYNChallenge",

@@ -227,10 +227,12 @@ class Host:
         key = conn.four_tuple
         if self.connections.get(key) is conn:
             del self.connections[key]
-        self._owners.pop(conn.cid, None)
+        owned = self._owners.pop(conn.cid, None) is not None
         ctx = self.ctx
         ctx.ack_pending.pop(conn, None)
         ctx.push_pending.pop(conn, None)
+        if owned and conn.orphan:
+            ctx.orphans -= 1
         self._embryo_done(conn)
 
     def _embryo_done(self, conn: Connection) -> None:

@@ -38,13 +38,27 @@ def accept_text(c: Tcb, seq: int, payload: bytes, ctx: Context) -> None:
         ctx.request_ack(c)  # out of order: immediate duplicate ACK with SACK blocks (RFC 5681 §4.2)
 
 
+MAX_QUICK_ACKS = 16  # Linux TCP_MAX_QUICKACKS
+
+
 def _delayed_ack(c: Tcb, ctx: Context) -> None:
     """ACK at least every second full-sized segment, else within the delayed-ACK timeout (§3.8.6.3).
-    Counted in bytes, as Linux does, so that one 64 KB GSO segment counts as the many it stands for."""
-    if not c.cfg.delayed_ack or seq_sub(c.rcv_nxt, c.last_ack_sent) >= 2 * c.snd_mss:
+    Counted in bytes, as Linux does, so that one 64 KB GSO segment counts as the many it stands for.
+    In quick-ACK mode every segment is acknowledged at once (Linux tcp_event_data_recv: at the
+    first data and after an idle period longer than the RTO, the sender may be in slow start and
+    waiting for every ACK)."""
+    now = ctx.now
+    last = c.last_data_time
+    if last is None or now - last > c.rtt.rto:
+        quick = min(max(c.rcv_wnd // (2 * c.snd_mss), 2), MAX_QUICK_ACKS)
+        if quick > c.quick_acks:
+            c.quick_acks = quick
+    c.last_data_time = now
+    if (not c.cfg.delayed_ack or seq_sub(c.rcv_nxt, c.last_ack_sent) >= 2 * c.snd_mss
+            or (c.quick_acks and not c.pingpong)):
         ctx.request_ack(c)
     elif c.deadlines[Timer.DELACK] == INF:
-        c.set_timer(Timer.DELACK, ctx.now + c.cfg.delayed_ack_timeout, ctx)
+        c.set_timer(Timer.DELACK, now + c.cfg.delayed_ack_timeout, ctx)
 
 
 def fin_received(c: Tcb, ctx: Context) -> Outcome | None:

@@ -38,6 +38,7 @@ class Timer(IntEnum):
     DELACK = 2  # delayed ACK (RFC 9293 §3.8.6.3)
     KEEPALIVE = 3  # RFC 9293 §3.8.4
     FIN_WAIT_2 = 4  # orphan FIN-WAIT-2 reaping (Linux tcp_fin_timeout)
+    LOSS_PROBE = 5  # tail loss probe (RFC 8985 §7)
 
 
 N_TIMERS = len(Timer)  # a timer-wheel entry's id is cid * N_TIMERS + kind
@@ -67,6 +68,7 @@ class Tcb:
         "iss",
         "keepalive_sent",
         "last_ack_sent",
+        "last_data_time",
         "last_recv_time",
         "linger0",
         "listen_port",
@@ -74,6 +76,10 @@ class Tcb:
         "orphan",
         "passive",
         "peer_fin",
+        "pingpong",
+        "probes_out",
+        "probes_start",
+        "quick_acks",
         "rcv_adv",
         "rcv_nxt",
         "rcv_wscale",
@@ -96,6 +102,7 @@ class Tcb:
         "snd_wscale",
         "state",
         "syn_flags_sent",
+        "tlp_high_seq",
         "ts_offset",
         "ts_ok",
         "ts_recent",
@@ -163,7 +170,16 @@ class Tcb:
         self.first_unacked_time: float | None = None
         self.last_recv_time = now
         self.keepalive_sent = 0
+        self.probes_out = 0  # zero-window probes the peer has not answered (Linux icsk_probes_out)
+        self.probes_start: float | None = None  # when the window has been zero since, probing
+        self.tlp_high_seq: int | None = None  # SND.NXT when a tail loss probe went out (one at a time)
         self.challenge_time = -INF
+        # ACK policy, after Linux's icsk_ack: ACK every data segment at once while `quick_acks`
+        # last (from the first data, and after an idle RTO), unless the exchange is interactive
+        # (`pingpong`: we answered within the delayed-ACK time, so the ACK may ride on an answer).
+        self.quick_acks = 0
+        self.pingpong = False
+        self.last_data_time: float | None = None  # when in-order data last arrived
         self.want_writable = False
         self.syn_flags_sent = 0  # SYN or SYN|ACK, once sent: a second one is a retransmission
         self.deadlines = [INF] * N_TIMERS  # per Timer kind; INF when not armed
