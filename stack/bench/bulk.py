@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import select
@@ -19,6 +20,8 @@ import sys
 import time
 from typing import Any
 
+from stack.bench.loadgen import CHILD_GROUP
+from stack.cli import interrupt
 from stack.link.netns import Netns
 from stack.link.tun import TunLink
 from stack.runtime import Stack
@@ -53,7 +56,13 @@ print(n, time.perf_counter() - t, flush=True)
 
 def _peer(netns: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", PEER, *args],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, **CHILD_GROUP)
+
+
+async def _exited(proc: subprocess.Popen[str]) -> None:
+    """Wait for `proc` without blocking the loop (or a thread that Ctrl-C could not stop)."""
+    while proc.poll() is None:
+        await asyncio.sleep(0.01)
 
 
 async def _through_stack(mtu: int, offload: bool, nbytes: int) -> dict[str, Any]:
@@ -64,20 +73,24 @@ async def _through_stack(mtu: int, offload: bool, nbytes: int) -> dict[str, Any]
 
         async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             t, c, n = time.perf_counter(), time.process_time(), 0
-            while data := await reader.read(CHUNK):
-                n += len(data)
-            writer.close()
-            done.set_result((n, time.perf_counter() - t, time.process_time() - c))
+            with contextlib.suppress(ConnectionError):  # reset by the stack's close on Ctrl-C
+                while data := await reader.read(CHUNK):
+                    n += len(data)
+                writer.close()
+                if not done.done():  # not when the run was cancelled meanwhile
+                    done.set_result((n, time.perf_counter() - t, time.process_time() - c))
 
         async def source(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             t, c = time.perf_counter(), time.process_time()
             blob = b"s" * CHUNK
-            for _ in range(nbytes // CHUNK):
-                writer.write(blob)
-                await writer.drain()
-            writer.close()
-            await writer.wait_closed()
-            done.set_result((nbytes, time.perf_counter() - t, time.process_time() - c))
+            with contextlib.suppress(ConnectionError):
+                for _ in range(nbytes // CHUNK):
+                    writer.write(blob)
+                    await writer.drain()
+                writer.close()
+                await writer.wait_closed()
+                if not done.done():
+                    done.set_result((nbytes, time.perf_counter() - t, time.process_time() - c))
 
         for name, app, mode, port in (("to_stack", sink, "send", 9), ("from_stack", source, "recv", 19)):
             done = asyncio.get_running_loop().create_future()
@@ -85,8 +98,13 @@ async def _through_stack(mtu: int, offload: bool, nbytes: int) -> dict[str, Any]
             segs = stack.host.counters["InSegs"] + stack.host.counters["OutSegs"]
             server = await stack.start_server(app, port)
             peer = _peer(stack.netns, mode, STACK, str(port), str(nbytes))
-            n, seconds, cpu = await asyncio.wait_for(done, 600)
-            await asyncio.get_running_loop().run_in_executor(None, peer.wait)
+            try:
+                n, seconds, cpu = await asyncio.wait_for(done, 600)
+                await _exited(peer)
+            finally:
+                if peer.poll() is None:  # cancelled (Ctrl-C) or timed out: the peer goes too
+                    peer.kill()
+                    peer.wait()
             server.close()
             out[f"{name}_MBps"] = round(n / seconds / 1e6, 1)
             out[f"{name}_cpu"] = round(cpu / seconds, 2)
@@ -115,7 +133,7 @@ def _raw_tun(mtu: int, nbytes: int) -> dict[str, Any]:
             ["ip", "netns", "exec", link.netns, sys.executable, "-c",
              "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b=b'u'*int(sys.argv[1]);"
              "[s.sendto(b, ('198.18.0.2', 9)) for _ in range(int(sys.argv[2]))]", str(payload),
-             str(nbytes // payload)])
+             str(nbytes // payload)], **CHILD_GROUP)
         got = 0
         fd = link.fileno()
         start = last = time.perf_counter()
@@ -144,9 +162,9 @@ def run_bulk(megabytes: int, mtus: list[int]) -> dict[str, Any]:
     nbytes = megabytes * CHUNK
     result: dict[str, Any] = {"megabytes": megabytes}
     for mtu in mtus:
-        result[f"mtu{mtu}"] = asyncio.run(_through_stack(mtu, True, nbytes))
+        result[f"mtu{mtu}"] = interrupt.run(_through_stack(mtu, True, nbytes))
         if mtu == 1500:
-            result["mtu1500_no_offload"] = asyncio.run(_through_stack(mtu, False, nbytes // 4))
+            result["mtu1500_no_offload"] = interrupt.run(_through_stack(mtu, False, nbytes // 4))
     result["kernel_to_kernel"] = _kernel_to_kernel(nbytes)
     result["raw_tun"] = {f"mtu{mtu}": _raw_tun(mtu, min(nbytes, 256 * CHUNK)) for mtu in mtus}
     return result
@@ -189,10 +207,8 @@ def _megabytes(text: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from stack.cli.common import require_kernel_link
-    from stack.link.netns import install_signal_handlers
 
     require_kernel_link()
-    install_signal_handlers()
     result = run_bulk(args.mb, args.mtu or [1500, 65000])
     if args.json:
         print(json.dumps(result))

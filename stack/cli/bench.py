@@ -10,12 +10,12 @@ subparsers (it must add its parser and `set_defaults(func=...)`, as `cps` does b
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import json
 import sys
 from typing import Any
 
+from stack.cli import interrupt
 from stack.cli.common import CliError, positive_float, require_kernel_link
 
 MAX_SECONDS = 3600.0  # every load loop is bounded: an hour is more than any benchmark needs
@@ -81,8 +81,8 @@ def _register_cps(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--ports", type=_bounded_int("port count", 1, MAX_PORTS), default=DEFAULT_PORTS, metavar="N",
                    help=f"server ports per case, used in turn (default {DEFAULT_PORTS}: 28k ephemeral ports each)")
     p.add_argument("--loadgen", choices=IMPLS, default="auto",
-                   help="kernel-side generator: C (built with cc at run time) or Python (default auto: C if it "
-                        "builds)")
+                   help="kernel-side generator: C (stack/bench/loadgen.c, built with cc at run time) or Python "
+                        "(default auto: C if it builds; the first line says which one runs, and why)")
     p.add_argument("--profile", metavar="FILE",
                    help="cProfile the stack process and write pstats to FILE (slows the stack ~2.5x)")
     p.set_defaults(func=run_cps_command)
@@ -91,15 +91,19 @@ def _register_cps(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 def run_cps_command(args: argparse.Namespace) -> int:
     require_kernel_link()
     from stack.bench.cps import CASES, format_table, run_cps
-    from stack.link.netns import install_signal_handlers
+    from stack.bench.loadgen import describe
 
-    # SIGINT/SIGTERM delete the namespaces (and with them the generator processes) first.
-    install_signal_handlers()
     cases = tuple(c for c in CASES if c in args.case) if args.case else CASES
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    try:
+        generator = describe(args.loadgen)
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    if not args.json:
+        progress(f"load generator: {generator}")
     coro = run_cps(args.seconds, args.concurrency, c1_seconds=args.c1_seconds, cases=cases, msl=args.msl,
                    ports=args.ports, impl=args.loadgen, progress=None if args.json else progress)
     try:
@@ -108,11 +112,11 @@ def run_cps_command(args: argparse.Namespace) -> int:
 
             profiler = cProfile.Profile()
             try:
-                report = profiler.runcall(asyncio.run, coro)
+                report = profiler.runcall(interrupt.run, coro)
             finally:
                 profiler.dump_stats(args.profile)
         else:
-            report = asyncio.run(coro)
+            report = interrupt.run(coro)
     except (RuntimeError, OSError) as exc:
         raise CliError(f"benchmark failed: {exc}") from exc
     if args.json:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
+import os
 
 from stack.faults import FaultEngine, FaultRule, FaultRuleError, load_rules, parse_rule
 from stack.link.tun import kernel_link_available
@@ -22,6 +24,22 @@ class UsageError(CliError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, 2)
+
+
+def check_writable(path: str, option: str) -> None:
+    """UsageError unless `path` can be written, found before anything starts (a file that did not
+    exist is created to be sure, then removed again)."""
+    existed = os.path.lexists(path)
+    try:
+        if os.path.isdir(path):
+            raise IsADirectoryError(21, "Is a directory", path)
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there ({exc.strerror})") from None
+    if not existed:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def require_kernel_link() -> None:
