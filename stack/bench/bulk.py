@@ -18,6 +18,7 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from stack.bench.loadgen import CHILD_GROUP
@@ -158,14 +159,19 @@ def _raw_tun(mtu: int, nbytes: int) -> dict[str, Any]:
         return {"mtu": mtu, "MBps": round(got / seconds / 1e6, 1), "note": "read + write-back, no TCP"}
 
 
-def run_bulk(megabytes: int, mtus: list[int]) -> dict[str, Any]:
+def run_bulk(megabytes: int, mtus: list[int], progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     nbytes = megabytes * CHUNK
     result: dict[str, Any] = {"megabytes": megabytes}
+    say = progress or (lambda line: None)
     for mtu in mtus:
+        say(f"MTU {mtu} with offloads: {megabytes} MB each way ...")
         result[f"mtu{mtu}"] = interrupt.run(_through_stack(mtu, True, nbytes))
         if mtu == 1500:
+            say(f"MTU 1500 without offloads: {megabytes // 4} MB each way ...")
             result["mtu1500_no_offload"] = interrupt.run(_through_stack(mtu, False, nbytes // 4))
+    say("kernel to kernel ...")
     result["kernel_to_kernel"] = _kernel_to_kernel(nbytes)
+    say("raw TUN loop ...")
     result["raw_tun"] = {f"mtu{mtu}": _raw_tun(mtu, min(nbytes, 256 * CHUNK)) for mtu in mtus}
     return result
 
@@ -209,7 +215,10 @@ def _run(args: argparse.Namespace) -> int:
     from stack.cli.common import require_kernel_link
 
     require_kernel_link()
-    result = run_bulk(args.mb, args.mtu or [1500, 65000])
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    result = run_bulk(args.mb, args.mtu or [1500, 65000], None if args.json else progress)
     if args.json:
         print(json.dumps(result))
     else:

@@ -11,6 +11,14 @@ from stack.faults import FaultEngine, FaultRule, FaultRuleError, load_rules, par
 from stack.link.tun import kernel_link_available
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is one line on stderr and exit code 2 (no usage dump). Used by the
+    `tcpstack` commands and by the examples."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 class CliError(Exception):
     """Printed as one line; the process exits with `code`."""
 

@@ -25,10 +25,11 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any, TypeVar
 
+from stack.cli.common import CliError, UsageError
 from stack.link.netns import cleanup_all
 
 T = TypeVar("T")
@@ -142,3 +143,27 @@ def report(exc: Interrupted) -> int:
         _state.watchdog.cancel()
     print(f"{_state.command}: interrupted", file=sys.stderr, flush=True)
     return exc.exit_code
+
+
+def guarded(command: str, body: Callable[[], int | None]) -> int:
+    """Run `body` (a whole command or example) under the Ctrl-C contract; its exit status.
+
+    A CliError becomes its one line (`COMMAND: error: ...` and 2 for a UsageError). An error that
+    surfaces while a signal's cleanup runs is part of the interruption, not news."""
+    install(command)
+    try:
+        return int(body() or 0)
+    except CliError as exc:
+        if _state.signum:
+            return report(Interrupted(_state.signum))
+        usage = isinstance(exc, UsageError)
+        print(f"{command}: {'error: ' if usage else ''}{exc}", file=sys.stderr)
+        return exc.code
+    except Interrupted as exc:
+        return report(exc)
+    except (Exception, KeyboardInterrupt, asyncio.CancelledError):
+        if not _state.signum:
+            raise
+        return report(Interrupted(_state.signum))
+    finally:
+        uninstall()

@@ -13,22 +13,14 @@ from collections.abc import Sequence
 from typing import cast
 
 from stack.cli import interrupt
-from stack.cli.common import CliError, UsageError
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but an error is one line on stderr and exit code 2 (no usage dump)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        prog = self.prog
-        self.exit(2, f"{prog}: error: {message}\n")
+from stack.cli.common import OneLineParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="tcpstack", description="A userspace TCP stack over a Linux TUN device.")
+    parser = OneLineParser(prog="tcpstack", description="A userspace TCP stack over a Linux TUN device.")
     # Typed as the base class: the subcommand modules only need ArgumentParser's interface.
     sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
-               parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser))
+               parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser))
     from stack.cli import cleanup, demo, serve, show
 
     demo.register(sub)
@@ -65,25 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `tcpstack` (or `tcpstack bench`) alone: what there is to run, and a usage error.
         own.print_help(sys.stderr)
         return 2
-    name = own.prog
-    interrupt.install(name)
-    try:
-        result = args.func(args)
-    except UsageError as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        return 2
-    except CliError as exc:
-        if interrupt.interrupted():
-            return interrupt.report(interrupt.Interrupted(interrupt.interrupted()))
-        print(f"{name}: {exc}", file=sys.stderr)
-        return exc.code
-    except interrupt.Interrupted as exc:
-        return interrupt.report(exc)
-    except KeyboardInterrupt:
-        return interrupt.report(interrupt.Interrupted(interrupt.interrupted() or 2))
-    finally:
-        interrupt.uninstall()
-    return int(result or 0)
+    return interrupt.guarded(own.prog, lambda: args.func(args))
 
 
 if __name__ == "__main__":
