@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 
-from stack.cli.common import CliError, require_kernel_link
+from stack.cli.common import CliError, Subcommands, require_kernel_link
 from stack.cli.control import ControlError, remove_stale_socket, stale_sockets
 from stack.link.netns import NetnsError, reap_stale, stale_namespaces
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser("cleanup", help="list and remove stale namespaces and control sockets of dead tcpstacks",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")

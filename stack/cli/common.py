@@ -6,9 +6,15 @@ import argparse
 import contextlib
 import ipaddress
 import os
+from typing import TYPE_CHECKING
 
 from stack.faults import FaultEngine, FaultRule, FaultRuleError, load_rules, parse_rule
 from stack.link.tun import kernel_link_available
+
+if TYPE_CHECKING:
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+else:  # not subscriptable at run time; the alias keeps annotations resolvable (pdoc, `make docs`)
+    Subcommands = argparse._SubParsersAction
 
 
 class OneLineParser(argparse.ArgumentParser):

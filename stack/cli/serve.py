@@ -33,6 +33,7 @@ from stack.cli import interrupt
 from stack.cli.apps import APPS
 from stack.cli.common import (
     CliError,
+    Subcommands,
     UsageError,
     add_fault_arguments,
     add_offload_argument,
@@ -62,7 +63,7 @@ DEFAULT_PEER = "198.18.0.1"
 PREFIX = 24
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser("serve", help="run the stack with apps on ports until SIGINT/SIGTERM",
                        description="Run tcpstack in a private network namespace with the given apps, until "
                                    "SIGINT/SIGTERM. --app and --port repeat and pair up in order.")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from stack.faults.engine import FaultEngine
@@ -50,7 +50,7 @@ class MemoryLink:
     faults: FaultEngine | None = None
     stack_host: Host | None = None
     _queue: list[tuple[float, int, Delivery]] = field(default_factory=list)
-    _tiebreak: itertools.count[int] = field(default_factory=itertools.count)
+    _tiebreak: Iterator[int] = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
         self._by_addr: dict[str, Host] = {}
