@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from stack.cli.common import require_kernel_link
@@ -315,7 +315,7 @@ async def rst_into_time_wait_rfc1337_on() -> Result:
     return await rst_into_time_wait(True)
 
 
-SCENARIOS: dict[str, Callable[[], Awaitable[Result]]] = {
+SCENARIOS: dict[str, Callable[[], Coroutine[Any, Any, Result]]] = {
     "1": lost_final_ack,
     "2": kernel_fin_lost,
     "3": stack_fin_lost,

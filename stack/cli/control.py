@@ -14,7 +14,8 @@ Requests (a JSON object with "cmd")::
                          returned; filtering and formatting happen in the client.
     {"cmd": "stats"}  -> {"ok": true, "result": {"stats": {NAME: VALUE, ...}}}
     {"cmd": "info"}   -> {"ok": true, "result": {"pid", "netns", "addr", "peer", "control",
-                          "apps": [[APP, PORT], ...], "msl", "fin_timeout", "rfc1337", "mtu", "uptime"}}
+                          "apps": [[APP, PORT], ...], "msl", "fin_timeout", "rfc1337", "mtu", "uptime",
+                          "config": {KNOB: VALUE, ...} (every Config knob, stack/cli/knobs.py)}}
 
 Anything else -> {"ok": false, "error": "one line"}. Requests are limited to 64 KiB.
 """
