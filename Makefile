@@ -37,7 +37,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check stack tests examples benchmarks tools
-	$(VENV)/bin/mypy --strict stack/tcp stack/wire
+	$(VENV)/bin/mypy --strict stack
 
 # The API reference, generated from the docstrings by pdoc into docs/api/ (open docs/api/index.html).
 docs: $(STAMP)

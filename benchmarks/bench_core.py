@@ -7,18 +7,18 @@ import gc
 import time
 from typing import Any
 
-from stack.link.memory import MemoryLink
+from stack.sim import Simulator
 from stack.tcp.config import Config
 from stack.tcp.events import Accepted
 from stack.tcp.host import Host
 from stack.tcp.timewait import TimeWait
 
 
-def _pair(cfg: Config) -> tuple[Host, Host, MemoryLink]:
+def _pair(cfg: Config) -> tuple[Host, Host, Simulator]:
     a, b = Host("198.18.0.1", cfg), Host("198.18.0.2", cfg)
     for h in (a, b):
         h.record_state_changes = False
-    return a, b, MemoryLink([a, b], delay=0.0001)
+    return a, b, Simulator([a, b], delay=0.0001)
 
 
 def bench_connections(n: int = 2000) -> dict[str, float]:
@@ -30,7 +30,7 @@ def bench_connections(n: int = 2000) -> dict[str, float]:
         c = a.connect("198.18.0.2", 7, link.now)
         link.run(0.01)
         events = link.events_of(b)
-        s = next(e.conn for e in events if isinstance(e, Accepted))
+        s = next(e.handle for e in events if isinstance(e, Accepted))
         events.clear()
         link.events_of(a).clear()
         c.send(b"x" * 100, link.now)
@@ -55,7 +55,7 @@ def bench_bulk(megabytes: int = 32) -> dict[str, float]:
     b.listen(7)
     c = a.connect("198.18.0.2", 7, link.now)
     link.run(0.01)
-    s = next(e.conn for e in link.events_of(b) if isinstance(e, Accepted))
+    s = next(e.handle for e in link.events_of(b) if isinstance(e, Accepted))
     total = megabytes << 20
     chunk = b"z" * (1 << 20)
     sent = got = 0

@@ -36,14 +36,14 @@ uint16_t tcps_tcp_checksum_ipv6(const uint8_t *src, const uint8_t *dst, const vo
 uint16_t tcps_checksum_adjust(uint16_t checksum, uint16_t old_word, uint16_t new_word);
 uint16_t tcps_checksum_adjust32(uint16_t checksum, uint32_t old_value, uint32_t new_value);
 
-typedef struct tcps_tw tcps_tw;
-tcps_tw *tcps_tw_new(double resolution, double start);
-void tcps_tw_free(tcps_tw *tw);
-uint64_t tcps_tw_schedule(tcps_tw *tw, double deadline, uint64_t user_id);
-bool tcps_tw_cancel(tcps_tw *tw, uint64_t handle);
-const uint64_t *tcps_tw_advance(tcps_tw *tw, double now, size_t *n);
-double tcps_tw_next_deadline(const tcps_tw *tw);
-size_t tcps_tw_len(const tcps_tw *tw);
+typedef struct tcps_wheel tcps_wheel;
+tcps_wheel *tcps_wheel_new(double resolution, double start);
+void tcps_wheel_free(tcps_wheel *tw);
+uint64_t tcps_wheel_schedule(tcps_wheel *tw, double deadline, uint64_t user_id);
+bool tcps_wheel_cancel(tcps_wheel *tw, uint64_t handle);
+const uint64_t *tcps_wheel_advance(tcps_wheel *tw, double now, size_t *n);
+double tcps_wheel_next_deadline(const tcps_wheel *tw);
+size_t tcps_wheel_len(const tcps_wheel *tw);
 """
 
 ffibuilder = FFI()

@@ -34,28 +34,28 @@ uint16_t tcps_checksum_adjust32(uint16_t checksum, uint32_t old_value, uint32_t 
 
 /* ---- timerwheel.c ------------------------------------------------------------------------ */
 
-typedef struct tcps_tw tcps_tw;
+typedef struct tcps_wheel tcps_wheel;
 
 /* NULL on allocation failure. `resolution` > 0 seconds per tick; `start` >= 0 seconds. */
-tcps_tw *tcps_tw_new(double resolution, double start);
-void tcps_tw_free(tcps_tw *tw);
+tcps_wheel *tcps_wheel_new(double resolution, double start);
+void tcps_wheel_free(tcps_wheel *tw);
 
 /* Returns a nonzero handle (pool index | generation << 32), or 0 if deadline is NaN or memory
  * ran out. */
-uint64_t tcps_tw_schedule(tcps_tw *tw, double deadline, uint64_t user_id);
+uint64_t tcps_wheel_schedule(tcps_wheel *tw, double deadline, uint64_t user_id);
 
 /* true if the timer was live and is now cancelled; false for fired/cancelled/stale handles. */
-bool tcps_tw_cancel(tcps_tw *tw, uint64_t handle);
+bool tcps_wheel_cancel(tcps_wheel *tw, uint64_t handle);
 
 /* Fires every timer due at `now`; returns a pointer to their user ids (owned by the wheel, valid
  * until the next call) and stores the count in *n. Returns NULL (state untouched, *n = 0) only
  * if the output buffer could not be grown. */
-const uint64_t *tcps_tw_advance(tcps_tw *tw, double now, size_t *n);
+const uint64_t *tcps_wheel_advance(tcps_wheel *tw, double now, size_t *n);
 
 /* Earliest time at which advance() can fire or cascade something; +inf for timers clamped at
  * the end of time; NaN when empty. */
-double tcps_tw_next_deadline(const tcps_tw *tw);
+double tcps_wheel_next_deadline(const tcps_wheel *tw);
 
-size_t tcps_tw_len(const tcps_tw *tw);
+size_t tcps_wheel_len(const tcps_wheel *tw);
 
 #endif /* TCPSTACK_NATIVE_H */

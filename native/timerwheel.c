@@ -58,7 +58,7 @@ typedef struct {
     uint16_t unused;
 } node_t;
 
-struct tcps_tw {
+struct tcps_wheel {
     double res;
     uint64_t cur;
     node_t *nodes;
@@ -75,10 +75,10 @@ struct tcps_tw {
 
 /* ---- time <-> ticks: never fire early, even across float rounding ----------------------- */
 
-static inline double tick_time(const tcps_tw *tw, uint64_t k) { return (double)k * tw->res; }
+static inline double tick_time(const tcps_wheel *tw, uint64_t k) { return (double)k * tw->res; }
 
 /* Smallest k with T(k) >= deadline; so firing at any now >= T(k) is never early. */
-static uint64_t deadline_to_tick(const tcps_tw *tw, double deadline) {
+static uint64_t deadline_to_tick(const tcps_wheel *tw, double deadline) {
     if (deadline <= 0.0)
         return 0;
     double q = deadline / tw->res;
@@ -94,7 +94,7 @@ static uint64_t deadline_to_tick(const tcps_tw *tw, double deadline) {
 }
 
 /* Largest k with T(k) <= now, capped below MAX_TICK unless now is +inf. */
-static uint64_t now_to_tick(const tcps_tw *tw, double now) {
+static uint64_t now_to_tick(const tcps_wheel *tw, double now) {
     if (!(now > 0.0))
         return 0; /* also NaN; the Python wrapper rejects NaN before we get here */
     if (isinf(now))
@@ -110,7 +110,7 @@ static uint64_t now_to_tick(const tcps_tw *tw, double now) {
 
 /* ---- node pool and lists ----------------------------------------------------------------- */
 
-static int grow_pool(tcps_tw *tw) {
+static int grow_pool(tcps_wheel *tw) {
     uint64_t new_cap = tw->cap ? (uint64_t)tw->cap * 2 : SENTINELS + 1024;
     if (new_cap > NO_NODE)
         new_cap = NO_NODE; /* index NO_NODE itself stays reserved */
@@ -131,7 +131,7 @@ static int grow_pool(tcps_tw *tw) {
     return 0;
 }
 
-static inline void link_tail(tcps_tw *tw, uint32_t list, uint32_t i) {
+static inline void link_tail(tcps_wheel *tw, uint32_t list, uint32_t i) {
     node_t *n = tw->nodes;
     uint32_t last = n[list].prev;
     n[i].list = (uint16_t)list;
@@ -141,7 +141,7 @@ static inline void link_tail(tcps_tw *tw, uint32_t list, uint32_t i) {
     n[list].prev = i;
 }
 
-static inline void unlink_node(tcps_tw *tw, uint32_t i) {
+static inline void unlink_node(tcps_wheel *tw, uint32_t i) {
     node_t *n = tw->nodes;
     uint32_t list = n[i].list;
     n[n[i].prev].next = n[i].next;
@@ -156,7 +156,7 @@ static inline void unlink_node(tcps_tw *tw, uint32_t i) {
     }
 }
 
-static inline void free_node(tcps_tw *tw, uint32_t i) {
+static inline void free_node(tcps_wheel *tw, uint32_t i) {
     node_t *n = &tw->nodes[i];
     n->gen = n->gen + 1 ? n->gen + 1 : 1; /* generation 0 is never issued */
     n->list = LIST_FREE;
@@ -166,7 +166,7 @@ static inline void free_node(tcps_tw *tw, uint32_t i) {
 }
 
 /* Puts node i on the list its tick calls for, relative to the current tw->cur. */
-static void place(tcps_tw *tw, uint32_t i) {
+static void place(tcps_wheel *tw, uint32_t i) {
     uint64_t t = tw->nodes[i].tick;
     if (t <= tw->cur) {
         if (t < tw->past_min)
@@ -191,10 +191,10 @@ static void place(tcps_tw *tw, uint32_t i) {
 
 /* ---- public API -------------------------------------------------------------------------- */
 
-tcps_tw *tcps_tw_new(double resolution, double start) {
+tcps_wheel *tcps_wheel_new(double resolution, double start) {
     if (!(resolution > 0.0) || isinf(resolution))
         return NULL;
-    tcps_tw *tw = calloc(1, sizeof *tw);
+    tcps_wheel *tw = calloc(1, sizeof *tw);
     if (!tw)
         return NULL;
     tw->res = resolution;
@@ -216,13 +216,13 @@ tcps_tw *tcps_tw_new(double resolution, double start) {
     tw->out_cap = 256;
     tw->out = malloc(tw->out_cap * sizeof *tw->out);
     if (!tw->out) {
-        tcps_tw_free(tw);
+        tcps_wheel_free(tw);
         return NULL;
     }
     return tw;
 }
 
-void tcps_tw_free(tcps_tw *tw) {
+void tcps_wheel_free(tcps_wheel *tw) {
     if (!tw)
         return;
     free(tw->nodes);
@@ -230,7 +230,7 @@ void tcps_tw_free(tcps_tw *tw) {
     free(tw);
 }
 
-uint64_t tcps_tw_schedule(tcps_tw *tw, double deadline, uint64_t user_id) {
+uint64_t tcps_wheel_schedule(tcps_wheel *tw, double deadline, uint64_t user_id) {
     if (isnan(deadline))
         return 0;
     if (tw->free_head == NO_NODE && grow_pool(tw) != 0)
@@ -245,7 +245,7 @@ uint64_t tcps_tw_schedule(tcps_tw *tw, double deadline, uint64_t user_id) {
     return (uint64_t)n->gen << 32 | i;
 }
 
-bool tcps_tw_cancel(tcps_tw *tw, uint64_t handle) {
+bool tcps_wheel_cancel(tcps_wheel *tw, uint64_t handle) {
     uint32_t i = (uint32_t)handle;
     if (i < SENTINELS || i >= tw->cap)
         return false;
@@ -294,7 +294,7 @@ static void sort_by_tick(const node_t *nodes, uint64_t *a, size_t n) {
 
 /* Detaches list `list` and returns its first node (the sentinel itself if empty). The detached
  * chain still ends at the sentinel index, which is how walkers know to stop. */
-static uint32_t detach(tcps_tw *tw, uint32_t list) {
+static uint32_t detach(tcps_wheel *tw, uint32_t list) {
     node_t *n = tw->nodes;
     uint32_t first = n[list].next;
     n[list].next = n[list].prev = list;
@@ -305,7 +305,7 @@ static uint32_t detach(tcps_tw *tw, uint32_t list) {
 
 /* A node of a slot being emptied at tick e: fire it if due, else re-place it (always onto a
  * lower level, never onto the past list, since its tick is > e). */
-static inline size_t expire_or_place(tcps_tw *tw, uint32_t i, uint64_t e, uint64_t *out, size_t n) {
+static inline size_t expire_or_place(tcps_wheel *tw, uint32_t i, uint64_t e, uint64_t *out, size_t n) {
     if (tw->nodes[i].tick <= e) {
         out[n++] = tw->nodes[i].user_id;
         free_node(tw, i);
@@ -324,7 +324,7 @@ static inline size_t expire_or_place(tcps_tw *tw, uint32_t i, uint64_t e, uint64
  * level-0 slot has the same tick, and cascaded nodes are re-sorted by placement). Measured
  * a third off expiry at 10^6 timers (~195 -> ~130 ns per fired timer).
  */
-static size_t drain_list(tcps_tw *tw, uint32_t list, uint64_t e, uint64_t *out, size_t n) {
+static size_t drain_list(tcps_wheel *tw, uint32_t list, uint64_t e, uint64_t *out, size_t n) {
     const node_t *nodes = tw->nodes;
     uint32_t b = nodes[list].prev;
     uint32_t a = detach(tw, list);
@@ -347,7 +347,7 @@ static size_t drain_list(tcps_tw *tw, uint32_t list, uint64_t e, uint64_t *out, 
 /* Tick of the next cascade or expiry in the wheel proper (not the past list); UINT64_MAX if the
  * wheel is empty. The lowest non-empty level always holds the earliest event, since each
  * level's events fall before the next level's next slot boundary. */
-static uint64_t next_event(const tcps_tw *tw) {
+static uint64_t next_event(const tcps_wheel *tw) {
     for (unsigned level = 0; level < LEVELS; level++) {
         uint64_t bits = tw->occupied[level];
         if (!bits)
@@ -369,7 +369,7 @@ static uint64_t next_event(const tcps_tw *tw) {
     return UINT64_MAX;
 }
 
-const uint64_t *tcps_tw_advance(tcps_tw *tw, double now, size_t *n_out) {
+const uint64_t *tcps_wheel_advance(tcps_wheel *tw, double now, size_t *n_out) {
     *n_out = 0;
     /* Reserve room for every live timer up front, so nothing can fail half-way through. */
     if (tw->out_cap < tw->live) {
@@ -431,7 +431,7 @@ const uint64_t *tcps_tw_advance(tcps_tw *tw, double now, size_t *n_out) {
     return out;
 }
 
-double tcps_tw_next_deadline(const tcps_tw *tw) {
+double tcps_wheel_next_deadline(const tcps_wheel *tw) {
     if (!tw->live)
         return NAN;
     if (tw->past_len)
@@ -442,4 +442,4 @@ double tcps_tw_next_deadline(const tcps_tw *tw) {
     return tick_time(tw, e);
 }
 
-size_t tcps_tw_len(const tcps_tw *tw) { return tw->live; }
+size_t tcps_wheel_len(const tcps_wheel *tw) { return tw->live; }

@@ -46,11 +46,11 @@ _tcp4 = lib.tcps_tcp_checksum_ipv4
 _tcp6 = lib.tcps_tcp_checksum_ipv6
 _adjust = lib.tcps_checksum_adjust
 _adjust32 = lib.tcps_checksum_adjust32
-_tw_schedule = lib.tcps_tw_schedule
-_tw_cancel = lib.tcps_tw_cancel
-_tw_advance = lib.tcps_tw_advance
-_tw_next = lib.tcps_tw_next_deadline
-_tw_len = lib.tcps_tw_len
+_tw_schedule = lib.tcps_wheel_schedule
+_tw_cancel = lib.tcps_wheel_cancel
+_tw_advance = lib.tcps_wheel_advance
+_tw_next = lib.tcps_wheel_next_deadline
+_tw_len = lib.tcps_wheel_len
 
 _MAX_TCP4_LEN: Final = 0xFFFF
 _MAX_TCP6_LEN: Final = 0xFFFF_FFFF  # RFC 2675 jumbograms carry a 32-bit upper-layer length
@@ -147,11 +147,11 @@ class TimerWheel:
             raise ValueError(f"resolution must be a positive finite number, got {resolution!r}")
         if not (0.0 <= start < math.inf):
             raise ValueError(f"start must be a finite time >= 0, got {start!r}")
-        tw = lib.tcps_tw_new(resolution, start)
+        tw = lib.tcps_wheel_new(resolution, start)
         if tw == _NULL:
             raise MemoryError("TimerWheel allocation failed")
         # Freed with the wrapper; nothing else holds the pointer.
-        self._tw = ffi.gc(tw, lib.tcps_tw_free)
+        self._tw = ffi.gc(tw, lib.tcps_wheel_free)
         self._n = ffi.new("size_t *")
 
     def schedule(self, deadline: float, user_id: int) -> int:

@@ -28,6 +28,10 @@ def test_readme_example_runs(index: int, tmp_path: Path) -> None:
                           cwd=README.parent)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
+    # A block that ends with a "# ..." line shows its output there: it must be what it prints.
+    last = code.strip().splitlines()[-1]
+    if last.startswith("# "):
+        assert done.stdout.strip().splitlines()[-1] == last[2:]
 
 
 def test_readme_starts_with_the_two_commands() -> None:

@@ -42,12 +42,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stack.link.memory import MemoryLink  # noqa: E402
 from stack.native import internet_checksum, tcp_checksum_ipv4  # noqa: E402
+from stack.sim import Simulator  # noqa: E402
 from stack.tcp.config import Config, FourTuple  # noqa: E402
 from stack.tcp.connection import Connection  # noqa: E402
 from stack.tcp.counters import MALFORMED_PREFIX  # noqa: E402
 from stack.tcp.events import Accepted, Event, Readable  # noqa: E402
+from stack.tcp.handle import ConnectionHandle  # noqa: E402
 from stack.tcp.host import Host  # noqa: E402
 from stack.tcp.seq import MASK, seq_add, seq_in, seq_le, seq_lt  # noqa: E402
 from stack.tcp.states import State  # noqa: E402
@@ -442,7 +443,7 @@ class FuzzWorld:
         cfg = config or Config(secret=b"fuzz-victim-key!")
         self.host = Host(VICTIM, cfg)
         self.peer = Host(PEER, cfg.with_changes(secret=b"fuzz-peer-key..!"))
-        self.link = MemoryLink([self.peer, self.host], delay=0.0005)
+        self.link = Simulator([self.peer, self.host], delay=0.0005)
         self.now = 0.0
         self.host.listen(LISTEN_PORT, backlog=LISTEN_BACKLOG)
         self.host.listen(BUILD_PORT, backlog=BUILD_BACKLOG)
@@ -457,7 +458,7 @@ class FuzzWorld:
         self.slot_conns: set[int] = set()
         self.leftovers: deque[FourTuple] = deque()
         self.survivor: Connection | None = None
-        self.survivor_peer: Connection | None = None
+        self.survivor_peer: ConnectionHandle | None = None
         self._setup_survivor()
         for state in SLOT_STATES:
             self._rebuild(state)
@@ -465,7 +466,7 @@ class FuzzWorld:
     # ------------------------------------------------------------------ plumbing
     def _drain(self) -> list[Segment]:
         """Take the victim's output: forward it on the link, run the application on its events."""
-        out = self.host.take()
+        out = self.host.take(self.now)
         for seg in out.segments:
             self.link.send(seg, self.host)
         self._app(out.events)
@@ -475,17 +476,19 @@ class FuzzWorld:
         """The victim's application: reads everything, keeps what the fuzzer made as leftovers."""
         for e in events:
             if isinstance(e, Readable):
-                data = e.conn.receive(self.now)
-                if e.conn is self.survivor:
+                data = e.handle.receive(self.now)
+                if Host.tcb(e.handle) is self.survivor:
                     self._victim_rx += data
-            elif isinstance(e, Accepted) and id(e.conn) not in self.slot_conns and e.conn is not self.survivor:
-                self._leftover(e.conn.four_tuple)
+            elif isinstance(e, Accepted):
+                tcb = Host.tcb(e.handle)
+                if id(tcb) not in self.slot_conns and tcb is not self.survivor:
+                    self._leftover(e.handle.four_tuple)
 
     def _peer_events(self) -> None:
         events = self.link.events_of(self.peer)
         for e in events:
-            if isinstance(e, Readable) and e.conn is self.survivor_peer:
-                self._peer_rx += e.conn.receive(self.now)
+            if isinstance(e, Readable) and e.handle is self.survivor_peer:
+                self._peer_rx += e.handle.receive(self.now)
         events.clear()
 
     def _tick(self) -> None:
@@ -560,11 +563,11 @@ class FuzzWorld:
         host = self.host
         now = self.now
         if state is S.SYN_SENT:
-            conn = host.connect(PHANTOM, 443, now, local_port=self._next_lport())
+            conn = Host.tcb(host.connect(PHANTOM, 443, now, local_port=self._next_lport()))
             self._drain()
             return Slot(state, conn.four_tuple, conn)
         if state is S.LISTEN:
-            conn = host.open_passive(PHANTOM, self._next_rport(), PASSIVE_PORT, now)
+            conn = Host.tcb(host.open_passive(PHANTOM, self._next_rport(), PASSIVE_PORT, now))
             return Slot(state, conn.four_tuple, conn)
         rport = self._next_rport()
         key = (VICTIM, BUILD_PORT, PHANTOM, rport)
@@ -584,8 +587,10 @@ class FuzzWorld:
         self._phantom(slot, ACK, irs + 1, conn.snd_nxt)
         if rng.random() < 0.3:
             self._phantom(slot, ACK | PSH, conn.rcv_nxt, conn.snd_nxt, self._payload(rng.randint(1, 3000)))
+        user = conn.handle  # the application's calls go through the handle
+        assert user is not None
         if rng.random() < 0.3:
-            conn.send(self._payload(rng.randint(1, 5000)), now)
+            user.send(self._payload(rng.randint(1, 5000)), now)
             self._drain()
             if state is not S.ESTABLISHED:
                 self._ack_until(slot, lambda: not conn.send_queue_len)
@@ -594,13 +599,13 @@ class FuzzWorld:
         if state in (S.CLOSE_WAIT, S.LAST_ACK):
             self._phantom(slot, FIN | ACK, conn.rcv_nxt, conn.snd_max)
             if state is S.LAST_ACK:
-                conn.close(now)
+                user.close(now)
                 self._drain()
             return slot
         if rng.random() < 0.5:
-            conn.close(now)  # orphaned: the application is gone
+            user.close(now)  # orphaned: the application is gone
         else:
-            conn.shutdown(now)
+            user.shutdown(now)
         self._drain()
         if state is S.FIN_WAIT_1:
             return slot
@@ -658,8 +663,9 @@ class FuzzWorld:
         while len(self.leftovers) > LEFTOVER_CAP:
             old = self.leftovers.popleft()
             conn = self.host.connections.get(old)
-            if conn is not None and id(conn) not in self.slot_conns and conn is not self.survivor:
-                conn.abort(self.now)
+            if conn is not None and conn.handle is not None and id(conn) not in self.slot_conns \
+                    and conn is not self.survivor:
+                conn.handle.abort(self.now)
         self._drain()
 
     def _setup_survivor(self) -> None:
@@ -671,7 +677,8 @@ class FuzzWorld:
         self.link.events_of(self.peer).clear()
         # Some data both ways first, so the sequence numbers have moved off the ISNs.
         conn.send(b"hello " * 100, self.link.now)
-        self.survivor.send(b"world " * 100, self.link.now)
+        assert self.survivor.handle is not None
+        self.survivor.handle.send(b"world " * 100, self.link.now)
         self.link.run(0.5)
         self.now = self.link.now
         self._app(list(self.link.events_of(self.host)))
@@ -896,7 +903,7 @@ class FuzzWorld:
     def check_survivor(self, size: int = 200_000) -> bool:
         """The survivor moves `size` bytes each way intact and closes cleanly (four-way close)."""
         report = self.report
-        a, v = self.survivor_peer, self.survivor
+        a, v = self.survivor_peer, self.survivor.handle if self.survivor is not None else None
         assert a is not None and v is not None
         problems: list[str] = []
         if v.state is not S.ESTABLISHED or a.state is not S.ESTABLISHED:
@@ -912,7 +919,7 @@ class FuzzWorld:
             if bytes(self._victim_rx) != up or bytes(self._peer_rx) != down:
                 problems.append("data corrupted")
             a.close(self.link.now)
-            self._run_link_until(lambda: v.peer_fin, 120)
+            self._run_link_until(lambda: v.eof, 120)
             v.close(self.link.now)
             self._run_link_until(lambda: v.state is S.CLOSED and a.state in (S.TIME_WAIT, S.CLOSED), 120)
             if not (v.state is S.CLOSED and a.state in (S.TIME_WAIT, S.CLOSED)):
@@ -938,13 +945,13 @@ class FuzzWorld:
         now = self.link.now
         self.slots.clear()
         self.leftovers.clear()
-        for conn in list(self.host.connections.values()):
-            conn.abort(now)
+        for handle in self.host.handles():
+            handle.abort(now)
         for listener in list(self.host.listeners.values()):
             listener.close(now)
         self._drain()
-        for conn in list(self.peer.connections.values()):
-            conn.abort(now)
+        for handle in self.peer.handles():
+            handle.abort(now)
         self.link.run(3 * self.host.config.time_wait_duration + 1)
         for host in (self.host, self.peer):
             self.link.events_of(host).clear()

@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from stack.faults import FaultEngine  # noqa: E402
-from stack.link.memory import MemoryLink  # noqa: E402
+from stack.sim import Simulator  # noqa: E402
 from stack.tcp.config import Config  # noqa: E402
 from stack.tcp.connection import Connection  # noqa: E402
 from stack.tcp.events import Accepted, Closed, CloseReason, EndOfStream, Event, Readable, Writable  # noqa: E402
@@ -110,7 +110,7 @@ class Soak:
         self.client = Host(CLIENT, cfg)
         self.server = Host(SERVER, cfg.with_changes(secret=b"soak-server-key!"))
         self.faults = FaultEngine(FAULTS, seed=seed)
-        self.link = MemoryLink([self.client, self.server], delay=0.002, faults=self.faults)
+        self.link = Simulator([self.client, self.server], delay=0.002, faults=self.faults)
         for port in (ECHO, REPLY_CLOSE, BOTH_CLOSE, STREAM):
             self.server.listen(port)
         self.jobs: dict[int, tuple[Connection, Job]] = {}
@@ -160,17 +160,17 @@ class Soak:
         if job.kind == "stream":
             if self.now < job.until and self.churn and conn.send_queue_len < 200_000:
                 self._send(conn, job, rng.randbytes(rng.randint(1, 20_000)))
-            elif not conn.fin_queued and job.echoed == job.sent:
+            elif not Host.tcb(conn).fin_queued and job.echoed == job.sent:
                 conn.shutdown(self.now)
             return
-        if job.sent == 0 and not conn.fin_queued:
+        if job.sent == 0 and not Host.tcb(conn).fin_queued:
             payload = rng.randbytes(job.to_send)
             self._send(conn, job, len(payload).to_bytes(4, "big") + payload)
             if job.kind == "both-close":
                 conn.shutdown(self.now)  # our FIN right behind the data: crosses the server's
-        if job.kind == "abort" and job.echoed >= job.sent // 2 and job.sent and not conn.fin_queued:
+        if job.kind == "abort" and job.echoed >= job.sent // 2 and job.sent and not Host.tcb(conn).fin_queued:
             conn.abort(self.now)
-        elif job.kind == "echo" and job.echoed == job.sent and job.sent and not conn.fin_queued:
+        elif job.kind == "echo" and job.echoed == job.sent and job.sent and not Host.tcb(conn).fin_queued:
             conn.close(self.now)  # we close first: TIME-WAIT here
 
     def _send(self, conn: Connection, job: Job, data: bytes) -> None:
@@ -181,7 +181,7 @@ class Soak:
 
     def _client_events(self, events: list[Event]) -> None:
         for e in events:
-            conn: Connection | None = getattr(e, "conn", None)
+            conn: Connection | None = getattr(e, "handle", None)
             if conn is None or not isinstance(conn.user_data, Job):
                 continue
             job = conn.user_data
@@ -216,7 +216,7 @@ class Soak:
     # ------------------------------------------------------------------ the server
     def _server_events(self, events: list[Event]) -> None:
         for e in events:
-            conn = getattr(e, "conn", None)
+            conn = getattr(e, "handle", None)
             if conn is None:
                 continue
             if isinstance(e, Accepted):

@@ -9,20 +9,17 @@ ceiling of any Python stack on this device. Measured and printed, never asserted
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import json
 import os
 import select
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from stack.bench.loadgen import CHILD_GROUP
-from stack.cli import interrupt
 from stack.link.netns import Netns
 from stack.link.tun import TunLink
 from stack.runtime import Stack
@@ -159,16 +156,19 @@ def _raw_tun(mtu: int, nbytes: int) -> dict[str, Any]:
         return {"mtu": mtu, "MBps": round(got / seconds / 1e6, 1), "note": "read + write-back, no TCP"}
 
 
-def run_bulk(megabytes: int, mtus: list[int], progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_bulk(megabytes: int, mtus: list[int], progress: Callable[[str], None] | None = None,
+             run: Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]] = asyncio.run) -> dict[str, Any]:
+    """Every case in turn; `run` runs each stack case's coroutine (the CLI passes one that Ctrl-C
+    can cancel, stack/cli/interrupt.py)."""
     nbytes = megabytes * CHUNK
     result: dict[str, Any] = {"megabytes": megabytes}
     say = progress or (lambda line: None)
     for mtu in mtus:
         say(f"MTU {mtu} with offloads: {megabytes} MB each way ...")
-        result[f"mtu{mtu}"] = interrupt.run(_through_stack(mtu, True, nbytes))
+        result[f"mtu{mtu}"] = run(_through_stack(mtu, True, nbytes))
         if mtu == 1500:
             say(f"MTU 1500 without offloads: {megabytes // 4} MB each way ...")
-            result["mtu1500_no_offload"] = interrupt.run(_through_stack(mtu, False, nbytes // 4))
+            result["mtu1500_no_offload"] = run(_through_stack(mtu, False, nbytes // 4))
     say("kernel to kernel ...")
     result["kernel_to_kernel"] = _kernel_to_kernel(nbytes)
     say("raw TUN loop ...")
@@ -176,7 +176,7 @@ def run_bulk(megabytes: int, mtus: list[int], progress: Callable[[str], None] | 
     return result
 
 
-def _print(r: dict[str, Any]) -> None:
+def print_result(r: dict[str, Any]) -> None:
     print(f"bulk, {r['megabytes']} MB each way (no-offload case: a quarter of it)")
     print(f"  {'case':<22} {'to stack MB/s':>14} {'from stack MB/s':>16} {'cpu to/from':>12} {'retrans':>8}")
     for key, v in r.items():
@@ -187,42 +187,4 @@ def _print(r: dict[str, Any]) -> None:
     print(f"  {'kernel_to_kernel':<22} {r['kernel_to_kernel']['MBps']:>14}  ({r['kernel_to_kernel']['path']})")
     for key, v in r["raw_tun"].items():
         print(f"  {'raw_tun ' + key:<22} {v['MBps']:>14}  ({v['note']})")
-
-
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from stack.cli.common import mtu_value
-
-    p = sub.add_parser("bulk", help="bulk throughput both ways, MTU 1500 (offloads on/off) and 65000",
-                       description=__doc__)
-    p.add_argument("--mb", type=_megabytes, default=1024, metavar="N", help="megabytes each way (default 1024)")
-    p.add_argument("--mtu", type=mtu_value, action="append", metavar="N",
-                   help="an MTU to measure (repeatable; default 1500 and 65000)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_run)
-
-
-def _megabytes(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of megabytes: {text!r}") from None
-    if not 1 <= value <= 16384:
-        raise argparse.ArgumentTypeError(f"megabytes out of range 1..16384: {text!r}")
-    return value
-
-
-def _run(args: argparse.Namespace) -> int:
-    from stack.cli.common import require_kernel_link
-
-    require_kernel_link()
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    result = run_bulk(args.mb, args.mtu or [1500, 65000], None if args.json else progress)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        _print(result)
-    return 0
-
 

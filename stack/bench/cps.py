@@ -107,8 +107,9 @@ class _CallbackClient(asyncio.Protocol):
         self.reported = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
         self.transport: Any = transport
-        self.transport.write(PAYLOAD)
+        transport.write(PAYLOAD)
 
     def data_received(self, data: bytes) -> None:
         self.got += len(data)

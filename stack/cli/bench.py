@@ -2,21 +2,20 @@
 
     tcpstack bench cps [--seconds N] [--concurrency N] [--json] [--case CASE ...] [--msl S] ...
 
-Each benchmark is a subcommand. `cps` lives here; further ones register themselves from their own
-module: `stack.bench.bulk`, if it exists, gets `register(subparsers)` called with the `bench`
-subparsers (it must add its parser and `set_defaults(func=...)`, as `cps` does below).
+Each benchmark is a subcommand; the measuring code lives in `stack.bench` (cps, bulk), the command
+lines here.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from typing import Any
 
+from stack.bench import bulk
 from stack.cli import interrupt
-from stack.cli.common import CliError, positive_float, require_kernel_link
+from stack.cli.common import CliError, mtu_value, positive_float, require_kernel_link
 
 MAX_SECONDS = 3600.0  # every load loop is bounded: an hour is more than any benchmark needs
 MAX_CONCURRENCY = 1024
@@ -49,13 +48,41 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     bench_sub = p.add_subparsers(dest="bench_command", metavar="BENCHMARK", parser_class=type(p))
     bench_sub.required = True
     _register_cps(bench_sub)
+    _register_bulk(bench_sub)
+
+
+def _register_bulk(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("bulk", help="bulk throughput both ways, MTU 1500 (offloads on/off) and 65000",
+                       description=bulk.__doc__)
+    p.add_argument("--mb", type=_megabytes, default=1024, metavar="N", help="megabytes each way (default 1024)")
+    p.add_argument("--mtu", type=mtu_value, action="append", metavar="N",
+                   help="an MTU to measure (repeatable; default 1500 and 65000)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_run_bulk)
+
+
+def _megabytes(text: str) -> int:
     try:
-        bulk = importlib.import_module("stack.bench.bulk")
-    except ModuleNotFoundError as exc:
-        if exc.name != "stack.bench.bulk":
-            raise  # bulk exists but something it imports is missing: say so, do not hide it
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of megabytes: {text!r}") from None
+    if not 1 <= value <= 16384:
+        raise argparse.ArgumentTypeError(f"megabytes out of range 1..16384: {text!r}")
+    return value
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _run_bulk(args: argparse.Namespace) -> int:
+    require_kernel_link()
+    result = bulk.run_bulk(args.mb, args.mtu or [1500, 65000], None if args.json else _progress, interrupt.run)
+    if args.json:
+        print(json.dumps(result))
     else:
-        bulk.register(bench_sub)
+        bulk.print_result(result)
+    return 0
 
 
 def _register_cps(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -94,18 +121,14 @@ def run_cps_command(args: argparse.Namespace) -> int:
     from stack.bench.loadgen import describe
 
     cases = tuple(c for c in CASES if c in args.case) if args.case else CASES
-
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     try:
         generator = describe(args.loadgen)
     except RuntimeError as exc:
         raise CliError(str(exc)) from None
     if not args.json:
-        progress(f"load generator: {generator}")
+        _progress(f"load generator: {generator}")
     coro = run_cps(args.seconds, args.concurrency, c1_seconds=args.c1_seconds, cases=cases, msl=args.msl,
-                   ports=args.ports, impl=args.loadgen, progress=None if args.json else progress)
+                   ports=args.ports, impl=args.loadgen, progress=None if args.json else _progress)
     try:
         if args.profile:
             import cProfile

@@ -1,1 +1,2 @@
-"""Links carry segments between a stack and its peer: `memory` (virtual clock) and `tun` (kernel)."""
+"""Links carry packets between a stack and its peer: `tun` (+ `netns`, `vnet` offloads, `nsenter`)
+toward the kernel, `pipe` between two asyncio stacks, `memory` for the virtual-clock simulator."""

@@ -23,10 +23,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stack.tcp.connection import Connection
+from stack.tcp.handle import TcpInfo
 from stack.tcp.host import Host
 from stack.tcp.states import State
-from stack.tcp.timers import Timer
 
 S = State
 
@@ -150,7 +149,7 @@ def _expires_ms(deadline: float, now: float) -> int:
     return max(0, int((deadline - now) * 1000.0))
 
 
-def connection_timer(conn: Connection, now: float) -> TimerInfo | None:
+def connection_timer(info: TcpInfo, now: float) -> TimerInfo | None:
     """The timer `ss -o` would show, picked in the kernel's order (inet_diag's inet_sk_diag_fill):
     retransmission first, then the zero-window probe, then the socket (keepalive) timer. The
     delayed-ACK timer is never shown, as in Linux.
@@ -158,19 +157,20 @@ def connection_timer(conn: Connection, now: float) -> TimerInfo | None:
     The orphan FIN-WAIT-2 timeout is named as Linux names it: tcp_close() turns an orphan in
     FIN-WAIT-2 into a TIME-WAIT mini-socket (`timewait`) when at most TCP_TIMEWAIT_LEN (60 s) is
     left, and runs the longer rest on the keepalive timer. The time shown is ours, in one piece."""
-    deadline = conn.timer_deadline(Timer.RTX)
+    timers = info.timers
+    deadline = timers.get("RTX")
     if deadline is not None:
-        return TimerInfo("on", _expires_ms(deadline, now), conn.retries)
-    deadline = conn.timer_deadline(Timer.PERSIST)
+        return TimerInfo("on", _expires_ms(deadline, now), info.retransmits)
+    deadline = timers.get("PERSIST")
     if deadline is not None:
         return TimerInfo("persist", _expires_ms(deadline, now), 0)
-    fin_wait_2 = conn.timer_deadline(Timer.FIN_WAIT_2)
+    fin_wait_2 = timers.get("FIN_WAIT_2")
     if fin_wait_2 is not None:
         ms = _expires_ms(fin_wait_2, now)
         return TimerInfo("timewait" if ms <= TCP_TIMEWAIT_LEN_MS else "keepalive", ms, 0)
-    deadline = conn.timer_deadline(Timer.KEEPALIVE)
+    deadline = timers.get("KEEPALIVE")
     if deadline is not None:
-        return TimerInfo("keepalive", _expires_ms(deadline, now), conn.keepalive_sent)
+        return TimerInfo("keepalive", _expires_ms(deadline, now), info.keepalive_probes)
     return None
 
 
@@ -185,10 +185,11 @@ def socket_rows(host: Host, now: float) -> list[SocketRow]:
         # runtime accepts at once, so nothing ever waits in that queue.
         rows.append(SocketRow(S.LISTEN, 0, listener.backlog, local, port, "0.0.0.0", None, None, False))
     conns: list[SocketRow] = []
-    for conn in host.connections.values():
-        la, lp, ra, rp = conn.four_tuple
-        conns.append(SocketRow(conn.state, conn.recv_queue_len, conn.send_queue_len, la, lp, ra, rp,
-                               connection_timer(conn, now), conn.orphan))
+    for handle in host.handles():
+        la, lp, ra, rp = handle.four_tuple
+        info = handle.info()
+        conns.append(SocketRow(info.state, info.recv_queue, info.send_queue, la, lp, ra, rp,
+                               connection_timer(info, now), handle.orphan))
     for tw in host.time_wait.values():
         la, lp, ra, rp = tw.four_tuple
         timer = TimerInfo("timewait", _expires_ms(tw.deadline, now), 0)

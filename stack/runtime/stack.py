@@ -15,13 +15,13 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Protocol
 
+from stack.faults.adapter import FaultAdapter
 from stack.faults.engine import FaultEngine
 from stack.link import vnet
-from stack.link.memory import segment_key
 from stack.runtime.transport import TcpTransport, close_exception
 from stack.tcp.config import Config
-from stack.tcp.connection import Connection
 from stack.tcp.events import Accepted, Closed, Connected, EndOfStream, Readable, StateChanged, Writable
+from stack.tcp.handle import ConnectionHandle
 from stack.tcp.host import Host, Listener
 from stack.tcp.states import State
 from stack.wire import MalformedPacket, build_packet, parse_packet
@@ -97,6 +97,7 @@ class Stack:
         self.observers: list[Observer] = []
         # Fault injection between the link and the core, both ways (stack.faults).
         self.faults = faults
+        self._faults: FaultAdapter | None = None
         self._fault_timer: asyncio.TimerHandle | None = None
         self.offload = offload  # TSO/checksum offload with the kernel (stack.link.vnet)
         self._vnet = False
@@ -105,7 +106,7 @@ class Stack:
         self.after_write: list[Callable[[float], None]] = []
         self.internal_errors = 0
         self._transports: set[TcpTransport] = set()
-        self._connecting: dict[Connection, asyncio.Future[TcpTransport]] = {}
+        self._connecting: dict[ConnectionHandle, asyncio.Future[TcpTransport]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = float("inf")
         self._flushing = False
@@ -150,8 +151,7 @@ class Stack:
             self.host.tso_size = 65535 - 20 - 60
         if self.faults is not None:
             self.faults.start = self.loop.time()  # after=/before= count from the stack's start
-            if self.faults.state_of is None:
-                self.faults.state_of = self._fault_state_of
+            self._faults = FaultAdapter(self.faults, self.host)
         if hasattr(self.link, "fileno"):
             self.loop.add_reader(self.link.fileno(), self._on_readable)
         else:
@@ -165,8 +165,8 @@ class Stack:
         for server in list(self.servers.values()):
             server.close()
         now = self.now()
-        for conn in list(self.host.connections.values()):
-            conn.abort(now)
+        for handle in self.host.handles():
+            handle.abort(now)
         self._flush()
         if self._timer is not None:
             self._timer.cancel()
@@ -228,16 +228,16 @@ class Stack:
                                 port: int, *, local_port: int | None = None,
                                 config: Config | None = None) -> tuple[TcpTransport, asyncio.BaseProtocol]:
         core = self._host()
-        conn = core.connect(host, port, self.now(), local_port=local_port, config=config)
+        handle = core.connect(host, port, self.now(), local_port=local_port, config=config)
         fut: asyncio.Future[TcpTransport] = self.loop.create_future()
         protocol = protocol_factory()
-        transport = TcpTransport(self, conn, protocol)
-        self._connecting[conn] = fut
+        transport = TcpTransport(self, handle, protocol)
+        self._connecting[handle] = fut
         self.kick()
         try:
             await fut
         finally:
-            self._connecting.pop(conn, None)
+            self._connecting.pop(handle, None)
         return transport, protocol
 
     def connect(self, protocol: asyncio.BaseProtocol, host: str, port: int, *, local_port: int | None = None,
@@ -245,8 +245,8 @@ class Stack:
         """Active open without awaiting: `protocol.connection_made` runs once ESTABLISHED, and a
         failure (refused, timed out) arrives as `connection_lost(exc)`. No future and no task per
         connection, for clients that open many (a callback-driven load generator)."""
-        conn = self._host().connect(host, port, self.now(), local_port=local_port, config=config)
-        transport = TcpTransport(self, conn, protocol)
+        handle = self._host().connect(host, port, self.now(), local_port=local_port, config=config)
+        transport = TcpTransport(self, handle, protocol)
         self.kick()
         return transport
 
@@ -261,8 +261,8 @@ class Stack:
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         return reader, writer
 
-    def connections(self) -> list[Connection]:
-        return list(self._host().connections.values())
+    def connections(self) -> list[ConnectionHandle]:
+        return self._host().handles()
 
     # ---------------------------------------------------------------- driver
     def _host(self) -> Host:
@@ -281,7 +281,7 @@ class Stack:
             self.loop.remove_reader(self.link.fileno()) if hasattr(self.link, "fileno") else None
             return
         time = self.loop.time
-        faults = self.faults
+        faults = self._faults
         offloaded = self._vnet
         for raw in packets:
             now = time()  # per packet: state changes of one batch keep their order in traces
@@ -299,21 +299,16 @@ class Stack:
             if faults is None:
                 self._receive(packet, None, now, verify)
                 continue
-            try:
-                seg = parse_packet(packet)
-            except MalformedPacket as bad:
-                host.on_malformed(bad.reason.value)
-                continue
-            for data, delay in faults.process("in", seg, packet, now):
+            for data, seg, delay in faults.inbound_packet(bytes(packet), now):
                 if delay > 0:
                     self.loop.call_later(delay, self._receive_late, data)
                 else:
-                    self._receive(data, seg if data is packet else None, now)  # type: ignore[arg-type]
+                    self._receive(data, seg, now)
         if faults is not None:
             self._release_faults()
         self._flush()
 
-    def _receive(self, packet: bytes, seg: Segment | None, now: float, verify: bool = True) -> None:
+    def _receive(self, packet: bytes | bytearray, seg: Segment | None, now: float, verify: bool = True) -> None:
         """One packet into the core (parsed here unless the caller already did)."""
         host = self.host
         assert host is not None
@@ -350,8 +345,7 @@ class Stack:
         frames = []
         for seg, packet in zip(segments, packets, strict=True):
             if len(seg.payload) > 536:
-                conn = host.connections.get((seg.src_addr, seg.src_port, seg.dst_addr, seg.dst_port))
-                mss = conn.snd_mss if conn is not None else self.config.mss - 12
+                mss = host.send_mss((seg.src_addr, seg.src_port, seg.dst_addr, seg.dst_port)) or self.config.mss - 12
                 if len(seg.payload) > mss:
                     frames.append(vnet.gso_packet(packet, mss))
                     continue
@@ -360,10 +354,10 @@ class Stack:
 
     def _release_faults(self) -> None:
         """Send on what `reorder` held back once its turn came (by count or by its timeout)."""
-        faults = self.faults
+        faults = self._faults
         assert faults is not None
         now = self.loop.time()
-        for rel in faults.release_due(now):
+        for rel in faults.released(now):
             if rel.direction == "in":
                 if rel.delay > 0:
                     self.loop.call_later(rel.delay, self._receive_late, rel.packet)
@@ -384,10 +378,6 @@ class Stack:
         self._fault_timer = None
         self._release_faults()
         self._flush()
-
-    def _fault_state_of(self, seg: Segment, direction: str) -> str | None:
-        state = self.host.state_for(segment_key(seg, direction)) if self.host is not None else None
-        return None if state is None else state.value
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -424,7 +414,7 @@ class Stack:
             # answer carries the ACK (Linux delays the handshake's last ACK for a pending write).
             for _ in range(1000):
                 host.record_state_changes = bool(self.observers)  # nobody watching: build no events
-                out = host.take(flush_acks=False)
+                out = host.take(self.loop.time(), flush_acks=False)
                 if out.segments:
                     self._transmit(out.segments)
                 for event in out.events:
@@ -443,7 +433,7 @@ class Stack:
         host = self.host
         if host is None or self._closed or not host.has_output():
             return
-        out = host.take()
+        out = host.take(self.loop.time())
         if out.segments:
             self._transmit(out.segments)
         for event in out.events:
@@ -452,12 +442,12 @@ class Stack:
 
     def _transmit(self, segments: list[Segment]) -> None:
         packets = [build_packet(seg) for seg in segments]
-        faults = self.faults
+        faults = self._faults
         if faults is not None:
             now = self.loop.time()
             crossing: list[tuple[Segment, bytes]] = []
             for seg, packet in zip(segments, packets, strict=True):
-                for data, delay in faults.process("out", seg, packet, now):
+                for data, delay in faults.outbound(seg, packet, now):
                     if delay > 0:
                         self.loop.call_later(delay, self._write_late, data)
                     else:
@@ -500,32 +490,32 @@ class Stack:
     def _dispatch(self, event: object) -> None:
         t = type(event)
         if t is Readable or t is EndOfStream:
-            transport = event.conn.user_data  # type: ignore[attr-defined]
+            transport = event.handle.user_data  # type: ignore[attr-defined]
             if isinstance(transport, TcpTransport):
                 transport.deliver()
         elif t is Writable:
-            transport = event.conn.user_data  # type: ignore[attr-defined]
+            transport = event.handle.user_data  # type: ignore[attr-defined]
             if isinstance(transport, TcpTransport):
                 transport.writable()
         elif t is Accepted:
             self._accepted(event)  # type: ignore[arg-type]
         elif t is Connected:
-            conn = event.conn  # type: ignore[attr-defined]
-            fut = self._connecting.get(conn)
-            transport = conn.user_data
+            handle = event.handle  # type: ignore[attr-defined]
+            fut = self._connecting.get(handle)
+            transport = handle.user_data
             if isinstance(transport, TcpTransport):
                 self._transports.add(transport)
                 transport.get_protocol().connection_made(transport)
             if fut is not None and not fut.done():
                 fut.set_result(transport)
         elif t is Closed:
-            conn = event.conn  # type: ignore[attr-defined]
-            fut = self._connecting.get(conn)
+            handle = event.handle  # type: ignore[attr-defined]
+            fut = self._connecting.get(handle)
             if fut is not None and not fut.done():
                 exc = close_exception(event.reason)  # type: ignore[attr-defined]
                 fut.set_exception(exc or ConnectionAbortedError("connection closed"))
                 return
-            transport = conn.user_data
+            transport = handle.user_data
             if isinstance(transport, TcpTransport):
                 transport.connection_closed(event.reason)  # type: ignore[attr-defined]
         elif t is StateChanged and self.observers:
@@ -534,12 +524,12 @@ class Stack:
 
     def _accepted(self, event: Accepted) -> None:
         server = self.servers.get(event.listen_port)
-        conn = event.conn
+        handle = event.handle
         if server is None:
-            conn.abort(self.now())
+            handle.abort(self.now())
             return
         protocol = server.factory()
-        transport = TcpTransport(self, conn, protocol)
+        transport = TcpTransport(self, handle, protocol)
         self._transports.add(transport)
         protocol.connection_made(transport)
         transport.deliver()

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from stack.tcp.connection import Connection, ConnectionError_
+from stack.tcp.connection import InvalidCall
 from stack.tcp.events import CloseReason
+from stack.tcp.handle import ConnectionHandle
 from stack.tcp.states import State
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def close_exception(reason: CloseReason) -> Exception | None:
 
 
 class TcpTransport(asyncio.Transport):
-    def __init__(self, stack: Stack, conn: Connection, protocol: asyncio.BaseProtocol) -> None:
+    def __init__(self, stack: Stack, conn: ConnectionHandle, protocol: asyncio.BaseProtocol) -> None:
         super().__init__()
         self._stack = stack
         self._conn = conn
@@ -52,7 +53,8 @@ class TcpTransport(asyncio.Transport):
 
     # ---------------------------------------------------------------- info
     @property
-    def conn(self) -> Connection:
+    def conn(self) -> ConnectionHandle:
+        """The connection's handle (state, addresses, `info()`)."""
         return self._conn
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -98,7 +100,7 @@ class TcpTransport(asyncio.Transport):
         data = conn.receive(self._stack.now())
         if data:
             self._protocol.data_received(data)  # type: ignore[attr-defined]
-        if conn.peer_fin and not conn.recv.ready_len and not self._eof_seen and self._reading and not self._lost:
+        if conn.eof and not conn.recv_queue_len and not self._eof_seen and self._reading and not self._lost:
             self._eof_seen = True
             keep_open = self._protocol.eof_received()  # type: ignore[attr-defined]
             if not keep_open:
@@ -128,7 +130,7 @@ class TcpTransport(asyncio.Transport):
     def _send(self, data: bytes | bytearray | memoryview) -> int:
         try:
             return self._conn.send(data, self._stack.now())
-        except ConnectionError_:
+        except InvalidCall:
             return len(data)  # the connection is closing under us: nothing more will go out
 
     def writable(self) -> None:

@@ -1,4 +1,5 @@
-"""What the core tells the application. Returned, never called back: the driver decides what to do."""
+"""What the core tells the application, about a connection's handle. Returned (`Host.take`), never
+called back: the driver decides what to do."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 from stack.tcp.states import State
 
 if TYPE_CHECKING:
-    from stack.tcp.connection import Connection
+    from stack.tcp.handle import ConnectionHandle
 
 
 class CloseReason(Enum):
@@ -29,7 +30,7 @@ class CloseReason(Enum):
 class Accepted:
     """A passive open completed: a new connection on a listening port."""
 
-    conn: Connection
+    handle: ConnectionHandle
     listen_port: int
 
 
@@ -37,35 +38,35 @@ class Accepted:
 class Connected:
     """An active (or simultaneous) open completed."""
 
-    conn: Connection
+    handle: ConnectionHandle
 
 
 @dataclass(frozen=True, slots=True)
 class Readable:
-    """New in-order data waits in the receive buffer; `Host.receive` takes it."""
+    """New in-order data waits in the receive buffer; `ConnectionHandle.receive` takes it."""
 
-    conn: Connection
+    handle: ConnectionHandle
 
 
 @dataclass(frozen=True, slots=True)
 class EndOfStream:
     """The peer's FIN arrived after all its data: nothing more will be received."""
 
-    conn: Connection
+    handle: ConnectionHandle
 
 
 @dataclass(frozen=True, slots=True)
 class Writable:
     """Acknowledged data freed room in the send buffer."""
 
-    conn: Connection
+    handle: ConnectionHandle
 
 
 @dataclass(frozen=True, slots=True)
 class Closed:
     """The connection is finished for the application (it is CLOSED, or lives on as TIME-WAIT)."""
 
-    conn: Connection
+    handle: ConnectionHandle
     reason: CloseReason
 
 

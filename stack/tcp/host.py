@@ -1,30 +1,37 @@
 """The host: demultiplexing, listeners, the TIME-WAIT table, RST answers, ports, ISNs and timers.
 
-This is the sans-IO entry point of the core. A driver feeds it segments (`on_segment`), timer
-expiry (`on_timers`) and user calls, each with the current time, then collects what to send and
-what happened with `take()`. It never reads a clock, a socket or a device.
+This is the sans-IO entry point of the core and the ONLY owner of its tables. A driver feeds it
+segments (`on_segment`), timer expiry (`on_timers`) and user calls (through a connection's
+handle), each with the current time, then collects what to send and what happened with
+`take(now)`. It never reads a clock, a socket or a device. Connections get the host's `Context`
+and return an `Outcome`; the host acts on it (`act`): only here do connections enter or leave the
+4-tuple table, the TIME-WAIT table and a listener's SYN backlog.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import NamedTuple
 
 from stack.native import TimerWheel
+from stack.tcp.arrival import listen_arrives, negotiate, return_to_listen
 from stack.tcp.config import Config, FourTuple
 from stack.tcp.connection import Connection
+from stack.tcp.context import Context
 from stack.tcp.counters import Counters
-from stack.tcp.events import Closed, CloseReason, Event, StateChanged
+from stack.tcp.events import CloseReason, Event
+from stack.tcp.handle import ConnectionHandle
 from stack.tcp.isn import IsnGenerator
-from stack.tcp.receive import listen_arrives, negotiate, segment_arrives
+from stack.tcp.outcome import CookieCheck, Established, Finished, Outcome, ToTimeWait
+from stack.tcp.sender import push, reply_rst, send_ack, send_syn
 from stack.tcp.seq import MASK, seq_add
 from stack.tcp.states import State, check_transition
 from stack.tcp.syncookie import check_cookie, make_cookie
-from stack.tcp.timers import Timer
+from stack.tcp.tcb import N_TIMERS, Timer
 from stack.tcp.timewait import TimeWait, TimeWaitTable, TwAction
 from stack.wire.segment import ACK, FIN, RST, SYN, Segment, TcpOptions
 
 S = State
-TIMER_KINDS = 8  # a wheel id is cid * TIMER_KINDS + kind
 
 
 class Output(NamedTuple):
@@ -67,29 +74,52 @@ class Host:
         self.time_wait = TimeWaitTable(timer_resolution, start)
         self.listeners: dict[int, Listener] = {}
         self.wheel = TimerWheel(timer_resolution, start)
-        self.record_state_changes = True  # emit a StateChanged event per transition
-        # Largest payload per segment handed to the link; 0 = the MSS. A driver whose link splits
-        # segments itself (TSO: the kernel via the virtio-net header) raises it to ~64 KB.
-        self.tso_size = 0
+        self.ctx = Context(self.counters, self.wheel, start)
         self._owners: dict[int, Connection] = {}
+        # Connections in TIME-WAIT whose handle the application still holds: when the record ends,
+        # the handle's state and history say so. Weak: a dropped handle costs nothing here.
+        self._time_wait_handles: weakref.WeakValueDictionary[FourTuple, Connection] = weakref.WeakValueDictionary()
         self._next_cid = 1
-        self._out: list[Segment] = []
-        self._events: list[Event] = []
-        self._ack_pending: dict[Connection, None] = {}
-        self._push_pending: dict[Connection, None] = {}
-        self._now = start
         self._isn = IsnGenerator(self.config.secret)
         self._port_cursor = 0
+
+    # ------------------------------------------------------------------ driver settings
+    @property
+    def record_state_changes(self) -> bool:
+        """Whether a StateChanged event is emitted per transition (off when nobody watches)."""
+        return self.ctx.record_state_changes
+
+    @record_state_changes.setter
+    def record_state_changes(self, on: bool) -> None:
+        self.ctx.record_state_changes = on
+
+    @property
+    def tso_size(self) -> int:
+        """Largest payload per segment handed to the link (0: the MSS); raised by a driver whose
+        link splits segments itself (TSO)."""
+        return self.ctx.tso_size
+
+    @tso_size.setter
+    def tso_size(self, size: int) -> None:
+        self.ctx.tso_size = size
+
+    @property
+    def edges(self) -> dict[tuple[State, State], int]:
+        """How often each state change happened on this host (the diagram-coverage test reads it)."""
+        return self.ctx.edges
 
     # ------------------------------------------------------------------ driver entry points
     def on_segment(self, seg: Segment, now: float) -> None:
         """SEGMENT ARRIVES (RFC 9293 §3.10.7): find the connection, TIME-WAIT record or listener."""
-        self._now = now
+        ctx = self.ctx
+        ctx.now = now
         self.counters["InSegs"] += 1
         key = (seg.dst_addr, seg.dst_port, seg.src_addr, seg.src_port)
         conn = self.connections.get(key)
         if conn is not None:
-            segment_arrives(conn, seg, now)
+            outcome = conn.process(seg, ctx)
+            if outcome is not None:
+                self.act(conn, outcome)
             return
         if self.time_wait:
             tw = self.time_wait.get(key)
@@ -103,7 +133,7 @@ class Host:
         # CLOSED (§3.10.7.1): everything but a RST is answered with a RST.
         if not seg.flags & RST:
             self.counters.inc("TCPRcvNoListener")
-        self.reply_rst(seg)
+        reply_rst(seg, ctx)
 
     def on_malformed(self, reason: str) -> None:
         """A packet the wire layer refused: count it by reason (it is dropped)."""
@@ -113,17 +143,19 @@ class Host:
 
     def on_timers(self, now: float) -> None:
         """Advance the timer wheel to `now` and run every timer that expired."""
-        self._now = now
+        ctx = self.ctx
+        ctx.now = now
         owners = self._owners
         for uid in self.wheel.advance(now):
-            cid, kind = divmod(uid, TIMER_KINDS)
+            cid, kind = divmod(uid, N_TIMERS)
             owner = owners.get(cid)
             if owner is not None:
-                owner.on_timer(Timer(kind), now)
+                outcome = owner.on_timer(Timer(kind), ctx)
+                if outcome is not None:
+                    self.act(owner, outcome)
         if self.time_wait:
             for tw in self.time_wait.expire(now):
-                check_transition(S.TIME_WAIT, S.CLOSED)
-                self.record_transition(tw.four_tuple, S.TIME_WAIT, S.CLOSED, "timeout = 2MSL", now)
+                self._time_wait_ended(tw, "timeout = 2MSL", now)
 
     def next_deadline(self) -> float | None:
         """When `on_timers` should next be called (None: no timer pending)."""
@@ -138,31 +170,104 @@ class Host:
         """Timers in the wheels: zero once every connection and TIME-WAIT is gone."""
         return len(self.wheel) + self.time_wait.timers()
 
-    def take(self, flush_acks: bool = True) -> Output:
+    def take(self, now: float, flush_acks: bool = True) -> Output:
         """Everything to transmit and every event since the last call.
 
         Data queued by user calls is sent here, so a write and the close after it leave as one
         segment. ACKs requested while processing a batch are sent here too, one per connection
         (RFC 9293 MUST-58/59), unless `flush_acks` is False: a driver that is about to run
         application code (which may answer at once) takes them later, so the answer carries them."""
-        if self._push_pending:
-            pending_push, self._push_pending = self._push_pending, {}
+        ctx = self.ctx
+        ctx.now = now
+        if ctx.push_pending:
+            pending_push, ctx.push_pending = ctx.push_pending, {}
             for conn in pending_push:
-                conn.push(self._now)
-        if self._ack_pending and flush_acks:
-            pending, self._ack_pending = self._ack_pending, {}
-            now = self._now
+                push(conn, ctx)
+        if ctx.ack_pending and flush_acks:
+            pending, ctx.ack_pending = ctx.ack_pending, {}
             for conn in pending:
                 if conn.state is not S.CLOSED:
-                    conn.send_ack(now)
-        out = Output(self._out, self._events)
-        self._out = []
-        self._events = []
+                    send_ack(conn, ctx)
+        out = Output(ctx.out, ctx.events)
+        ctx.out = []
+        ctx.events = []
         return out
 
     def has_output(self, acks: bool = True) -> bool:
         """Whether `take()` would return anything: segments, events, data to push (and ACKs due)."""
-        return bool(self._out or self._events or self._push_pending or (acks and self._ack_pending))
+        ctx = self.ctx
+        return bool(ctx.out or ctx.events or ctx.push_pending or (acks and ctx.ack_pending))
+
+    # ------------------------------------------------------------------ acting on outcomes
+    def context(self, now: float) -> Context:
+        """The context, set to `now`, for a call into a connection made at that time."""
+        ctx = self.ctx
+        ctx.now = now
+        return ctx
+
+    def act(self, conn: Connection, outcome: Outcome | None) -> None:
+        """Carry out what a connection returned: the host's tables change only here."""
+        if outcome is None:
+            return
+        kind = type(outcome)
+        if kind is Finished:
+            self._forget(conn)
+        elif kind is ToTimeWait:
+            assert isinstance(outcome, ToTimeWait)
+            self._to_time_wait(conn, outcome.cause)
+        elif kind is Established:
+            self._embryo_done(conn)
+        elif kind is CookieCheck:
+            assert isinstance(outcome, CookieCheck)
+            if not self._cookie_instead(conn, outcome.segment):
+                reply_rst(outcome.segment, self.ctx)
+
+    def _forget(self, conn: Connection) -> None:
+        """Drop a connection from the tables (it is CLOSED, back in LISTEN, or in TIME-WAIT)."""
+        key = conn.four_tuple
+        if self.connections.get(key) is conn:
+            del self.connections[key]
+        self._owners.pop(conn.cid, None)
+        ctx = self.ctx
+        ctx.ack_pending.pop(conn, None)
+        ctx.push_pending.pop(conn, None)
+        self._embryo_done(conn)
+
+    def _embryo_done(self, conn: Connection) -> None:
+        if conn.listen_port is not None:
+            listener = self.listeners.get(conn.listen_port)
+            if listener is not None:
+                listener.embryos.discard(conn.four_tuple)
+
+    def _to_time_wait(self, conn: Connection, cause: str) -> None:
+        """Hand a connection's 4-tuple to a compact TIME-WAIT record for 2MSL (or skip it at the cap)."""
+        ctx = self.ctx
+        if len(self.time_wait) >= conn.cfg.max_time_wait:
+            self.counters.inc("TCPTimeWaitOverflow")
+            conn.send_owed_ack(ctx)
+            conn.finish(CloseReason.NORMAL, cause + "; TIME-WAIT cap reached", ctx)
+            self._forget(conn)
+            return
+        record = conn.enter_time_wait(cause, ctx)
+        self._forget(conn)
+        self.time_wait.add(record)
+        self.counters.inc("TW")
+        if conn.handle is not None and conn.announced:
+            self._time_wait_handles[conn.four_tuple] = conn
+
+    def _time_wait_ended(self, tw: TimeWait, cause: str, now: float) -> None:
+        self.record_transition(tw.four_tuple, S.TIME_WAIT, S.CLOSED, cause, now)
+        if self._time_wait_handles:
+            conn = self._time_wait_handles.pop(tw.four_tuple, None)
+            if conn is not None:
+                conn.time_wait_ended(cause, now)
+
+    def record_transition(self, four_tuple: FourTuple, old: State, new: State, cause: str, now: float) -> None:
+        """A state change of something that is not a connection: a listener, a TIME-WAIT record."""
+        check_transition(old, new)
+        ctx = self.ctx
+        ctx.now = now
+        ctx.state_changed(four_tuple, old, new, cause)
 
     # ------------------------------------------------------------------ user calls
     def listen(self, port: int, backlog: int | None = None, config: Config | None = None) -> Listener:
@@ -173,27 +278,26 @@ class Host:
         cfg = config or self.config
         listener = Listener(self, port, backlog if backlog is not None else cfg.syn_backlog, cfg)
         self.listeners[port] = listener
-        check_transition(S.CLOSED, S.LISTEN)
         self.record_transition((self.addresses[0], port, "0.0.0.0", 0), S.CLOSED, S.LISTEN, "passive OPEN",
-                               self._now)
+                               self.ctx.now)
         return listener
 
     def unlisten(self, listener: Listener, now: float) -> None:
         if self.listeners.get(listener.port) is not listener:
             return
         del self.listeners[listener.port]
+        ctx = self.context(now)
         for key in list(listener.embryos):
             conn = self.connections.get(key)
             if conn is not None:
-                conn.abort(now)
-        check_transition(S.LISTEN, S.CLOSED)
+                self.act(conn, conn.abort(ctx))
         listener.state = S.CLOSED
         self.record_transition((self.addresses[0], listener.port, "0.0.0.0", 0), S.LISTEN, S.CLOSED, "CLOSE", now)
 
     def connect(self, remote_addr: str, remote_port: int, now: float, *, local_port: int | None = None,
-                local_addr: str | None = None, config: Config | None = None) -> Connection:
+                local_addr: str | None = None, config: Config | None = None) -> ConnectionHandle:
         """Active OPEN (RFC 9293 §3.10.1): send a SYN and enter SYN-SENT."""
-        self._now = now
+        ctx = self.context(now)
         cfg = config or self.config
         laddr = local_addr or self.addresses[0]
         if local_port is None:
@@ -210,92 +314,25 @@ class Host:
             self.counters.inc("TWRecycled")
             self._end_time_wait(tw, now, "reused by connect (tw_reuse)")
         conn = self._new_connection(key, cfg, now, passive=False, listen_port=None, iss=iss)
-        conn.set_state(S.SYN_SENT, "active OPEN", now)
+        conn.set_state(S.SYN_SENT, "active OPEN", ctx)
         self.counters.inc("ActiveOpens")
-        conn.send_syn(now)
-        return conn
+        send_syn(conn, ctx)
+        assert conn.handle is not None
+        return conn.handle
 
-    # ------------------------------------------------------------------ services for connections
-    def transmit(self, seg: Segment, flags: int) -> None:
-        self._out.append(seg)
-        self.counters["OutSegs"] += 1
-        if flags & RST:
-            self.counters["OutRsts"] += 1
-
-    def emit_event(self, event: Event) -> None:
-        self._events.append(event)
-
-    def request_ack(self, conn: Connection) -> None:
-        self._ack_pending[conn] = None
-
-    def request_push(self, conn: Connection, now: float) -> None:
-        self._push_pending[conn] = None
-        self._now = now
-
-    def take_push_request(self, conn: Connection) -> bool:
-        """Withdraw a pending push request (the connection pushes now itself); whether there was one."""
-        return self._push_pending.pop(conn, 0) is None
-
-    def ack_sent(self, conn: Connection) -> None:
-        if self._ack_pending:
-            self._ack_pending.pop(conn, None)
-
-    def schedule_timer(self, cid: int, kind: int, deadline: float) -> int:
-        return self.wheel.schedule(deadline, cid * TIMER_KINDS + kind)
-
-    def cancel_timer(self, handle: int) -> None:
-        self.wheel.cancel(handle)
-
-    def record_transition(self, four_tuple: FourTuple, old: State, new: State, cause: str, now: float) -> None:
-        if self.record_state_changes:
-            self._events.append(StateChanged(now, four_tuple, old, new, cause))
-
-    def forget(self, conn: Connection) -> None:
-        """Drop a connection from the tables (it is CLOSED, back in LISTEN, or in TIME-WAIT)."""
-        key = conn.four_tuple
-        if self.connections.get(key) is conn:
-            del self.connections[key]
-        self._owners.pop(conn.cid, None)
-        self._ack_pending.pop(conn, None)
-        self._push_pending.pop(conn, None)
-        self.embryo_done(conn)
-
-    def embryo_done(self, conn: Connection) -> None:
-        if conn.listen_port is not None:
-            listener = self.listeners.get(conn.listen_port)
-            if listener is not None:
-                listener.embryos.discard(conn.four_tuple)
-
-    def reply_rst(self, seg: Segment) -> None:
-        """The reset of RFC 9293 §3.10.7.1: <SEQ=SEG.ACK><CTL=RST> if the segment had ACK, else
-        <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>. A RST is never answered."""
-        if seg.flags & RST:
-            return
-        if seg.flags & ACK:
-            rst = Segment(seg.dst_addr, seg.src_addr, seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
-        else:
-            rst = Segment(seg.dst_addr, seg.src_addr, seg.dst_port, seg.src_port, 0,
-                          seq_add(seg.seq, seg.seg_len), RST | ACK, 0)
-        self.transmit(rst, RST)
-
-    def enter_time_wait(self, conn: Connection, now: float, cause: str) -> None:
-        """Hand a connection's 4-tuple to a compact TIME-WAIT record for 2MSL (or skip it at the cap)."""
-        cfg = conn.cfg
-        if len(self.time_wait) >= cfg.max_time_wait:
-            self.counters.inc("TCPTimeWaitOverflow")
-            conn.finish(CloseReason.NORMAL, cause + "; TIME-WAIT cap reached", now)
-            return
-        conn.set_state(S.TIME_WAIT, cause, now)
-        conn.close_reason = CloseReason.NORMAL
-        conn.cancel_all_timers()
-        self.forget(conn)
-        if conn.announced:
-            self.emit_event(Closed(conn, CloseReason.NORMAL))
-        tw = TimeWait(conn.four_tuple, conn.snd_nxt, conn.rcv_nxt, conn.last_window(),
-                      conn.ts_recent if conn.ts_ok else None, conn.ts_recent_time, conn.ts_offset, now,
-                      now + cfg.time_wait_duration, conn.rcv_wscale)
-        self.time_wait.add(tw)
-        self.counters.inc("TW")
+    def open_passive(self, remote_addr: str, remote_port: int, local_port: int, now: float, *,
+                     config: Config | None = None) -> ConnectionHandle:
+        """A fully specified passive OPEN (RFC 9293 §3.10.1): a connection in LISTEN that accepts
+        only this peer, and that a SEND turns into an active open (LISTEN -> SYN-SENT)."""
+        ctx = self.context(now)
+        key = (self.addresses[0], local_port, remote_addr, remote_port)
+        if key in self.connections or key in self.time_wait:
+            raise PortInUse(f"{key} is in use")
+        conn = self._new_connection(key, config or self.config, now, passive=False, listen_port=None, iss=None)
+        conn.passive = True
+        conn.set_state(S.LISTEN, "passive OPEN", ctx)
+        assert conn.handle is not None
+        return conn.handle
 
     # ------------------------------------------------------------------ internals
     def _new_connection(self, key: FourTuple, cfg: Config, now: float, *, passive: bool,
@@ -304,8 +341,8 @@ class Host:
         self._next_cid += 1
         if iss is None:
             iss = cfg.isn(key, now) if cfg.isn is not None else self._isn.isn(key, now)
-        conn = Connection(self, key, cid, cfg, iss & 0xFFFFFFFF, self._isn.ts_offset(key), now, passive,
-                          listen_port)
+        conn = Connection(key, cid, cfg, iss & 0xFFFFFFFF, self._isn.ts_offset(key), now, passive, listen_port)
+        conn.handle = ConnectionHandle(self, conn)
         self.connections[key] = conn
         self._owners[cid] = conn
         return conn
@@ -314,13 +351,14 @@ class Host:
         """LISTEN (RFC 9293 §3.10.7.2): a SYN spawns an embryo connection in SYN-RECEIVED."""
         flags = seg.flags
         cookies = listener.config.syn_cookies
+        ctx = self.ctx
         if flags & (SYN | ACK | RST | FIN) != SYN:
             if flags & ACK and not flags & (RST | SYN):
                 if cookies and self._cookie_ack(listener, seg, now):
                     return
-                self.reply_rst(seg)
+                reply_rst(seg, ctx)
             elif flags & ACK and not flags & RST:
-                self.reply_rst(seg)
+                reply_rst(seg, ctx)
             return  # RST ignored; SYN+FIN and the rest dropped
         if len(listener.embryos) >= listener.backlog:
             self.counters.inc("ListenOverflows")
@@ -332,7 +370,7 @@ class Host:
         key = (seg.dst_addr, seg.dst_port, seg.src_addr, seg.src_port)
         conn = self._new_connection(key, listener.config, now, passive=True, listen_port=listener.port, iss=iss)
         listener.embryos.add(key)
-        listen_arrives(conn, seg, now)
+        listen_arrives(conn, seg, ctx)
 
     def _send_cookie(self, listener: Listener, syn: Segment, now: float) -> None:
         """The SYN backlog is full: answer with a stateless SYN cookie SYN-ACK (RFC 4987 §3.6)."""
@@ -342,7 +380,7 @@ class Host:
         reply = Segment(syn.dst_addr, syn.src_addr, syn.dst_port, syn.src_port, cookie, seq_add(syn.seq, 1),
                         SYN | ACK, window, 0, TcpOptions(mss=listener.config.mss))
         self.counters.inc("SyncookiesSent")
-        self.transmit(reply, SYN | ACK)
+        self.ctx.transmit(reply)
 
     def _cookie_ack(self, listener: Listener, seg: Segment, now: float) -> bool:
         """An ACK to a listener: if it returns one of our cookies, the connection is born now."""
@@ -356,41 +394,30 @@ class Host:
             return False
         self.counters.inc("SyncookiesRecv")
         cfg = listener.config
+        ctx = self.ctx
         conn = self._new_connection(key, cfg, now, passive=True, listen_port=listener.port, iss=iss)
         # Rebuild what the SYN told us; the cookie kept only its MSS.
         negotiate(conn, Segment(seg.src_addr, seg.dst_addr, seg.src_port, seg.dst_port, peer_isn, 0, SYN,
                                 seg.window, 0, TcpOptions(mss=mss)), now)
         conn.snd_nxt = conn.snd_max = seq_add(iss, 1)
         conn.rcv_adv = seq_add(conn.rcv_nxt, min(cfg.recv_buffer, 65535))  # what the SYN-ACK offered
-        conn.set_state(S.SYN_RECEIVED, "ACK returns a SYN cookie", now)
+        conn.set_state(S.SYN_RECEIVED, "ACK returns a SYN cookie", ctx)
         self.counters.inc("PassiveOpens")
-        segment_arrives(conn, seg, now)
+        self.act(conn, conn.process(seg, ctx))
         return True
 
-    def cookie_instead(self, embryo: Connection, seg: Segment, now: float) -> bool:
+    def _cookie_instead(self, embryo: Connection, seg: Segment) -> bool:
         """Whether `seg`, unacceptable to a half-open connection, completes a SYN cookie we sent for
         the same 4-tuple; if so that connection replaces the embryo."""
         listener = self.listeners.get(embryo.listen_port) if embryo.listen_port is not None else None
         if listener is None or not listener.config.syn_cookies or not self.counters["SyncookiesSent"]:
             return False
+        now = self.ctx.now
         if check_cookie(self._isn.secret, embryo.four_tuple, (seg.seq - 1) & MASK, (seg.ack - 1) & MASK,
                         now) is None:
             return False
-        embryo.return_to_listen(now, "the peer completed our SYN cookie instead")
+        self.act(embryo, return_to_listen(embryo, "the peer completed our SYN cookie instead", self.ctx))
         return self._cookie_ack(listener, seg, now)
-
-    def open_passive(self, remote_addr: str, remote_port: int, local_port: int, now: float, *,
-                     config: Config | None = None) -> Connection:
-        """A fully specified passive OPEN (RFC 9293 §3.10.1): a connection in LISTEN that accepts
-        only this peer, and that a SEND turns into an active open (LISTEN -> SYN-SENT)."""
-        self._now = now
-        key = (self.addresses[0], local_port, remote_addr, remote_port)
-        if key in self.connections or key in self.time_wait:
-            raise PortInUse(f"{key} is in use")
-        conn = self._new_connection(key, config or self.config, now, passive=False, listen_port=None, iss=None)
-        conn.passive = True
-        conn.set_state(S.LISTEN, "passive OPEN", now)
-        return conn
 
     def _time_wait_segment(self, tw: TimeWait, seg: Segment, now: float) -> None:
         cfg = self.config
@@ -400,7 +427,7 @@ class Host:
         if action is TwAction.CHALLENGE:
             self.counters.inc("TCPChallengeACK")
         if action is TwAction.ACK or action is TwAction.CHALLENGE:
-            self.transmit(tw.ack_segment(now), ACK)
+            self.ctx.transmit(tw.ack_segment(now))
         elif action is TwAction.KILL:
             self.counters.inc("TWKilled")
             self._end_time_wait(tw, now, "rcv RST")
@@ -412,12 +439,11 @@ class Host:
             if listener is not None:
                 self._listen_segment(listener, seg, now, isn)
             else:
-                self.reply_rst(seg)
+                reply_rst(seg, self.ctx)
 
     def _end_time_wait(self, tw: TimeWait, now: float, cause: str) -> None:
         self.time_wait.remove(tw)
-        check_transition(S.TIME_WAIT, S.CLOSED)
-        self.record_transition(tw.four_tuple, S.TIME_WAIT, S.CLOSED, cause, now)
+        self._time_wait_ended(tw, cause, now)
 
     def _tw_reusable(self, tw: TimeWait, now: float) -> bool:
         """Linux `tcp_tw_reuse`: timestamps were in use and the record is at least 1 s old."""
@@ -465,3 +491,18 @@ class Host:
         )
         snapshot["TimeWait"] = len(self.time_wait)
         return snapshot
+
+    def send_mss(self, four_tuple: FourTuple) -> int | None:
+        """The MSS a connection sends with (a TSO driver splits larger segments to it)."""
+        conn = self.connections.get(four_tuple)
+        return None if conn is None else conn.snd_mss
+
+    def handles(self) -> list[ConnectionHandle]:
+        """The handles of every connection in the table (TIME-WAIT records have none)."""
+        return [c.handle for c in self.connections.values() if c.handle is not None]
+
+    @staticmethod
+    def tcb(handle: ConnectionHandle) -> Connection:
+        """The TCB behind a handle: white-box access for core tests, the fuzzer and experiments
+        that read RFC 9293's variables directly. Applications use the handle."""
+        return handle._conn

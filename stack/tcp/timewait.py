@@ -78,7 +78,7 @@ class TimeWait:
         return (int(now * 1000.0) + self.ts_offset) & 0xFFFFFFFF
 
     def process(self, seg: Segment, now: float, cfg: Config) -> TwAction:
-        """What TIME-WAIT does with one segment (closing-rules.md, TIME-WAIT row)."""
+        """What TIME-WAIT does with one segment (docs/closing-rules.md, TIME-WAIT)."""
         flags = seg.flags
         ts = seg.options.timestamp if self.ts_recent is not None else None
         paws_reject = False

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from stack.tcp.config import Config
 from stack.tcp.connection import Connection
 from stack.tcp.events import Accepted, Event
+from stack.tcp.handle import ConnectionHandle
 from stack.tcp.host import Host, Listener
 from stack.tcp.states import State
 from stack.wire.segment import ACK, FIN, SYN, Segment, TcpOptions, flags_text
@@ -68,7 +69,7 @@ class Harness:
         self.host = Host(LOCAL, self.config)
         self.now = 0.0
         self.events: list[Event] = []
-        self.conn: Connection | None = None
+        self.conn: ConnectionHandle | None = None
         self.listener: Listener | None = None
 
     # ---- the peer's side
@@ -87,7 +88,7 @@ class Harness:
         return self.take()
 
     def take(self) -> list[Segment]:
-        out = self.host.take()
+        out = self.host.take(self.now)
         self.events.extend(out.events)
         return out.segments
 
@@ -108,8 +109,9 @@ class Harness:
 
     @property
     def c(self) -> Connection:
+        """The TCB under test (white-box: RFC 9293's variables)."""
         assert self.conn is not None
-        return self.conn
+        return Host.tcb(self.conn)
 
     @property
     def state(self) -> State:
@@ -127,7 +129,9 @@ class Harness:
         self.listen()
         out = self.recv(SYN, IRS)
         assert_segments(out, [Expect(SYN | ACK, ISS, IRS + 1)])
-        self.conn = self.host.connections[(LOCAL, LPORT, REMOTE, RPORT)]
+        handle = self.host.connections[(LOCAL, LPORT, REMOTE, RPORT)].handle
+        assert handle is not None
+        self.conn = handle
         return self
 
     def established(self) -> Harness:
@@ -145,9 +149,9 @@ class Harness:
     def fin_wait_1(self, orphan: bool = False) -> Harness:
         self.established()
         if orphan:
-            self.c.close(self.now)
+            self.conn.close(self.now)
         else:
-            self.c.shutdown(self.now)
+            self.conn.shutdown(self.now)
         assert_segments(self.take(), [Expect(FIN | ACK, ISS + 1, IRS + 1)])
         assert self.c.state is S.FIN_WAIT_1
         return self
@@ -166,7 +170,7 @@ class Harness:
 
     def last_ack(self) -> Harness:
         self.close_wait()
-        self.c.close(self.now)
+        self.conn.close(self.now)
         assert_segments(self.take(), [Expect(FIN | ACK, ISS + 1, IRS + 2)])
         assert self.c.state is S.LAST_ACK
         return self

@@ -1,4 +1,4 @@
-"""One test per rule of closing-rules.md: the general rules of every synchronized state, then each
+"""One test per rule of docs/closing-rules.md: the general rules of every synchronized state, then each
 cell of the per-state table. Each feeds one segment and asserts the exact segments out."""
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def test_paws_rejects_old_timestamp() -> None:
     h = Harness(plain_config(timestamps=True))
     h.listen()
     h.recv(SYN, IRS, options=TcpOptions(timestamp=(100, 0)))
-    h.conn = h.host.connections[next(iter(h.host.connections))]
+    h.conn = h.host.connections[next(iter(h.host.connections))].handle
     h.recv(ACK, IRS + 1, ISS + 1, options=TcpOptions(timestamp=(101, h.c.tsval(h.now))))
     assert h.c.state is S.ESTABLISHED and h.c.ts_recent == 101
     out = h.recv(ACK, IRS + 1, ISS + 1, b"old", options=TcpOptions(timestamp=(50, 0)))
@@ -116,6 +116,18 @@ def test_fin_wait_1_fin_before_our_fin_acked_goes_closing() -> None:
     h = Harness().fin_wait_1()
     assert_segments(h.recv(FIN | ACK, IRS + 1, ISS + 1), [Expect(ACK, ISS + 2, IRS + 2)])
     assert h.c.state is S.CLOSING
+
+
+def test_simultaneous_close_fin_and_ack_in_one_batch_acks_the_fin() -> None:
+    """FIN-WAIT-1: the peer's FIN (not yet acking ours) and then its ACK of our FIN arrive in one
+    batch, before the host's output is taken. The FIN must still be acknowledged: the connection
+    moves CLOSING -> TIME-WAIT within the batch, and the ACK it owed goes out as it leaves."""
+    h = Harness().fin_wait_1()
+    h.host.on_segment(h.segment(FIN | ACK, IRS + 1, ISS + 1), h.now)
+    h.host.on_segment(h.segment(ACK, IRS + 2, ISS + 2), h.now)
+    assert_segments(h.take(), [Expect(ACK, ISS + 2, IRS + 2)])
+    assert h.state is S.TIME_WAIT
+    assert [new for _, _, new, _ in h.c.history][-2:] == [S.CLOSING, S.TIME_WAIT]
 
 
 def test_fin_wait_1_fin_with_ack_of_our_fin_goes_time_wait() -> None:
@@ -134,7 +146,7 @@ def test_fin_wait_1_ack_of_fin_goes_fin_wait_2() -> None:
 def test_fin_wait_1_data_is_accepted_after_shutdown() -> None:
     h = Harness().fin_wait_1()
     assert_segments(h.recv(ACK | PSH, IRS + 1, ISS + 1, b"late"), [Expect(ACK, ISS + 2, IRS + 5)])
-    assert h.c.receive(h.now) == b"late"
+    assert h.conn.receive(h.now) == b"late"
     assert h.c.state is S.FIN_WAIT_1
 
 
@@ -158,7 +170,7 @@ def test_fin_wait_2_half_close_keeps_receiving() -> None:
     for i in range(3):
         out = h.recv(ACK, IRS + 1 + 100 * i, ISS + 2, b"d" * 100)
         assert_segments(out, [Expect(ACK, ISS + 2, IRS + 101 + 100 * i)])
-    assert h.c.receive(h.now) == b"d" * 300
+    assert h.conn.receive(h.now) == b"d" * 300
     assert h.c.state is S.FIN_WAIT_2
 
 
@@ -183,7 +195,7 @@ def test_close_wait_retransmitted_fin_is_acked() -> None:
 
 def test_close_wait_sends_data_and_takes_acks() -> None:
     h = Harness().close_wait()
-    h.c.send(b"reply", h.now)
+    h.conn.send(b"reply", h.now)
     assert_segments(h.take(), [Expect(ACK | PSH, ISS + 1, IRS + 2, b"reply")])
     assert_segments(h.recv(ACK, IRS + 2, ISS + 6), [])
     assert h.c.snd_una == ISS + 6 and h.c.state is S.CLOSE_WAIT
@@ -278,7 +290,7 @@ def test_time_wait_inexact_rst_is_challenged_in_window_and_ignored_outside() -> 
 def test_time_wait_syn_with_higher_seq_reopens() -> None:
     h = Harness().time_wait()
     out = h.recv(SYN, IRS + 100_000)
-    # ISN = old SND.NXT + 65535 + 2, as Linux picks (RFC 6191 / closing-rules.md)
+    # ISN = old SND.NXT + 65535 + 2, as Linux picks (RFC 6191 / docs/closing-rules.md)
     assert_segments(out, [Expect(SYN | ACK, ISS + 2 + 65537, IRS + 100_001)])
     assert h.c.four_tuple not in h.host.time_wait
     assert h.host.connections[h.c.four_tuple].state is S.SYN_RECEIVED
@@ -304,18 +316,18 @@ def test_time_wait_data_is_acked_not_delivered() -> None:
 # ---------------------------------------------------------------- user calls
 def test_close_in_established_sends_fin() -> None:
     h = Harness().established()
-    h.c.close(h.now)
+    h.conn.close(h.now)
     assert_segments(h.take(), [Expect(FIN | ACK, ISS + 1, IRS + 1)])
     assert h.c.state is S.FIN_WAIT_1
 
 
 def test_close_queues_fin_after_pending_data() -> None:
     h = Harness().established()
-    h.c.send(b"a" * 100, h.now)
+    h.conn.send(b"a" * 100, h.now)
     assert_segments(h.take(), [Expect(ACK | PSH, ISS + 1, IRS + 1, b"a" * 100)])
-    h.c.send(b"b" * 50, h.now)  # held back by Nagle: 100 bytes are unacknowledged
+    h.conn.send(b"b" * 50, h.now)  # held back by Nagle: 100 bytes are unacknowledged
     assert_segments(h.take(), [])
-    h.c.close(h.now)
+    h.conn.close(h.now)
     # The FIN rides on the last data segment (RFC 9293 §3.10.4: FIN after pending data).
     assert_segments(h.take(), [Expect(ACK | PSH | FIN, ISS + 101, IRS + 1, b"b" * 50)])
     assert h.c.state is S.FIN_WAIT_1 and h.c.fin_seq == ISS + 151
@@ -323,7 +335,7 @@ def test_close_queues_fin_after_pending_data() -> None:
 
 def test_close_in_close_wait_sends_fin() -> None:
     h = Harness().close_wait()
-    h.c.close(h.now)
+    h.conn.close(h.now)
     assert_segments(h.take(), [Expect(FIN | ACK, ISS + 1, IRS + 2)])
     assert h.c.state is S.LAST_ACK
 
@@ -331,7 +343,7 @@ def test_close_in_close_wait_sends_fin() -> None:
 @pytest.mark.parametrize("state", [S.FIN_WAIT_1, S.FIN_WAIT_2], ids=str)
 def test_no_second_fin(state: State) -> None:
     h = Harness().in_state(state)
-    h.c.close(h.now)
+    h.conn.close(h.now)
     assert_segments(h.take(), [])
     assert h.c.state is state
 
@@ -339,7 +351,7 @@ def test_no_second_fin(state: State) -> None:
 def test_close_with_unread_data_sends_rst() -> None:
     h = Harness().established()
     h.recv(ACK, IRS + 1, ISS + 1, b"unread")
-    h.c.close(h.now)
+    h.conn.close(h.now)
     assert_segments(h.take(), [Expect(RST | ACK, ISS + 1, IRS + 7)])
     assert h.c.state is S.CLOSED
     assert h.host.counters["TCPAbortOnClose"] == 1
@@ -349,7 +361,7 @@ def test_close_with_unread_data_sends_rst() -> None:
                          ids=str)
 def test_abort_sends_rst_and_skips_time_wait(state: State) -> None:
     h = Harness().in_state(state)
-    h.c.abort(h.now)
+    h.conn.abort(h.now)
     assert_segments(h.take(), [Expect(RST | ACK, h.c.snd_nxt, h.c.rcv_nxt)])
     assert h.c.state is S.CLOSED and not h.host.time_wait
 
@@ -357,14 +369,14 @@ def test_abort_sends_rst_and_skips_time_wait(state: State) -> None:
 def test_linger_zero_close_sends_rst() -> None:
     h = Harness().established()
     h.c.linger0 = True
-    h.c.close(h.now)
+    h.conn.close(h.now)
     assert_segments(h.take(), [Expect(RST | ACK, ISS + 1, IRS + 1)])
     assert not h.host.time_wait
 
 
 def test_shutdown_read_sends_nothing() -> None:
     h = Harness().established()
-    h.c.shutdown(h.now, read=True, write=False)
+    h.conn.shutdown(h.now, read=True, write=False)
     assert_segments(h.take(), [])
     assert h.c.state is S.ESTABLISHED
 
@@ -375,7 +387,7 @@ def test_half_close_delivers_data_then_eof() -> None:
     h.recv(FIN | ACK, IRS + 5, ISS + 2)
     kinds = [type(e) for e in h.events if isinstance(e, Readable | EndOfStream)]
     assert kinds == [Readable, EndOfStream]
-    assert h.c.receive(h.now) == b"tail"
+    assert h.conn.receive(h.now) == b"tail"
 
 
 # ---------------------------------------------------------------- closing-state timers

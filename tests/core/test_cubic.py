@@ -22,10 +22,11 @@ from typing import NamedTuple
 
 import pytest
 
-from stack.link.memory import Hook
+from stack.sim import Hook
 from stack.tcp import congestion
 from stack.tcp.config import Config
-from stack.tcp.cubic import ALPHA, BETA, C, Cubic  # importing it registers "cubic"
+from stack.tcp.congestion.cubic import ALPHA, BETA, C, Cubic
+from stack.tcp.host import Host
 from stack.wire.segment import Segment
 from tests.scenarios.pair import A_ADDR, B_ADDR, PORT, Pair
 
@@ -372,13 +373,14 @@ def bulk(algorithm: str, size: int = 4_000_000, every: int = 300) -> Run:
             sent += client.send(data[sent:], pair.now)
         assert pair.link.step(pair.now + 60.0), "transfer stalled"
         got += server.receive(pair.now)
-        cc = client.cc
-        step = Step(pair.now, cc.cwnd, cc.ssthresh, client.in_recovery)
+        tcb = Host.tcb(client)
+        cc = tcb.cc
+        step = Step(pair.now, cc.cwnd, cc.ssthresh, tcb.recovery.in_recovery)
         if isinstance(cc, Cubic):
             step = step._replace(w_max=cc.w_max, k=cc.k, t_epoch=cc.t_epoch, region=cc.region)
         trace.append(step)
     counters = pair.a.counters
-    return Run(algorithm, bytes(got), data, pair.now - start, client.snd_mss, trace,
+    return Run(algorithm, bytes(got), data, pair.now - start, Host.tcb(client).snd_mss, trace,
                counters["TCPFastRetrans"], counters["TCPTimeouts"])
 
 
@@ -469,8 +471,9 @@ def test_cubic_selected_per_connection() -> None:
     pair.run_until(lambda: pair.accepted(conn) is not None)
     server = pair.accepted(conn)
     assert server is not None
-    assert isinstance(conn.cc, Cubic) and conn.cc.mss == conn.snd_mss
-    assert type(server.cc) is congestion.NewReno
+    client_tcb, server_tcb = Host.tcb(conn), Host.tcb(server)
+    assert isinstance(client_tcb.cc, Cubic) and client_tcb.cc.mss == client_tcb.snd_mss
+    assert type(server_tcb.cc) is congestion.NewReno
 
 
 # ---------------------------------------------------------------------- the documentation's example

@@ -138,7 +138,7 @@ def test_syn_ack_is_retransmitted_then_given_up() -> None:
 def test_data_on_the_handshake_ack_is_delivered() -> None:
     h = Harness().syn_received()
     assert_segments(h.recv(ACK, IRS + 1, ISS + 1, b"hi"), [Expect(ACK, ISS + 1, IRS + 3)])
-    assert h.c.state is S.ESTABLISHED and h.c.receive(h.now) == b"hi"
+    assert h.c.state is S.ESTABLISHED and h.conn.receive(h.now) == b"hi"
 
 
 # ---------------------------------------------------------------- SYN-SENT (§3.10.7.3)
@@ -180,7 +180,7 @@ def test_simultaneous_open() -> None:
 def test_close_in_simultaneous_syn_received_sends_fin() -> None:
     h = Harness().syn_sent()
     h.recv(SYN, IRS)
-    h.c.close(h.now)
+    h.conn.close(h.now)
     assert_segments(h.take(), [Expect(FIN | ACK, ISS + 1, IRS + 1)])
     assert h.c.state is S.FIN_WAIT_1
     assert_segments(h.recv(ACK, IRS + 1, ISS + 2), [])
@@ -189,7 +189,7 @@ def test_close_in_simultaneous_syn_received_sends_fin() -> None:
 
 def test_close_in_syn_sent_deletes_tcb() -> None:
     h = Harness().syn_sent()
-    h.c.close(h.now)
+    h.conn.close(h.now)
     assert_segments(h.take(), [])
     assert h.c.state is S.CLOSED and not h.host.connections and len(h.host.wheel) == 0
 
@@ -220,7 +220,7 @@ def test_fully_specified_passive_open_accepts_its_peer() -> None:
 def test_send_on_passive_open_becomes_active() -> None:
     h = Harness()
     h.conn = h.host.open_passive(REMOTE, RPORT, LPORT, h.now)
-    h.c.send(b"early", h.now)
+    h.conn.send(b"early", h.now)
     assert_segments(h.take(), [Expect(SYN, ISS)])
     assert h.c.state is S.SYN_SENT
     # The queued data follows the handshake.
@@ -230,7 +230,7 @@ def test_send_on_passive_open_becomes_active() -> None:
 def test_close_passive_open() -> None:
     h = Harness()
     h.conn = h.host.open_passive(REMOTE, RPORT, LPORT, h.now)
-    h.c.close(h.now)
+    h.conn.close(h.now)
     assert h.c.state is S.CLOSED and not h.host.connections
 
 
@@ -240,6 +240,6 @@ def test_handshake_across_sequence_wrap(iss: int) -> None:
     h.listen()
     out = h.recv(SYN, 2**32 - 1)
     assert_segments(out, [Expect(SYN | ACK, iss, 0)])
-    h.conn = h.host.connections[(LOCAL, LPORT, REMOTE, RPORT)]
+    h.conn = h.host.connections[(LOCAL, LPORT, REMOTE, RPORT)].handle
     h.recv(ACK, 0, (iss + 1) % 2**32, b"wrap")
-    assert h.c.state is S.ESTABLISHED and h.c.receive(h.now) == b"wrap"
+    assert h.c.state is S.ESTABLISHED and h.conn.receive(h.now) == b"wrap"

@@ -17,7 +17,7 @@ def sack_established() -> Harness:
     h = Harness(plain_config(sack=True))
     h.listen()
     h.recv(SYN, IRS, options=TcpOptions(sack_permitted=True))
-    h.conn = h.host.connections[(LOCAL, LPORT, REMOTE, RPORT)]
+    h.conn = h.host.connections[(LOCAL, LPORT, REMOTE, RPORT)].handle
     h.recv(ACK, IRS + 1, ISS + 1)
     assert h.c.state is State.ESTABLISHED and h.c.sack_ok
     h.c.cfg = h.c.cfg.with_changes(nagle=False)
@@ -30,7 +30,7 @@ def seg_at(i: int) -> int:
 
 def test_holes_are_resent_and_sacked_data_is_not() -> None:
     h = sack_established()
-    h.c.send(b"d" * (10 * MSS), h.now)
+    h.conn.send(b"d" * (10 * MSS), h.now)
     assert [s.seq for s in h.take()] == [seg_at(i) for i in range(10)]
     # Segments 1 and 4 are lost; the receiver SACKs what came after each hole.
     sacks = [((seg_at(2), seg_at(3)),),
@@ -40,22 +40,22 @@ def test_holes_are_resent_and_sacked_data_is_not() -> None:
     out: list[Segment] = []
     for blocks in sacks:
         out += h.recv(ACK, IRS + 1, seg_at(1), options=TcpOptions(sack_blocks=blocks))
-    assert h.c.in_recovery and h.host.counters["TCPFastRetrans"] == 1
+    assert h.c.recovery.in_recovery and h.host.counters["TCPFastRetrans"] == 1
     resent = [s.seq for s in out if s.payload]
     assert resent == [seg_at(1), seg_at(4)]  # both holes, each once; nothing SACKed
     # The cumulative ACK covering everything ends recovery.
     h.recv(ACK, IRS + 1, seg_at(10))
-    assert not h.c.in_recovery and h.c.sacked == []
+    assert not h.c.recovery.in_recovery and h.c.recovery.sacked == []
     assert h.host.counters["TCPTimeouts"] == 0
 
 
 def test_recovery_starts_on_sack_evidence_before_three_duplicates() -> None:
     h = sack_established()
-    h.c.send(b"d" * (8 * MSS), h.now)
+    h.conn.send(b"d" * (8 * MSS), h.now)
     h.take()
     # One duplicate ACK already SACKs more than (DupThresh - 1) * SMSS above the hole: RFC 6675 IsLost.
     out = h.recv(ACK, IRS + 1, seg_at(0), options=TcpOptions(sack_blocks=((seg_at(1), seg_at(5)),)))
-    assert h.c.in_recovery and [s.seq for s in out if s.payload][:1] == [seg_at(0)]
+    assert h.c.recovery.in_recovery and [s.seq for s in out if s.payload][:1] == [seg_at(0)]
 
 
 def _transfer_with_burst_losses(sack: bool) -> tuple[int, int, float]:
@@ -79,7 +79,7 @@ def _transfer_with_burst_losses(sack: bool) -> tuple[int, int, float]:
     p = Pair(Config(msl=1.0, sack=sack, secret=b"k" * 16), delay=0.02, hooks=[bottleneck])
     client = p.a.connect(B_ADDR, PORT, p.now)
     p.link.run(0.2)
-    server = next(e.conn for e in p.events(p.b) if isinstance(e, Accepted))
+    server = next(e.handle for e in p.events(p.b) if isinstance(e, Accepted))
     blob = bytes(range(256)) * 4096
     sent, got = 0, bytearray()
     while len(got) < len(blob):

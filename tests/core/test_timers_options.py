@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from stack.tcp.events import CloseReason
-from stack.tcp.host import PortInUse
+from stack.tcp.host import Host, PortInUse
 from stack.tcp.states import State
 from stack.wire.segment import ACK, FIN, PSH, RST, SYN, TcpOptions
 from tests.core.harness import (
@@ -43,7 +43,7 @@ def test_delayed_ack_timer() -> None:
 def test_delayed_ack_rides_on_data() -> None:
     h = Harness(plain_config(delayed_ack=True)).established()
     h.recv(ACK, IRS + 1, ISS + 1, b"ping")
-    h.c.send(b"pong", h.now)
+    h.conn.send(b"pong", h.now)
     assert_segments(h.take(), [Expect(ACK | PSH, ISS + 1, IRS + 5, b"pong")])
     assert_segments(h.advance(0.5), [])  # no separate ACK later: the data carried it
 
@@ -52,7 +52,7 @@ def test_out_of_order_data_is_acked_at_once_with_sack_blocks() -> None:
     h = Harness(plain_config(sack=True, delayed_ack=True))
     h.listen()
     h.recv(SYN, IRS, options=TcpOptions(sack_permitted=True))
-    h.conn = h.host.connections[(LOCAL, LPORT, REMOTE, RPORT)]
+    h.conn = h.host.connections[(LOCAL, LPORT, REMOTE, RPORT)].handle
     h.recv(ACK, IRS + 1, ISS + 1)
     (dup,) = h.recv(ACK, IRS + 101, ISS + 1, b"x" * 100)  # bytes 100..199 before 0..99
     assert dup.ack == IRS + 1 and dup.options.sack_blocks == ((IRS + 101, IRS + 201),)
@@ -60,12 +60,12 @@ def test_out_of_order_data_is_acked_at_once_with_sack_blocks() -> None:
     assert dup2.options.sack_blocks == ((IRS + 301, IRS + 401), (IRS + 101, IRS + 201))  # newest first
     (fill,) = h.recv(ACK, IRS + 1, ISS + 1, b"w" * 100)  # the gap fills: ACK at once
     assert fill.ack == IRS + 201 and fill.options.sack_blocks == ((IRS + 301, IRS + 401),)
-    assert h.c.receive(h.now) == b"w" * 100 + b"x" * 100
+    assert h.conn.receive(h.now) == b"w" * 100 + b"x" * 100
 
 
 def _sent_data(h: Harness, n: int) -> None:
     h.c.cfg = h.c.cfg.with_changes(nagle=False)
-    h.c.send(b"d" * (MSS * n), h.now)
+    h.conn.send(b"d" * (MSS * n), h.now)
     out = h.take()
     assert [s.seq for s in out] == [ISS + 1 + MSS * i for i in range(n)]
 
@@ -78,13 +78,13 @@ def test_three_duplicate_acks_trigger_fast_retransmit_and_newreno_recovery() -> 
         assert_segments(h.recv(ACK, IRS + 1, ISS + 1 + MSS), [])
     out = h.recv(ACK, IRS + 1, ISS + 1 + MSS)  # the third duplicate
     assert_segments(out, [Expect(ACK, ISS + 1 + MSS, IRS + 1, b"d" * MSS)])
-    assert h.c.in_recovery and h.host.counters["TCPFastRetrans"] == 1
+    assert h.c.recovery.in_recovery and h.host.counters["TCPFastRetrans"] == 1
     # A partial ACK (up to segment 4; segment 4 lost too) retransmits the next hole at once.
     out = h.recv(ACK, IRS + 1, ISS + 1 + 3 * MSS)
     assert out and out[0].seq == ISS + 1 + 3 * MSS and out[0].payload == b"d" * MSS
-    assert h.c.in_recovery
+    assert h.c.recovery.in_recovery
     h.recv(ACK, IRS + 1, ISS + 1 + 6 * MSS)  # the full ACK ends recovery
-    assert not h.c.in_recovery and h.c.cc.cwnd <= h.c.cc.ssthresh
+    assert not h.c.recovery.in_recovery and h.c.cc.cwnd <= h.c.cc.ssthresh
     assert h.host.counters["TCPTimeouts"] == 0
 
 
@@ -101,7 +101,7 @@ def test_rto_goes_back_n_and_backs_off() -> None:
 def test_zero_window_probe_then_window_opens() -> None:
     h = Harness().established()
     h.recv(ACK, IRS + 1, ISS + 1, window=0)
-    h.c.send(b"stuck", h.now)
+    h.conn.send(b"stuck", h.now)
     assert_segments(h.take(), [])
     assert_segments(h.advance(1.01), [Expect(ACK, ISS, IRS + 1)])  # SEQ = SND.UNA - 1
     assert h.host.counters["TCPZeroWindowProbes"] == 1
@@ -122,7 +122,7 @@ def test_keepalive_probes_then_timeout() -> None:
 
 def test_user_timeout_aborts() -> None:
     h = Harness(plain_config(user_timeout=3.0)).established()
-    h.c.send(b"never acked", h.now)
+    h.conn.send(b"never acked", h.now)
     h.take()
     out = h.advance(10.0)
     assert out[-1].flags == RST | ACK
@@ -135,7 +135,7 @@ def test_window_scaling_applies_to_both_directions() -> None:
     h.listen()
     (synack,) = h.recv(SYN, IRS, options=TcpOptions(wscale=3))
     assert synack.options.wscale == 7 and synack.window == 65535  # unscaled in the SYN
-    h.conn = h.host.connections[(LOCAL, LPORT, REMOTE, RPORT)]
+    h.conn = h.host.connections[(LOCAL, LPORT, REMOTE, RPORT)].handle
     h.recv(ACK, IRS + 1, ISS + 1, window=1000)
     assert h.c.snd_wnd == 8000  # 1000 << 3
     (ack,) = h.recv(ACK, IRS + 1, ISS + 1, b"z" * 10, window=1000)
@@ -146,10 +146,10 @@ def test_time_wait_reopened_by_newer_timestamp_despite_lower_seq() -> None:
     h = Harness(plain_config(timestamps=True))
     h.listen()
     h.recv(SYN, IRS, options=TcpOptions(timestamp=(1000, 0)))
-    h.conn = h.host.connections[(LOCAL, LPORT, REMOTE, RPORT)]
+    h.conn = h.host.connections[(LOCAL, LPORT, REMOTE, RPORT)].handle
     ts = h.c.tsval(h.now)
     h.recv(ACK, IRS + 1, ISS + 1, options=TcpOptions(timestamp=(1001, ts)))
-    h.c.shutdown(h.now)
+    h.conn.shutdown(h.now)
     h.take()
     h.recv(ACK, IRS + 1, ISS + 2, options=TcpOptions(timestamp=(1002, ts)))
     h.recv(FIN | ACK, IRS + 1, ISS + 2, options=TcpOptions(timestamp=(1003, ts)))
@@ -168,7 +168,7 @@ def _active_close_to_time_wait(h: Harness) -> None:
     h.conn = h.host.connect(REMOTE, RPORT, h.now, local_port=LPORT)
     h.take()
     h.recv(SYN | ACK, IRS, ISS + 1, options=TcpOptions(timestamp=(10, h.c.tsval(h.now))))
-    h.c.close(h.now)
+    h.conn.close(h.now)
     h.take()
     ts = h.c.tsval(h.now)
     h.recv(ACK, IRS + 1, ISS + 2, options=TcpOptions(timestamp=(11, ts)))
@@ -186,7 +186,7 @@ def test_tw_reuse_for_outgoing_connect() -> None:
                 h.host.connect(REMOTE, RPORT, h.now, local_port=LPORT)
             continue
         again = h.host.connect(REMOTE, RPORT, h.now, local_port=LPORT)
-        assert again.iss == ISS + 2 + 65537 and h.host.counters["TWRecycled"] == 1
+        assert Host.tcb(again).iss == ISS + 2 + 65537 and h.host.counters["TWRecycled"] == 1
         assert_segments(h.take(), [Expect(SYN, ISS + 2 + 65537)])
 
 

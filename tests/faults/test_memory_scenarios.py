@@ -10,7 +10,7 @@ import random
 import pytest
 
 from stack.faults import FaultEngine, FaultRule
-from stack.link.memory import MemoryLink
+from stack.sim import Simulator
 from stack.tcp.config import Config
 from stack.tcp.connection import Connection
 from stack.tcp.events import Accepted, CloseReason, EndOfStream
@@ -34,7 +34,7 @@ class FaultPair(Pair):
         self.engine = FaultEngine(rules, seed=seed)
         self.stack = self.b if stack == "b" else self.a
         self.peer = self.a if stack == "b" else self.b
-        self.link = MemoryLink([self.a, self.b], delay=0.001, faults=self.engine, stack_host=self.stack,
+        self.link = Simulator([self.a, self.b], delay=0.001, faults=self.engine, stack_host=self.stack,
                                capture=[])
         self.faults: list[Fault] = []
         self.engine.listeners.append(lambda *f: self.faults.append(f))
@@ -56,8 +56,8 @@ def close_client_first(p: Pair, client: Connection, server: Connection) -> None:
 
 def test_memory_link_defaults_to_the_last_host_as_the_stack() -> None:
     a, b = Host("198.18.0.1"), Host("198.18.0.2")
-    link = MemoryLink([a, b], faults=FaultEngine([]))
-    assert link.stack_host is b and link.faults is not None and link.faults.state_of == link.state_of
+    link = Simulator([a, b], faults=FaultEngine([]))
+    assert link.stack_host is b and link.faults is not None and link.faults.state_of is not None
 
 
 def test_fault_free_engine_changes_nothing() -> None:
@@ -135,7 +135,7 @@ def test_4_fin_overtakes_the_last_data_segment() -> None:
     # The stack (server) receives: hold the second data segment until one later segment (the FIN) passed.
     p = FaultPair("reorder in payload=yes nth=2 hold=1")
     client, server = p.connect()
-    client.cfg = client.cfg.with_changes(nagle=False)
+    Host.tcb(client).cfg = Host.tcb(client).cfg.with_changes(nagle=False)
     client.send(b"a" * 1000, p.now)
     p.link.collect()  # on the wire now: each write its own segment (calls in one batch would coalesce)
     client.send(b"b" * 1000, p.now)
@@ -194,7 +194,7 @@ def test_6_ten_percent_loss_both_ways_100_connections_of_100_kb() -> None:
         events = p.events(p.b)
         for e in events[seen:]:
             if isinstance(e, Accepted):
-                servers[e.conn.four_tuple[3]] = e.conn
+                servers[e.handle.four_tuple[3]] = e.handle
         seen = len(events)
         for port, server in servers.items():
             if port not in received and server.state is S.CLOSE_WAIT:

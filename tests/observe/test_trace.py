@@ -68,7 +68,7 @@ def test_every_line_is_json_with_the_schema() -> None:
 def test_events_keeps_state_changes_and_ignores_the_rest() -> None:
     out = io.StringIO()
     w = TraceWriter(out)
-    closed = Closed(conn=None, reason=CloseReason.NORMAL)  # type: ignore[arg-type]
+    closed = Closed(handle=None, reason=CloseReason.NORMAL)  # type: ignore[arg-type]
     w.events([closed, StateChanged(1.0, FOUR, State.LAST_ACK, State.CLOSED, "rcv ACK of FIN")])
     w.close()
     (rec,) = read_trace(io.StringIO(out.getvalue()))

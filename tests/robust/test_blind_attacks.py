@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from stack.link.memory import MemoryLink
+from stack.sim import Simulator
+from stack.tcp import arrival
 from stack.tcp.config import Config
 from stack.tcp.connection import Connection
+from stack.tcp.context import Context
 from stack.tcp.events import Accepted, CloseReason, Readable
+from stack.tcp.handle import ConnectionHandle
 from stack.tcp.host import Host
 from stack.tcp.seq import MASK, seq_add
 from stack.tcp.states import State
@@ -37,15 +40,15 @@ INTERVAL = Config().challenge_ack_interval  # 0.5 s, Linux tcp_invalid_ratelimit
 def challenge_log(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[float]]:
     """When each connection actually sent a challenge ACK (the rate limiter let it through)."""
     log: dict[int, list[float]] = defaultdict(list)
-    original = Connection.challenge_ack
+    original = arrival.challenge_ack  # every challenge ACK of a connection is sent from there
 
-    def logged(self: Connection, now: float) -> None:
-        before = self.host.counters["TCPChallengeACK"]
-        original(self, now)
-        if self.host.counters["TCPChallengeACK"] != before:
-            log[id(self)].append(now)
+    def logged(c: Connection, ctx: Context) -> None:
+        before = ctx.counters["TCPChallengeACK"]
+        original(c, ctx)
+        if ctx.counters["TCPChallengeACK"] != before:
+            log[id(c.handle)].append(ctx.now)
 
-    monkeypatch.setattr(Connection, "challenge_ack", logged)
+    monkeypatch.setattr(arrival, "challenge_ack", logged)
     return log
 
 
@@ -56,9 +59,9 @@ class Stream:
     seed: int
     a: Host = field(init=False)
     b: Host = field(init=False)
-    link: MemoryLink = field(init=False)
-    ca: Connection = field(init=False)
-    cb: Connection = field(init=False)
+    link: Simulator = field(init=False)
+    ca: ConnectionHandle = field(init=False)
+    cb: ConnectionHandle = field(init=False)
     sent: dict[int, bytearray] = field(default_factory=lambda: defaultdict(bytearray))
     got: dict[int, bytearray] = field(default_factory=lambda: defaultdict(bytearray))
 
@@ -66,7 +69,7 @@ class Stream:
         self.rng = random.Random(self.seed)
         self.a = Host(A_ADDR, Config(secret=b"a" * 16))
         self.b = Host(B_ADDR, Config(secret=b"b" * 16))
-        self.link = MemoryLink([self.a, self.b], delay=0.001)
+        self.link = Simulator([self.a, self.b], delay=0.001)
         self.b.listen(PORT)
         self.ca = self.a.connect(B_ADDR, PORT, self.link.now)
         self.link.run_until(lambda: self.accepted() is not None, timeout=10)
@@ -74,14 +77,14 @@ class Stream:
         assert cb is not None
         self.cb = cb
 
-    def accepted(self) -> Connection | None:
+    def accepted(self) -> ConnectionHandle | None:
         for e in self.link.events_of(self.b):
             if isinstance(e, Accepted):
-                return e.conn
+                return e.handle
         return None
 
     @property
-    def conns(self) -> tuple[Connection, Connection]:
+    def conns(self) -> tuple[ConnectionHandle, ConnectionHandle]:
         return self.ca, self.cb
 
     def talk(self) -> None:
@@ -96,15 +99,15 @@ class Stream:
         for host in (self.a, self.b):
             events = self.link.events_of(host)
             for e in events:
-                if isinstance(e, Readable) and e.conn in self.conns:
-                    self.got[id(e.conn)] += e.conn.receive(self.link.now)
+                if isinstance(e, Readable) and e.handle in self.conns:
+                    self.got[id(e.handle)] += e.handle.receive(self.link.now)
             events.clear()
 
     def run(self, seconds: float) -> None:
         self.link.run(seconds)
         self.read()
 
-    def peer_of(self, conn: Connection) -> Connection:
+    def peer_of(self, conn: ConnectionHandle) -> ConnectionHandle:
         return self.cb if conn is self.ca else self.ca
 
     def intact(self) -> bool:
@@ -118,7 +121,7 @@ class Stream:
             self.run(0.01)
         assert self.intact(), "the application data differs from what the real peer sent"
         self.ca.close(self.link.now)
-        self.link.run_until(lambda: self.cb.peer_fin, timeout=30)
+        self.link.run_until(lambda: self.cb.eof, timeout=30)
         self.cb.close(self.link.now)
         self.link.run_until(lambda: self.cb.state is S.CLOSED and self.ca.state is S.TIME_WAIT, timeout=30)
         assert self.ca.close_reason is CloseReason.NORMAL and self.cb.close_reason is CloseReason.NORMAL
@@ -132,11 +135,12 @@ class Spray:
     kinds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
-def spoofed(st: Stream, victim: Connection, kind: str, rng: random.Random, *, in_window: bool) -> Segment:
+def spoofed(st: Stream, victim: ConnectionHandle, kind: str, rng: random.Random, *, in_window: bool) -> Segment:
     """A segment from the victim's peer's 4-tuple. Blind: SEQ/ACK uniform over 2**32. With `in_window`
     the attacker knows roughly where the window is (it never knows RCV.NXT exactly)."""
     la, lp, ra, rp = victim.four_tuple
-    seq = seq_add(victim.rcv_nxt, rng.randint(1, max(1, victim.rcv_wnd - 1))) if in_window else rng.getrandbits(32)
+    v = Host.tcb(victim)
+    seq = seq_add(v.rcv_nxt, rng.randint(1, max(1, v.rcv_wnd - 1))) if in_window else rng.getrandbits(32)
     ack = rng.getrandbits(32)
     if kind == "rst":
         return Segment(ra, la, rp, lp, seq, 0, RST, 0)
@@ -161,7 +165,7 @@ def attack(st: Stream, seconds: float, per_step: int, kinds: tuple[str, ...], *,
             for _ in range(per_step):
                 kind = rng.choice(kinds)
                 seg = spoofed(st, victim, kind, rng, in_window=in_window)
-                if fuzz.would_hit(victim, seg):
+                if fuzz.would_hit(Host.tcb(victim), seg):
                     spray.lucky += 1
                     continue
                 out_before = host.counters["OutSegs"]
@@ -174,7 +178,7 @@ def attack(st: Stream, seconds: float, per_step: int, kinds: tuple[str, ...], *,
     return spray
 
 
-def assert_rate_limited(log: dict[int, list[float]], conns: Iterator[Connection] | tuple[Connection, ...],
+def assert_rate_limited(log: dict[int, list[float]], conns: Iterator[ConnectionHandle] | tuple[ConnectionHandle, ...],
                         seconds: float) -> int:
     total = 0
     for conn in conns:
@@ -219,7 +223,7 @@ def test_exact_rst_resets_in_the_middle_of_the_stream() -> None:
     attack(st, 1.0, per_step=1, kinds=("rst", "syn", "data"))
     victim = st.cb
     la, lp, ra, rp = victim.four_tuple
-    st.b.on_segment(Segment(ra, la, rp, lp, victim.rcv_nxt, 0, RST, 0), st.link.now)
+    st.b.on_segment(Segment(ra, la, rp, lp, Host.tcb(victim).rcv_nxt, 0, RST, 0), st.link.now)
     assert victim.state is S.CLOSED and victim.close_reason is CloseReason.RESET
     assert st.b.counters["EstabResets"] == 1
     assert victim.four_tuple not in st.b.connections
@@ -233,7 +237,7 @@ def test_exact_syn_is_only_challenged() -> None:
     victim = st.cb
     la, lp, ra, rp = victim.four_tuple
     before = st.b.counters["TCPChallengeACK"]
-    st.b.on_segment(Segment(ra, la, rp, lp, victim.rcv_nxt, 0, SYN, 65535), st.link.now)
+    st.b.on_segment(Segment(ra, la, rp, lp, Host.tcb(victim).rcv_nxt, 0, SYN, 65535), st.link.now)
     assert victim.state is S.ESTABLISHED
     assert st.b.counters["TCPChallengeACK"] == before + 1
     st.drain_and_close()
@@ -248,8 +252,9 @@ def test_data_at_exact_seq_with_unacceptable_ack_is_not_delivered(which: str) ->
     st.run(0.1)
     victim = st.cb
     la, lp, ra, rp = victim.four_tuple
-    ack = (victim.snd_una - victim.max_snd_wnd - 1) & MASK if which == "too_old" else seq_add(victim.snd_max, 1)
-    st.b.on_segment(Segment(ra, la, rp, lp, victim.rcv_nxt, ack, ACK | PSH, 65535, payload=b"EVIL"), st.link.now)
+    v = Host.tcb(victim)
+    ack = (v.snd_una - v.max_snd_wnd - 1) & MASK if which == "too_old" else seq_add(v.snd_max, 1)
+    st.b.on_segment(Segment(ra, la, rp, lp, v.rcv_nxt, ack, ACK | PSH, 65535, payload=b"EVIL"), st.link.now)
     st.read()
     assert b"EVIL" not in st.got[id(victim)]
     assert victim.state is S.ESTABLISHED
@@ -262,14 +267,15 @@ def test_exact_hit_with_acceptable_ack_is_what_would_hit_means() -> None:
     st = Stream(seed=6)
     victim = st.cb
     la, lp, ra, rp = victim.four_tuple
-    seg = Segment(ra, la, rp, lp, victim.rcv_nxt, victim.snd_una, ACK | PSH, 65535, payload=b"LUCKY")
-    assert fuzz.would_hit(victim, seg)
+    v = Host.tcb(victim)
+    seg = Segment(ra, la, rp, lp, v.rcv_nxt, v.snd_una, ACK | PSH, 65535, payload=b"LUCKY")
+    assert fuzz.would_hit(v, seg)
     st.b.on_segment(seg, st.link.now)
     st.read()
     assert bytes(st.got[id(victim)]) == b"LUCKY"
-    rst = Segment(ra, la, rp, lp, victim.rcv_nxt, 0, RST, 0)
-    assert fuzz.would_hit(victim, rst)
-    assert not fuzz.would_hit(victim, Segment(ra, la, rp, lp, seq_add(victim.rcv_nxt, 1), 0, RST, 0))
+    rst = Segment(ra, la, rp, lp, v.rcv_nxt, 0, RST, 0)
+    assert fuzz.would_hit(v, rst)
+    assert not fuzz.would_hit(v, Segment(ra, la, rp, lp, seq_add(v.rcv_nxt, 1), 0, RST, 0))
 
 
 def test_blind_syn_spray_is_answered_at_most_once_per_interval() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from stack.link.memory import MemoryLink
+from stack.sim import Simulator
 from stack.tcp.config import Config
 from stack.tcp.events import Accepted
 from stack.tcp.host import Host
@@ -147,7 +147,7 @@ def test_syn_backlog_counts_only_half_open_connections() -> None:
     two handshakes complete on a backlog-2 listener, a third SYN must still get a regular SYN-ACK
     (with its window scale, SACK and timestamps), not a SYN cookie."""
     client, server = Host("198.18.0.1", Config(secret=b"c" * 16)), Host("198.18.0.2", Config(secret=b"s" * 16))
-    link = MemoryLink([client, server])
+    link = Simulator([client, server])
     listener = server.listen(80, backlog=2)
     first = [client.connect("198.18.0.2", 80, link.now) for _ in range(2)]
     link.run(0.1)
@@ -163,11 +163,11 @@ def test_closing_a_listener_leaves_accepted_connections_alone() -> None:
     """RFC 9293 §3.10.4 (CLOSE in LISTEN deletes that TCB only); Linux: close() of a listening socket
     resets only connections not yet accepted. An accepted, ESTABLISHED connection survives."""
     client, server = Host("198.18.0.1", Config(secret=b"c" * 16)), Host("198.18.0.2", Config(secret=b"s" * 16))
-    link = MemoryLink([client, server])
+    link = Simulator([client, server])
     listener = server.listen(80)
     conn = client.connect("198.18.0.2", 80, link.now)
     link.run(0.1)
-    accepted = [e.conn for e in link.events_of(server) if isinstance(e, Accepted)]
+    accepted = [e.handle for e in link.events_of(server) if isinstance(e, Accepted)]
     assert len(accepted) == 1 and accepted[0].state is S.ESTABLISHED
     listener.close(link.now)
     link.run(0.1)

@@ -21,15 +21,15 @@ TICKS_PER_SECOND = 250_000  # RFC 9293 §3.4.1 / RFC 6528: the clock M ticks eve
 def syn_isn(host: Host, lport: int, now: float, remote: str = REMOTE, rport: int = RPORT) -> int:
     """Connect from `lport`, read the SEQ of the SYN on the wire, abort (RST: no TIME-WAIT)."""
     conn = host.connect(remote, rport, now, local_port=lport)
-    (syn,) = [s for s in host.take().segments if s.flags & SYN]
+    (syn,) = [s for s in host.take(now).segments if s.flags & SYN]
     conn.abort(now)
-    host.take()
+    host.take(now)
     return syn.seq
 
 
 def synack_isn(host: Host, sport: int, now: float) -> int:
     host.on_segment(Segment(REMOTE, LOCAL, sport, RPORT, 12345, 0, SYN, 65535, 0, TcpOptions(mss=1460)), now)
-    (synack,) = host.take().segments
+    (synack,) = host.take(now).segments
     assert synack.flags == SYN | ACK
     return synack.seq
 
@@ -123,11 +123,11 @@ def test_timestamps_reveal_no_uptime() -> None:
     tsvals = set()
     for port in range(40000, 40020):
         conn = host.connect(REMOTE, RPORT, 1.0, local_port=port)
-        (syn,) = host.take().segments
+        (syn,) = host.take(1.0).segments
         assert syn.options.timestamp is not None
         tsvals.add(syn.options.timestamp[0])
         conn.abort(1.0)
-        host.take()
+        host.take(1.0)
     assert len(tsvals) == 20
 
 

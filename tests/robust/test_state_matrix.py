@@ -1,6 +1,6 @@
 """Every state x every kind of segment, against the answer RFC 9293 §3.10.7 and RFC 5961 define.
 
-The expected table below is written from the RFCs (and closing-rules.md, which follows Linux where
+The expected table below is written from the RFCs (and docs/closing-rules.md, which follows Linux where
 the RFC leaves a choice); it is not taken from tools/state_matrix.py, which only measures what the
 core does (and writes docs/state-event-matrix.md). Answers are written in the RFC's own terms:
 `<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>` is `("A", "SND.NXT", "RCV.NXT")`, evaluated against the TCB
@@ -85,7 +85,7 @@ _L_SYN = X((("SA", "ISS", "SEG.SEQ+1"),), S.SYN_RECEIVED, frozenset({"PassiveOpe
 LISTEN: dict[str, X] = {
     "syn": _L_SYN, "syn_new": _L_SYN, "syn_ack": rst_seg_ack(_L_ACK),
     # RFC 9293 would queue the FIN of a SYN+FIN; Linux (tcp_rcv_state_process, LISTEN: `if (th->fin)
-    # goto discard`) drops the pair, which no real stack sends. closing-rules.md: Linux's choice.
+    # goto discard`) drops the pair, which no real stack sends. docs/closing-rules.md: Linux's choice.
     "syn_fin": nothing("Linux: SYN+FIN in LISTEN is discarded"),
     "ack": rst_seg_ack(_L_ACK), "ack_dup": rst_seg_ack(_L_ACK), "ack_old": rst_seg_ack(_L_ACK),
     "ack_above": rst_seg_ack(_L_ACK), "data": rst_seg_ack(_L_ACK), "data_above": rst_seg_ack(_L_ACK),
@@ -140,7 +140,7 @@ SYN_RECEIVED: dict[str, X] = {
 
 # ---------------------------------------------------------------------------------------------- synchronized
 def synchronized(state: State) -> dict[str, X]:
-    """ESTABLISHED, FIN-WAIT-1, FIN-WAIT-2, CLOSE-WAIT, CLOSING, LAST-ACK (closing-rules.md, first part)."""
+    """ESTABLISHED, FIN-WAIT-1, FIN-WAIT-2, CLOSE-WAIT, CLOSING, LAST-ACK (docs/closing-rules.md, first part)."""
     peer_fin = state in (S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK)
     syn = challenge("RFC 9293 §3.10.7.4 fourth, RFC 5961 §4.2: SYN: challenge ACK, drop")
     resets = ("EstabResets",) if state in (S.ESTABLISHED, S.CLOSE_WAIT) else ()
@@ -166,7 +166,7 @@ def synchronized(state: State) -> dict[str, X]:
     if peer_fin:
         # The peer's FIN came already: its retransmission is an old duplicate (unacceptable: ACK it,
         # the segment -- ACK field included -- is dropped), and new text is ignored (seventh step).
-        old_fin = ack("RFC 9293 §3.10.7.4 first: the retransmitted FIN is old: ACK, drop; closing-rules.md: "
+        old_fin = ack("RFC 9293 §3.10.7.4 first: the retransmitted FIN is old: ACK, drop; docs/closing-rules.md: "
                       "stay, ACK it")
         table.update({"fin": old_fin, "fin_ack": old_fin,
                       "data": nothing("RFC 9293 §3.10.7.4 seventh: text after the peer's FIN is ignored")})
@@ -191,7 +191,7 @@ def synchronized(state: State) -> dict[str, X]:
 
 
 # ---------------------------------------------------------------------------------------------- TIME-WAIT
-# RFC 9293 §3.10.7.4 plus the choices closing-rules.md takes from Linux's tcp_timewait_state_process:
+# RFC 9293 §3.10.7.4 plus the choices docs/closing-rules.md takes from Linux's tcp_timewait_state_process:
 # an in-window bare segment restarts 2MSL silently; anything else but a RST is ACKed (pure ACKs and
 # SYNs at most once per 500 ms); a SYN above RCV.NXT may reopen the 4-tuple (RFC 9293 MAY-2, RFC 6191)
 # with ISS = SND.NXT + 65535 + 2.
@@ -201,7 +201,7 @@ TIME_WAIT: dict[str, X] = {
     "syn": ack("RFC 5961 §4.2 challenge ACK; no reopen: SEG.SEQ is not above RCV.NXT (Linux: after())"),
     "syn_new": X((("SA", "SND.NXT+65537", "SEG.SEQ+1"),), S.SYN_RECEIVED,
                  rule="RFC 9293 §3.10.7.4 fourth / RFC 1122 §4.2.2.13 (MAY-2): a SYN above RCV.NXT reopens; "
-                      "closing-rules.md: ISS = old SND.NXT + 65535 + 2"),
+                      "docs/closing-rules.md: ISS = old SND.NXT + 65535 + 2"),
     "syn_ack": ack(_TW_ACK), "syn_fin": ack(_TW_ACK),
     "ack": nothing(_TW_BARE), "ack_dup": nothing(_TW_BARE), "ack_old": nothing(_TW_BARE),
     "ack_above": nothing(_TW_BARE),
@@ -209,7 +209,7 @@ TIME_WAIT: dict[str, X] = {
     "data_above": ack(_UNACCEPTABLE), "data_below": ack(_UNACCEPTABLE),
     "fin": ack("RFC 9293 §3.10.7.4 eighth: TIME-WAIT: ACK the retransmitted FIN, restart 2MSL"),
     "fin_ack": ack("RFC 9293 §3.10.7.4 eighth: TIME-WAIT: ACK the retransmitted FIN, restart 2MSL"),
-    "rst": reset("RFC 9293 §3.10.7.4 second: CLOSED (closing-rules.md: rfc1337 off, the Linux default)"),
+    "rst": reset("RFC 9293 §3.10.7.4 second: CLOSED (docs/closing-rules.md: rfc1337 off, the Linux default)"),
     "rst_in": ack("RFC 9293 §3.10.7.4 second (3), RFC 5961 §3.2: in window, not exact: challenge ACK"),
     "rst_out": nothing("RFC 9293 §3.10.7.4 second (1): RST outside the window: drop silently"),
     "rst_ack": reset("RFC 9293 §3.10.7.4 second: CLOSED"),

@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from stack.runtime import Stack, pipe_pair
+from stack.link.pipe import pipe_pair
+from stack.runtime import Stack
 from stack.tcp.config import Config
 from stack.tcp.states import State
 
@@ -95,7 +96,7 @@ def test_protocol_api_and_flow_control() -> None:
             receiver = server.transport.get_extra_info("connection")  # type: ignore[attr-defined]
             # Unread data fills the receiver's window and no more: the rest waits at the sender.
             assert 0 < receiver.recv_queue_len <= 64 * 1024
-            assert sender.snd_wnd < 1460 and sender.send_queue_len >= 300_000 - 64 * 1024
+            assert sender.info().snd_wnd < 1460 and sender.send_queue_len >= 300_000 - 64 * 1024
             server.transport.resume_reading()  # type: ignore[attr-defined]
             transport.write_eof()
             await asyncio.wait_for(server.eof.wait(), 5)

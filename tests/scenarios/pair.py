@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from stack.link.memory import Hook, MemoryLink
+from stack.sim import Hook, Simulator
 from stack.tcp.config import Config
 from stack.tcp.connection import Connection
 from stack.tcp.events import Accepted, Event, StateChanged
@@ -24,7 +24,7 @@ class Pair:
         base = config or Config(secret=b"s" * 16)
         self.a = Host(A_ADDR, config_a or base)
         self.b = Host(B_ADDR, config_b or base)
-        self.link = MemoryLink([self.a, self.b], delay=delay, hooks=list(hooks or []))
+        self.link = Simulator([self.a, self.b], delay=delay, hooks=list(hooks or []))
         self.listener = self.b.listen(PORT)
 
     @property
@@ -41,8 +41,8 @@ class Pair:
     def accepted(self, client: Connection) -> Connection | None:
         port = client.four_tuple[1]
         for e in self.link.events_of(self.b):
-            if isinstance(e, Accepted) and e.conn.four_tuple[3] == port:
-                return e.conn
+            if isinstance(e, Accepted) and e.handle.four_tuple[3] == port:
+                return e.handle
         return None
 
     def run_until(self, predicate: Callable[[], bool], timeout: float = 600.0) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from stack.tcp.config import Config
 from stack.tcp.events import Closed, CloseReason, EndOfStream
+from stack.tcp.host import Host
 from stack.tcp.states import State
 from stack.wire.segment import ACK, FIN, RST, Segment
 from tests.scenarios.pair import A_ADDR, B_ADDR, Pair, drop_matching
@@ -77,7 +78,7 @@ def test_half_close_data_flows_in_close_wait() -> None:
     assert bytes(got) == reply and client.state is S.FIN_WAIT_2
     server.close(p.now)
     p.link.run()
-    assert any(isinstance(e, EndOfStream) and e.conn is client for e in p.events(p.a))
+    assert any(isinstance(e, EndOfStream) and e.handle is client for e in p.events(p.a))
     assert p.idle()
 
 
@@ -169,7 +170,7 @@ def test_isn_near_wrap_one_megabyte_each_way() -> None:
     cfg = Config(msl=1.0, isn=lambda ft, now: near, secret=b"s" * 16)
     p = Pair(cfg)
     client, server = p.connect()
-    assert client.iss == near and server.iss == near
+    assert Host.tcb(client).iss == near and Host.tcb(server).iss == near
     blob_a = bytes((i * 7) & 0xFF for i in range(1 << 20))
     blob_b = bytes((i * 13) & 0xFF for i in range(1 << 20))
     sent_a = sent_b = 0
@@ -184,7 +185,7 @@ def test_isn_near_wrap_one_megabyte_each_way() -> None:
         got_a += client.receive(p.now)
         got_b += server.receive(p.now)
     assert bytes(got_b) == blob_a and bytes(got_a) == blob_b
-    assert client.snd_nxt < near  # the sequence space wrapped
+    assert Host.tcb(client).snd_nxt < near  # the sequence space wrapped
     client.close(p.now)
     server.close(p.now)
     p.link.run()
@@ -204,12 +205,12 @@ def test_fin_before_missing_data_waits_for_the_gap() -> None:
         return [(seg, 0.0)]
 
     p.link.hooks.append(hold_first_data)
-    client.cfg = client.cfg.with_changes(nagle=False)
+    Host.tcb(client).cfg = Host.tcb(client).cfg.with_changes(nagle=False)
     client.send(b"a" * 1000, p.now)
     client.send(b"b" * 1000, p.now)
     client.close(p.now)
     p.link.run(0.02)
-    assert server.state is S.ESTABLISHED and server.recv.fin_seq is not None
+    assert server.state is S.ESTABLISHED and Host.tcb(server).recv.fin_seq is not None
     p.run_until(lambda: server.state is S.CLOSE_WAIT)
     assert server.receive(p.now) == b"a" * 1000 + b"b" * 1000
     ends = [type(e) for e in p.events(p.b) if isinstance(e, EndOfStream)]

@@ -29,8 +29,8 @@ def test_one_thousand_connections_under_a_loss_storm() -> None:
     for _ in range(200_000):
         for e in p.events(p.b):
             if isinstance(e, Accepted):
-                port = e.conn.four_tuple[3]
-                server_apps[port] = App(e.conn, rng.randbytes(300 + port % 2000), shut_first=False)
+                port = e.handle.four_tuple[3]
+                server_apps[port] = App(e.handle, rng.randbytes(300 + port % 2000), shut_first=False)
         p.link.events_of(p.a).clear()
         p.link.events_of(p.b).clear()
         for app in (*client_apps.values(), *server_apps.values()):

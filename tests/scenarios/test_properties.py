@@ -55,11 +55,11 @@ class App:
             self.sent += c.send(self.data[self.sent :], now)
         self.got += c.receive(now)
         done_sending = self.sent == len(self.data)
-        may_shut = not self.shut and done_sending and (self.shut_first or c.peer_fin)
+        may_shut = not self.shut and done_sending and (self.shut_first or c.eof)
         if may_shut and c.state in (S.ESTABLISHED, S.CLOSE_WAIT):
             c.shutdown(now)
             self.shut = True
-        if self.shut and c.peer_fin and not self.closed:
+        if self.shut and c.eof and not self.closed:
             self.got += c.receive(now)
             c.close(now)
             self.closed = True

@@ -32,8 +32,8 @@ def test_syn_flood_is_absorbed_by_the_backlog_and_cookies() -> None:
                       0, TcpOptions(mss=1460))
         host.on_segment(syn, p.now)
         if i % 1000 == 0:
-            host.take()  # the SYN-ACKs go nowhere: the sources are spoofed
-    host.take()
+            host.take(p.now)  # the SYN-ACKs go nowhere: the sources are spoofed
+    host.take(p.now)
     grown = rss() - before
     assert len(host.connections) <= 256 + 1  # the backlog, plus the real connection
     assert host.counters["SyncookiesSent"] >= 100_000 - 256
@@ -62,7 +62,7 @@ def test_forged_cookie_ack_is_reset() -> None:
     host = p.b
     forged = Segment("198.18.7.7", B_ADDR, 5555, PORT, 1000, 123456, ACK, 65535)
     host.on_segment(forged, p.now)
-    out = host.take().segments
+    out = host.take(p.now).segments
     assert [s.flags for s in out] == [0x04] and not host.connections  # RST, no connection
 
 
@@ -77,7 +77,7 @@ def test_ack_of_a_cookie_replaces_an_embryo_made_by_a_duplicate_syn() -> None:
     host.on_segment(syn_x, p.now)  # X's embryo fills the backlog
     syn_y = Segment(A_ADDR, B_ADDR, 2222, PORT, 9000, 0, SYN, 65535, 0, TcpOptions(mss=1460))
     host.on_segment(syn_y, p.now)
-    cookie = host.take().segments[-1]
+    cookie = host.take(p.now).segments[-1]
     assert host.counters["SyncookiesSent"] == 1
     x = host.connections[(B_ADDR, PORT, "198.18.9.9", 1111)]
     host.on_segment(Segment("198.18.9.9", B_ADDR, 1111, PORT, 501, (x.iss + 1) % 2**32, ACK, 65535), p.now)
@@ -88,5 +88,5 @@ def test_ack_of_a_cookie_replaces_an_embryo_made_by_a_duplicate_syn() -> None:
                             0, TcpOptions(), b"hello"), p.now)
     conn = host.connections[(B_ADDR, PORT, A_ADDR, 2222)]
     assert conn is not embryo and conn.state is S.ESTABLISHED and conn.iss == cookie.seq
-    assert conn.receive(p.now) == b"hello"
-    assert not any(s.flags & 0x04 for s in host.take().segments)  # no RST
+    assert conn.handle is not None and conn.handle.receive(p.now) == b"hello"
+    assert not any(s.flags & 0x04 for s in host.take(p.now).segments)  # no RST

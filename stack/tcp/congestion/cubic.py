@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from stack.tcp import congestion
+from stack.tcp.congestion.base import CongestionControl
 
 C = 0.4  # RFC 9438 §5.1: C_cubic, segments / second^3
 BETA = 0.7  # RFC 9438 §4.6: beta_cubic, the multiplicative decrease factor
@@ -56,7 +56,7 @@ RECOVERY = "recovery"
 TIMEOUT = "timeout"
 
 
-class Cubic(congestion.CongestionControl):
+class Cubic(CongestionControl):
     """RFC 9438 CUBIC. Public attributes are for tests and observers; windows are in bytes."""
 
     name = "cubic"
@@ -227,5 +227,3 @@ class Cubic(congestion.CongestionControl):
         else:
             sent[-1] = (now, top)  # nothing new sent since: the later time is the tighter bound
 
-
-congestion.register("cubic", Cubic)

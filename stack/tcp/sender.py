@@ -1,0 +1,214 @@
+"""The sender: every segment a connection puts on the wire (gVisor's snd.go, the output half).
+
+`push` sends what the windows, Nagle and sender SWS avoidance allow, then our FIN; `retransmit`
+resends from the send buffer without moving SND.NXT; `emit` fills in the ACK fields, the window and
+the options and hands the segment to the context. What to resend after a loss is decided by
+`stack.tcp.recovery`; how fast to send by `stack.tcp.congestion`.
+"""
+
+from __future__ import annotations
+
+from stack.tcp.context import Context
+from stack.tcp.events import CloseReason
+from stack.tcp.outcome import Finished
+from stack.tcp.seq import seq_add, seq_gt, seq_lt, seq_sub
+from stack.tcp.states import SENDING_STATES, State
+from stack.tcp.tcb import INF, Tcb, Timer
+from stack.wire.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
+
+S = State
+_NO_OPTIONS = TcpOptions()
+
+
+def emit(c: Tcb, flags: int, seq: int, payload: bytes, ctx: Context, options: TcpOptions | None = None) -> None:
+    """Put one segment on the context's output, ACK fields, window and options filled in."""
+    la, lp, ra, rp = c.four_tuple
+    if options is None:
+        options = _options(c, flags, ctx.now)
+    window = 0
+    ack = 0
+    if flags & SYN:
+        # Windows in SYNs are never scaled (RFC 7323 §2.2).
+        window = min(c.window_free(), 65535)
+        c.rcv_adv = seq_add(c.rcv_nxt, window)
+    if flags & ACK:
+        ack = c.rcv_nxt
+        if not flags & SYN:
+            window = c.advertise()
+        c.last_ack_sent = ack
+        if ctx.ack_pending:
+            ctx.ack_pending.pop(c, None)  # this segment carries the ACK that was asked for
+        if c.deadlines[Timer.DELACK] != INF:
+            c.clear_timer(Timer.DELACK, ctx)
+    ctx.transmit(Segment(la, ra, lp, rp, seq, ack, flags, window, 0, options, payload))
+
+
+def _options(c: Tcb, flags: int, now: float) -> TcpOptions:
+    if flags & SYN:
+        return _syn_options(c, now)
+    if not c.ts_ok and not c.sack_ok:
+        return _NO_OPTIONS
+    timestamp = (c.tsval(now), c.ts_recent) if c.ts_ok else None
+    blocks: tuple[tuple[int, int], ...] = ()
+    if c.sack_ok and flags & ACK and c.recv.ooo:
+        blocks = c.recv.sack_blocks(3 if c.ts_ok else 4)
+    return TcpOptions(sack_blocks=blocks, timestamp=timestamp)
+
+
+def _syn_options(c: Tcb, now: float) -> TcpOptions:
+    cfg = c.cfg
+    # In a SYN-ACK we only echo what the peer's SYN offered (RFC 7323 §1.3, RFC 2018 §2).
+    answering = c.state is S.SYN_RECEIVED
+    wscale = c.rcv_wscale if (cfg.window_scaling and (not answering or c.wscale_ok)) else None
+    sack = cfg.sack and (not answering or c.sack_ok)
+    ts: tuple[int, int] | None = None
+    if cfg.timestamps and (not answering or c.ts_ok):
+        ts = (c.tsval(now), c.ts_recent if answering else 0)
+    return TcpOptions(mss=cfg.mss, wscale=wscale, sack_permitted=sack, timestamp=ts)
+
+
+def send_ack(c: Tcb, ctx: Context) -> None:
+    """<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>, with SND.NXT the highest sequence number sent: after
+    a go-back-N rewind a lower SEQ would fall below the peer's RCV.NXT, making the ACK
+    unacceptable there and its acknowledgment ignored (both ends can livelock that way)."""
+    emit(c, ACK, c.snd_max, b"", ctx)
+
+
+def send_probe(c: Tcb, ctx: Context) -> None:
+    """A zero-window or keepalive probe: an ACK carrying SEQ = SND.UNA - 1, which the peer must
+    answer (RFC 9293 §3.8.4 allows no data; Linux's form for both probes)."""
+    emit(c, ACK, seq_add(c.snd_una, -1), b"", ctx)
+
+
+def challenge_ack(c: Tcb, ctx: Context) -> None:
+    """RFC 5961 §3.2/§4.2 challenge ACK, at most one per `challenge_ack_interval` (§7)."""
+    counters = ctx.counters
+    if ctx.now - c.challenge_time < c.cfg.challenge_ack_interval:
+        counters.inc("TCPACKSkippedChallenge")
+        return
+    c.challenge_time = ctx.now
+    counters.inc("TCPChallengeACK")
+    send_ack(c, ctx)
+
+
+def reset(c: Tcb, reason: CloseReason, cause: str, ctx: Context) -> Finished:
+    """Send <SEQ=SND.NXT><ACK=RCV.NXT><CTL=RST,ACK> (Linux sets ACK) and drop the connection.
+    SND.NXT is the highest sent (`snd_max`), as in `send_ack`. Data the application wrote just
+    before goes first, as with a kernel socket, where write() has sent it already."""
+    if ctx.push_pending.pop(c, 0) is None:
+        push(c, ctx)
+    emit(c, RST | ACK, c.snd_max, b"", ctx)
+    return c.finish(reason, cause, ctx)
+
+
+def push(c: Tcb, ctx: Context) -> None:
+    """Send what the windows, Nagle (RFC 9293 §3.7.4) and sender SWS avoidance (§3.8.6.2.1)
+    allow, then our FIN once every byte before it has been sent."""
+    if c.state not in SENDING_STATES:
+        return
+    buf = c.send_buf
+    mss = c.snd_mss
+    size = max(mss, ctx.tso_size)  # the link may split large segments itself (TSO)
+    recovery = c.recovery
+    sent_any = False
+    while True:
+        avail = len(buf) - seq_sub(c.snd_nxt, buf.seq)
+        if avail <= 0:
+            if avail == 0 and c.fin_queued:
+                _send_data(c, b"", FIN, ctx)  # a bare FIN goes out even into a closed window
+                sent_any = True
+            break
+        # In recovery the loss-recovery algorithm says what is in flight (RFC 6675 §5: the pipe).
+        flight = recovery.pipe(c) if recovery.in_recovery else seq_sub(c.snd_nxt, c.snd_una)
+        usable = min(c.snd_wnd, c.cc.cwnd) - flight
+        n = min(avail, size, usable)
+        if n <= 0:
+            break
+        last = n == avail
+        if n < mss:
+            if not last:
+                if n < c.max_snd_wnd // 2:
+                    break  # a window-limited runt: wait for the window to open further
+            elif c.cfg.nagle and c.snd_nxt != c.snd_una and not c.fin_queued:
+                break  # Nagle: a small segment waits while data is unacknowledged
+        _send_data(c, buf.slice(c.snd_nxt, n), FIN if last and c.fin_queued else 0, ctx)
+        sent_any = True
+    if (
+        not sent_any
+        and c.snd_nxt == c.snd_una
+        and c.unsent() > 0
+        and c.deadlines[Timer.PERSIST] == INF
+        and c.snd_wnd < c.snd_mss
+    ):
+        # Nothing in flight and the window keeps data back: probe it (RFC 9293 §3.8.6.1).
+        c.set_timer(Timer.PERSIST, ctx.now + c.rtt.rto, ctx)
+
+
+def _send_data(c: Tcb, payload: bytes, extra_flags: int, ctx: Context) -> None:
+    seq = c.snd_nxt
+    flags = ACK | extra_flags
+    if payload and seq_add(seq, len(payload)) == c.send_buf.end_seq():
+        flags |= PSH
+    n = len(payload) + (1 if extra_flags & FIN else 0)
+    end = seq_add(seq, n)
+    if extra_flags & FIN:
+        c.fin_seq = seq_add(seq, len(payload))
+    now = ctx.now
+    if seq_lt(seq, c.snd_max):
+        ctx.counters.inc("RetransSegs")
+    elif c.rtt_seq is None and not c.ts_ok:
+        c.rtt_seq, c.rtt_time = end, now  # time this one (RFC 6298 §3, Karn)
+    emit(c, flags, seq, payload, ctx)
+    c.snd_nxt = end
+    if seq_gt(end, c.snd_max):
+        c.snd_max = end
+    if c.first_unacked_time is None:
+        c.first_unacked_time = now
+    if c.deadlines[Timer.RTX] == INF:
+        c.set_timer(Timer.RTX, now + c.rtt.rto, ctx)
+
+
+def retransmit_first(c: Tcb, ctx: Context) -> None:
+    """Resend one segment from SND.UNA (fast retransmit, partial ACK) without moving SND.NXT."""
+    retransmit(c, c.snd_una, min(c.snd_mss, max(0, seq_sub(c.send_buf.end_seq(), c.snd_una))), ctx)
+
+
+def retransmit(c: Tcb, seq: int, n: int, ctx: Context) -> None:
+    """Resend `n` bytes from `seq` (and our FIN if they end where it sits), SND.NXT untouched."""
+    flags = ACK
+    if c.fin_seq is not None and seq_add(seq, n) == c.fin_seq:
+        flags |= FIN
+    if n == 0 and not flags & FIN:
+        return
+    ctx.counters.inc("RetransSegs")
+    c.rtt_seq = None  # Karn
+    emit(c, flags, seq, c.send_buf.slice(seq, n), ctx)
+
+
+def send_syn(c: Tcb, ctx: Context) -> None:
+    """(Re)send our SYN; a SYN-ACK once the peer's SYN is known (every state after SYN-SENT)."""
+    flags = SYN | (0 if c.state is S.SYN_SENT else ACK)
+    if c.syn_flags_sent == flags:  # not the SYN,ACK after our SYN in a simultaneous open
+        ctx.counters.inc("RetransSegs")
+        ctx.counters.inc("TCPSynRetrans")
+    c.syn_flags_sent = flags
+    emit(c, flags, c.iss, b"", ctx)
+    c.snd_nxt = c.snd_max = seq_add(c.iss, 1)
+    c.set_timer(Timer.RTX, ctx.now + c.rtt.rto, ctx)
+
+
+def rst_for(seg: Segment) -> Segment | None:
+    """The reset that answers a segment nothing accepts (RFC 9293 §3.10.7.1): <SEQ=SEG.ACK><CTL=RST>
+    if it had ACK, else <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>. A RST is never answered."""
+    if seg.flags & RST:
+        return None
+    if seg.flags & ACK:
+        return Segment(seg.dst_addr, seg.src_addr, seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
+    return Segment(seg.dst_addr, seg.src_addr, seg.dst_port, seg.src_port, 0, seq_add(seg.seq, seg.seg_len),
+                   RST | ACK, 0)
+
+
+def reply_rst(seg: Segment, ctx: Context) -> None:
+    rst = rst_for(seg)
+    if rst is not None:
+        ctx.transmit(rst)

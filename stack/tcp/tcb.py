@@ -1,0 +1,300 @@
+"""The transmission control block (RFC 9293 §3.3.1): one connection's variables, and its timers.
+
+Only state and what follows from it directly live here; the logic is split by concern around it
+(gVisor's snd.go / rcv.go): `sender` puts segments on the wire, `acks` takes the peer's
+acknowledgments, `recovery` decides what to resend, `receiver` takes text and FINs, `arrival` runs
+RFC 9293's SEGMENT ARRIVES steps, `timers` the timer actions, and `connection` adds the user calls
+and the entry points. Field names are RFC 9293's (`snd_una`, `snd_nxt`, `rcv_nxt`, ...), plus
+`snd_max`: the highest sequence number sent so far, which stays put when a retransmission timeout
+rewinds `snd_nxt` to `snd_una` (go-back-N), and against which ACKs are validated.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+from stack.tcp import congestion
+from stack.tcp.buffers import ReceiveQueue, SendBuffer
+from stack.tcp.config import Config, FourTuple
+from stack.tcp.context import Context
+from stack.tcp.events import Closed, CloseReason, StateChanged
+from stack.tcp.outcome import FINISHED, Finished
+from stack.tcp.rtt import RttEstimator
+from stack.tcp.seq import MASK, seq_add, seq_gt, seq_sub
+from stack.tcp.states import State, check_transition
+
+if TYPE_CHECKING:
+    from stack.tcp.handle import ConnectionHandle
+    from stack.tcp.recovery.base import LossRecovery
+
+INF = float("inf")
+S = State
+
+
+class Timer(IntEnum):
+    RTX = 0  # retransmission of SYN, data or FIN (RFC 6298)
+    PERSIST = 1  # zero-window probe (RFC 9293 §3.8.6.1)
+    DELACK = 2  # delayed ACK (RFC 9293 §3.8.6.3)
+    KEEPALIVE = 3  # RFC 9293 §3.8.4
+    FIN_WAIT_2 = 4  # orphan FIN-WAIT-2 reaping (Linux tcp_fin_timeout)
+
+
+N_TIMERS = len(Timer)  # a timer-wheel entry's id is cid * N_TIMERS + kind
+
+
+class Tcb:
+    """A connection's state. `Connection` (stack.tcp.connection) adds the calls that change it."""
+
+    __slots__ = (
+        "__weakref__",
+        "_armed",
+        "_timer_id",
+        "announced",
+        "cc",
+        "cfg",
+        "challenge_time",
+        "cid",
+        "close_reason",
+        "deadlines",
+        "fin_queued",
+        "fin_seq",
+        "first_unacked_time",
+        "four_tuple",
+        "handle",
+        "history",
+        "irs",
+        "iss",
+        "keepalive_sent",
+        "last_ack_sent",
+        "last_recv_time",
+        "linger0",
+        "listen_port",
+        "max_snd_wnd",
+        "orphan",
+        "passive",
+        "peer_fin",
+        "rcv_adv",
+        "rcv_nxt",
+        "rcv_wscale",
+        "read_closed",
+        "recovery",
+        "recv",
+        "retries",
+        "rtt",
+        "rtt_seq",
+        "rtt_time",
+        "sack_ok",
+        "send_buf",
+        "snd_max",
+        "snd_mss",
+        "snd_nxt",
+        "snd_una",
+        "snd_wl1",
+        "snd_wl2",
+        "snd_wnd",
+        "snd_wscale",
+        "state",
+        "syn_flags_sent",
+        "ts_offset",
+        "ts_ok",
+        "ts_recent",
+        "ts_recent_time",
+        "want_writable",
+        "wscale_ok",
+    )
+
+    def __init__(self, four_tuple: FourTuple, cid: int, config: Config, iss: int, ts_offset: int, now: float,
+                 passive: bool, listen_port: int | None = None) -> None:
+        self.four_tuple = four_tuple
+        self.cid = cid
+        self.cfg = config
+        self.state = S.LISTEN if passive else S.CLOSED
+        self.passive = passive
+        self.listen_port = listen_port
+        self.history: list[tuple[float, State, State, str]] = []
+        self.close_reason: CloseReason | None = None
+        # Whether the application knows this connection: an active one from connect(), a passive
+        # one once Accepted was emitted. Only those get a Closed event.
+        self.announced = not passive
+        self.handle: ConnectionHandle | None = None  # what the application holds (set by the host)
+
+        # Send sequence space (RFC 9293 §3.3.1, Figure 3).
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_max = iss
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.max_snd_wnd = 0
+        self.snd_wscale = 0
+        self.snd_mss = 536  # RFC 9293 §3.7.1: default when the peer sends no MSS option
+        # Receive sequence space (Figure 4).
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0  # right edge of the window we advertised last (never moved left, §3.8.6.2.2)
+        self.rcv_wscale = _window_shift(config.recv_buffer) if config.window_scaling else 0
+        self.wscale_ok = False  # both SYNs carried the window-scale option (RFC 7323 §2.2)
+
+        # Options (RFC 7323 timestamps, RFC 2018 SACK), decided by the handshake.
+        self.ts_ok = False
+        self.ts_recent = 0
+        self.ts_recent_time = now
+        self.ts_offset = ts_offset
+        self.sack_ok = False
+        self.last_ack_sent = 0
+
+        self.send_buf = SendBuffer(config.send_buffer, seq_add(iss, 1))
+        self.recv = ReceiveQueue()
+        self.fin_queued = False  # the application shut down its sending side
+        self.fin_seq: int | None = None  # sequence number of our FIN, once it has been sent
+        self.peer_fin = False
+        self.read_closed = False
+        self.orphan = False  # the application closed the connection fully
+        self.linger0 = False
+
+        self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
+        self.cc = congestion.create(config.congestion_control, 536, config.initial_cwnd_segments)
+        self.recovery: LossRecovery  # set by Connection (NewReno's; SACK's once negotiated)
+        self.retries = 0
+        self.rtt_seq: int | None = None  # the segment being timed (RFC 6298 §3), if any
+        self.rtt_time = 0.0
+        self.first_unacked_time: float | None = None
+        self.last_recv_time = now
+        self.keepalive_sent = 0
+        self.challenge_time = -INF
+        self.want_writable = False
+        self.syn_flags_sent = 0  # SYN or SYN|ACK, once sent: a second one is a retransmission
+        self.deadlines = [INF] * N_TIMERS  # per Timer kind; INF when not armed
+        self._timer_id = [-1] * N_TIMERS
+        self._armed = [INF] * N_TIMERS  # when the wheel entry of each timer fires
+
+    # ------------------------------------------------------------------ introspection
+    def __repr__(self) -> str:
+        la, lp, ra, rp = self.four_tuple
+        return f"<{type(self).__name__} {la}:{lp} -> {ra}:{rp} {self.state}>"
+
+    @property
+    def rcv_wnd(self) -> int:
+        """RCV.WND as last advertised: what the acceptability test of §3.10.7.4 checks against."""
+        return max(0, seq_sub(self.rcv_adv, self.rcv_nxt))
+
+    @property
+    def recv_queue_len(self) -> int:
+        """Bytes received in order and not yet read by the application (`ss` Recv-Q)."""
+        return self.recv.ready_len
+
+    @property
+    def send_queue_len(self) -> int:
+        """Bytes not yet acknowledged by the peer (`ss` Send-Q)."""
+        return len(self.send_buf)
+
+    @property
+    def in_flight(self) -> int:
+        return seq_sub(self.snd_nxt, self.snd_una)
+
+    def unsent(self) -> int:
+        """Bytes in the send buffer not yet sent."""
+        return len(self.send_buf) - seq_sub(self.snd_nxt, self.send_buf.seq)
+
+    def last_window(self) -> int:
+        """The window field we advertised last (what a TIME-WAIT record keeps sending)."""
+        return min(self.rcv_wnd >> self.rcv_wscale, 65535)
+
+    def timer_deadline(self, kind: Timer) -> float | None:
+        deadline = self.deadlines[kind]
+        return None if deadline == INF else deadline
+
+    def tsval(self, now: float) -> int:
+        """Our timestamp clock: milliseconds plus a per-connection offset (RFC 7323 §5.4, §7.1)."""
+        return (int(now * 1000.0) + self.ts_offset) & MASK
+
+    # ------------------------------------------------------------------ the receive window
+    def window_free(self) -> int:
+        return max(0, self.cfg.recv_buffer - self.recv.ready_len - self.recv.ooo_bytes)
+
+    def advertise(self) -> int:
+        """The window field of an outgoing ACK. The right edge never moves left (RFC 9293 §3.8.6.2.2
+        SHLD-14) and grows only by useful amounts (receiver SWS avoidance, SHLD-13)."""
+        shift = self.rcv_wscale
+        rcv_nxt = self.rcv_nxt
+        right = seq_add(rcv_nxt, self.window_free())
+        grow = seq_sub(right, self.rcv_adv)
+        if grow < 0 or 0 < grow < min(self.cfg.recv_buffer // 2, self.snd_mss):
+            right = self.rcv_adv
+        wnd = max(0, seq_sub(right, rcv_nxt))
+        field = min(wnd >> shift, 65535)
+        if (field << shift) < wnd and field < 65535:
+            field += 1  # round up: scaling must not pull the edge left (RFC 7323 §2.4)
+        edge = seq_add(rcv_nxt, field << shift)
+        if seq_gt(edge, self.rcv_adv):
+            self.rcv_adv = edge
+        return field
+
+    # ------------------------------------------------------------------ state changes
+    def set_state(self, new: State, cause: str, ctx: Context) -> None:
+        old = self.state
+        check_transition(old, new)
+        self.state = new
+        now = ctx.now
+        self.history.append((now, old, new, cause))
+        ctx.edges[(old, new)] += 1  # Context.state_changed, inlined: once or more per segment
+        if ctx.record_state_changes:
+            ctx.events.append(StateChanged(now, self.four_tuple, old, new, cause))
+
+    def finish(self, reason: CloseReason, cause: str, ctx: Context, new_state: State = S.CLOSED) -> Finished:
+        """Stop: CLOSED (or LISTEN, for a passive embryo), timers cancelled. The host removes the
+        connection from its tables when it sees the outcome."""
+        self.set_state(new_state, cause, ctx)
+        self.close_reason = reason
+        self.cancel_all_timers(ctx)
+        if self.announced and self.handle is not None:
+            ctx.events.append(Closed(self.handle, reason))
+        return FINISHED
+
+    # ------------------------------------------------------------------ timers
+    def set_timer(self, kind: Timer, deadline: float, ctx: Context) -> None:
+        """Arm a timer. Pushing a deadline later leaves the wheel entry alone (it fires early, is
+        re-armed then): an ACK stream that restarts the RTO costs no wheel work per ACK."""
+        self.deadlines[kind] = deadline
+        timer_id = self._timer_id[kind]
+        if timer_id >= 0:
+            if self._armed[kind] <= deadline:
+                return
+            ctx.wheel.cancel(timer_id)
+        self._timer_id[kind] = ctx.wheel.schedule(deadline, self.cid * N_TIMERS + kind)
+        self._armed[kind] = deadline
+
+    def clear_timer(self, kind: Timer, ctx: Context) -> None:
+        self.deadlines[kind] = INF
+        timer_id = self._timer_id[kind]
+        if timer_id >= 0:
+            ctx.wheel.cancel(timer_id)
+            self._timer_id[kind] = -1
+
+    def cancel_all_timers(self, ctx: Context) -> None:
+        for kind in Timer:
+            self.clear_timer(kind, ctx)
+
+    def timer_due(self, kind: Timer, ctx: Context) -> bool:
+        """The wheel fired `kind`: whether its deadline is really due. A lazily pushed-back
+        deadline is re-armed instead."""
+        self._timer_id[kind] = -1
+        deadline = self.deadlines[kind]
+        if deadline == INF:
+            return False
+        if deadline > ctx.now:
+            self._timer_id[kind] = ctx.wheel.schedule(deadline, self.cid * N_TIMERS + kind)
+            self._armed[kind] = deadline
+            return False
+        self.deadlines[kind] = INF
+        return True
+
+
+def _window_shift(buffer: int) -> int:
+    """The smallest window-scale shift that lets 16 bits cover `buffer` (RFC 7323 §2.3, max 14)."""
+    shift = 0
+    while shift < 14 and (65535 << shift) < buffer:
+        shift += 1
+    return shift
