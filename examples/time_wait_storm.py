@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from stack.bench.cps import EchoProtocol, ReplyCloseProtocol, bucket_ms_for, stack_client_load
 from stack.bench.loadgen import GRACE, EchoServer, namespace_time_wait, run_client
 from stack.cli import interrupt
-from stack.cli.common import OneLineParser, positive_float, require_kernel_link
+from stack.cli.common import OneLineParser, bounded_int, require_kernel_link, seconds_at_most
 from stack.runtime import Stack
 from stack.tcp.config import Config
 
@@ -154,28 +154,12 @@ async def main(seconds: float, concurrency: int, all_timelines: bool) -> None:
     print_table(phases)
 
 
-def _concurrency(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= 1024:
-        raise argparse.ArgumentTypeError(f"out of range 1..1024: {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = positive_float(text)
-    if value > 300:
-        raise argparse.ArgumentTypeError(f"at most 300 seconds: {text!r}")
-    return value
-
-
 def cli(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="time_wait_storm.py", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=_seconds, default=4.0, help="length of each phase (default 4)")
-    parser.add_argument("--concurrency", type=_concurrency, default=16, help="connections in flight (default 16)")
+    parser.add_argument("--seconds", type=seconds_at_most(300), default=4.0, help="length of each phase (default 4)")
+    parser.add_argument("--concurrency", type=bounded_int("concurrency", 1, 1024), default=16,
+                        help="connections in flight (default 16)")
     parser.add_argument("--all-timelines", action="store_true", help="print the TIME-WAIT timeline of every phase")
     args = parser.parse_args(argv)
 

@@ -11,35 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from stack.bench import bulk
 from stack.cli import interrupt
-from stack.cli.common import CliError, mtu_value, positive_float, require_kernel_link
+from stack.cli.common import CliError, bounded_int, mtu_value, positive_float, require_kernel_link, seconds_at_most
 
 MAX_SECONDS = 3600.0  # every load loop is bounded: an hour is more than any benchmark needs
 MAX_CONCURRENCY = 1024
 MAX_PORTS = 64
 
 
-def _bounded_int(kind: str, low: int, high: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a {kind}: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{kind} out of range {low}..{high}: {text!r}")
-        return value
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    value = positive_float(text)
-    if value > MAX_SECONDS:
-        raise argparse.ArgumentTypeError(f"at most {MAX_SECONDS:g} seconds: {text!r}")
-    return value
+_seconds = seconds_at_most(MAX_SECONDS)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -97,7 +79,7 @@ def _register_cps(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                     "--c1-seconds says otherwise.")
     p.add_argument("--seconds", type=_seconds, default=10.0, metavar="N",
                    help="length of each case at --concurrency (default 10)")
-    p.add_argument("--concurrency", type=_bounded_int("concurrency", 1, MAX_CONCURRENCY), default=16,
+    p.add_argument("--concurrency", type=bounded_int("concurrency", 1, MAX_CONCURRENCY), default=16,
                    metavar="N", help="connections in flight (default 16)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--case", action="append", choices=CASES, metavar="CASE",
@@ -105,7 +87,7 @@ def _register_cps(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--c1-seconds", type=_seconds, metavar="N", help="length of the concurrency-1 pass")
     p.add_argument("--msl", type=positive_float, default=30.0, metavar="SECONDS",
                    help="the stack's MSL; TIME-WAIT lasts 2*MSL (default 30, i.e. Linux's 60 s)")
-    p.add_argument("--ports", type=_bounded_int("port count", 1, MAX_PORTS), default=DEFAULT_PORTS, metavar="N",
+    p.add_argument("--ports", type=bounded_int("port count", 1, MAX_PORTS), default=DEFAULT_PORTS, metavar="N",
                    help=f"server ports per case, used in turn (default {DEFAULT_PORTS}: 28k ephemeral ports each)")
     p.add_argument("--loadgen", choices=IMPLS, default="auto",
                    help="kernel-side generator: C (stack/bench/loadgen.c, built with cc at run time) or Python "

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import ipaddress
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from stack.faults import FaultEngine, FaultRule, FaultRuleError, load_rules, parse_rule
@@ -70,6 +71,33 @@ def positive_float(text: str) -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
     return value
+
+
+def bounded_int(kind: str, low: int, high: int) -> Callable[[str], int]:
+    """argparse type: a whole number in low..high, `kind` naming it in the error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {kind}: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{kind} out of range {low}..{high}: {text!r}")
+        return value
+
+    return parse
+
+
+def seconds_at_most(limit: float) -> Callable[[str], float]:
+    """argparse type: a positive number of seconds, at most `limit` (every load loop is bounded)."""
+
+    def parse(text: str) -> float:
+        value = positive_float(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"at most {limit:g} seconds: {text!r}")
+        return value
+
+    return parse
 
 
 def port_number(text: str) -> int:
