@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 
 from stack.bench.cps import EchoProtocol, ReplyCloseProtocol, bucket_ms_for, stack_client_load
 from stack.bench.loadgen import GRACE, EchoServer, namespace_time_wait, run_client
-from stack.link.netns import install_signal_handlers
-from stack.link.tun import kernel_link_available
+from stack.cli import interrupt
+from stack.cli.common import OneLineParser, bounded_int, require_kernel_link, seconds_at_most
 from stack.runtime import Stack
 from stack.tcp.config import Config
 
@@ -154,19 +154,22 @@ async def main(seconds: float, concurrency: int, all_timelines: bool) -> None:
     print_table(phases)
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="length of each phase (default 4)")
-    parser.add_argument("--concurrency", type=int, default=16, help="connections in flight (default 16)")
+def cli(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="time_wait_storm.py", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=seconds_at_most(300), default=4.0, help="length of each phase (default 4)")
+    parser.add_argument("--concurrency", type=bounded_int("concurrency", 1, 1024), default=16,
+                        help="connections in flight (default 16)")
     parser.add_argument("--all-timelines", action="store_true", help="print the TIME-WAIT timeline of every phase")
-    args = parser.parse_args()
-    if not 0 < args.seconds <= 300 or not 1 <= args.concurrency <= 1024:
-        parser.error("--seconds must be in (0, 300] and --concurrency in 1..1024")
-    ok, reason = kernel_link_available()
-    if not ok:
-        sys.exit(f"time_wait_storm: {reason}")
-    install_signal_handlers()  # Ctrl-C deletes the namespace (and the generator in it) first
-    try:
-        asyncio.run(main(args.seconds, args.concurrency, args.all_timelines))
-    except KeyboardInterrupt:
-        sys.exit(130)  # the namespaces are already gone (install_signal_handlers)
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        require_kernel_link()
+        # Ctrl-C cancels the phase: its stack, namespace and load generator go, one line, exit 130.
+        interrupt.run(main(args.seconds, args.concurrency, args.all_timelines))
+
+    return interrupt.guarded("time_wait_storm.py", run)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

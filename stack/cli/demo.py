@@ -13,16 +13,20 @@ import argparse
 import asyncio
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from stack.cli import interrupt
 from stack.cli.common import (
     CliError,
+    UsageError,
     add_fault_arguments,
     add_offload_argument,
+    check_writable,
     fault_engine,
-    positive_float,
     require_kernel_link,
 )
+from stack.cli.knobs import add_config_arguments, config_from_args
 from stack.faults import FaultEngine
 from stack.link.nsenter import netns_socket
 from stack.observe.ladder import entries_from_segments, render_svg, render_text
@@ -34,16 +38,18 @@ from stack.wire.segment import Segment
 
 STACK_ADDR = "198.18.0.2"
 KERNEL_ADDR = "198.18.0.1"
+DEMO_DEFAULTS = {"msl": 1.0}
+PROGRESS_EVERY = 5.0  # seconds between "still waiting" lines during a long 2MSL
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("demo", help="show the four-way close against the Linux kernel, segment by segment",
                        description=__doc__)
     p.add_argument("--svg", metavar="FILE", help="also draw the ladder diagrams into this SVG file")
-    p.add_argument("--msl", type=positive_float, default=1.0, metavar="SECONDS",
-                   help="tcpstack's MSL for the demo (default 1 s, so 2MSL = 2 s; Linux uses 60 s for 2MSL)")
     add_fault_arguments(p)
     add_offload_argument(p)
+    # The demo's MSL is 1 s (2MSL = 2 s; Linux uses 60 s for 2MSL), so TIME-WAIT ends during it.
+    add_config_arguments(p, DEMO_DEFAULTS)
     p.set_defaults(func=run)
 
 
@@ -105,21 +111,27 @@ async def _kernel_client(netns: str, port: int) -> tuple[asyncio.StreamReader, a
     return reader, writer, sock.getsockname()[1]
 
 
-async def _demo(msl: float, svg_path: str | None, faults: FaultEngine | None = None, offload: bool = True) -> int:
-    config = Config(msl=msl)
+async def _demo(config: Config, svg_path: str | None, faults: FaultEngine | None = None,
+                offload: bool = True) -> int:
+    msl = config.msl
     out = sys.stdout
     async with Stack(config=config, addr=STACK_ADDR, peer_addr=KERNEL_ADDR, faults=faults, offload=offload) as stack:
         netns = stack.netns
         assert netns is not None and stack.host is not None
+        host = stack.host
         rec = Recorder(SockDiag(netns))
         stack.observers.append(rec.observe)
         stack.after_write.append(rec.written)
         print("tcpstack demo: the TCP close between the Linux kernel and tcpstack", file=out)
         print(f"  kernel   {KERNEL_ADDR}  (a real Linux socket in network namespace {netns})", file=out)
         print(f"  tcpstack {STACK_ADDR}  (this process, on the namespace's TUN device)", file=out)
-        print(f"  tcpstack's MSL is shortened to {msl:g} s here, so its TIME-WAIT (2MSL = {2 * msl:g} s) ends "
-              "during the demo;\n  the kernel keeps TIME-WAIT for Linux's fixed 60 s.\n", file=out)
+        shortened = "shortened to " if msl < 30 else ""
+        print(f"  tcpstack's MSL is {shortened}{msl:g} s here, so its TIME-WAIT (2MSL = {2 * msl:g} s) ends "
+              "during the demo;\n  the kernel keeps TIME-WAIT for Linux's fixed 60 s.\n", file=out, flush=True)
         svgs: list[str] = []
+
+        def waiting(seconds: float) -> None:
+            print(f"  ... {seconds:.0f} s of {2 * msl:g} s in TIME-WAIT", file=out, flush=True)
 
         # 1. The kernel closes first; the stack echoes until EOF, then closes (passive close).
         async def echo_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -157,11 +169,11 @@ async def _demo(msl: float, svg_path: str | None, faults: FaultEngine | None = N
         assert await r.read() == b"hello"  # reply, then our FIN
         await asyncio.sleep(0.05)  # a visible pause in the kernel's CLOSE-WAIT
         w.close()
-        await _until(lambda: stack.state_of(8, (KERNEL_ADDR, kport)) is not None and len(stack.host.time_wait) == 1)
+        await _until(lambda: stack.state_of(8, (KERNEL_ADDR, kport)) is not None and len(host.time_wait) == 1)
         entered = stack.now()
         print(f"  tcpstack is in TIME-WAIT: {len(stack.host.time_wait)} connection(s); waiting 2MSL = "
-              f"{2 * msl:g} s ...", file=out)
-        await _until(lambda: not stack.host.time_wait, timeout=4 * msl + 5)
+              f"{2 * msl:g} s ...", file=out, flush=True)
+        await _until(lambda: not host.time_wait, timeout=4 * msl + 5, progress=waiting)
         waited = stack.now() - entered
         title = "2. tcpstack closes first: tcpstack FIN-WAIT-1 -> FIN-WAIT-2 -> TIME-WAIT -> (2MSL) -> CLOSED"
         entries = rec.ladder(8, kport)
@@ -186,8 +198,8 @@ async def _demo(msl: float, svg_path: str | None, faults: FaultEngine | None = N
         writers[0].close()
         await asyncio.sleep(0.02)
         stack.resume_input()
-        await _until(lambda: not stack.host.time_wait and stack.state_of(9, (KERNEL_ADDR, kport)) is None,
-                     timeout=4 * msl + 5)
+        await _until(lambda: not host.time_wait and stack.state_of(9, (KERNEL_ADDR, kport)) is None,
+                     timeout=4 * msl + 5, progress=waiting)
         title = "3. Simultaneous close: both FIN-WAIT-1 -> CLOSING -> TIME-WAIT"
         entries = rec.ladder(9, kport)
         print(render_text(entries, left="tcpstack", right="kernel", title=title), file=out)
@@ -203,12 +215,20 @@ async def _demo(msl: float, svg_path: str | None, faults: FaultEngine | None = N
     return 0
 
 
-async def _until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+async def _until(predicate: Callable[[], bool], timeout: float = 5.0,
+                 progress: Callable[[float], None] | None = None) -> None:
+    """Wait for `predicate`; `progress(seconds waited)` every PROGRESS_EVERY seconds, if given."""
     loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
+    start = loop.time()
+    end = start + timeout
+    next_progress = start + PROGRESS_EVERY
     while not predicate():
-        if loop.time() > end:
+        now = loop.time()
+        if now > end:
             raise CliError("the demo's connection did not reach the expected state in time")
+        if progress is not None and now >= next_progress:
+            progress(now - start)
+            next_progress += PROGRESS_EVERY
         await asyncio.sleep(0.005)
 
 
@@ -234,9 +254,12 @@ def _write_svgs(path: str, svgs: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args, DEMO_DEFAULTS)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     faults = fault_engine(args)
+    if args.svg:
+        check_writable(args.svg, "--svg")
     require_kernel_link()
-    from stack.link.netns import install_signal_handlers
-
-    install_signal_handlers()
-    return asyncio.run(_demo(args.msl, args.svg, faults, args.offload))
+    return interrupt.run(_demo(config, args.svg, faults, args.offload))

@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any
 
-from stack.cli.common import CliError, UsageError
+from stack.cli.common import CliError, Subcommands, UsageError
 from stack.cli.control import ControlError, netns_name, request, resolve
 from stack.observe.snapshot import (
     SocketRow,
@@ -36,7 +36,7 @@ from stack.observe.snapshot import (
 )
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser("ss", help="list the running stack's sockets, like `ss -tan`",
                        description="List the running stack's sockets in the shape of `ss -tan`.")
     p.add_argument("-s", "--summary", action="store_true", help="print a summary like `ss -s`")
