@@ -141,13 +141,15 @@ async def kernel_fin_lost() -> Result:
                 "kernel_state": run.kernel_state(kport)}
 
 
-async def stack_fin_lost(times: int | None = 3) -> Result:
-    """3. Drop the stack's FIN three times: it is retransmitted with backoff and the same sequence
-    number; the kernel stays ESTABLISHED until one gets through, then goes CLOSE-WAIT.
+async def stack_fin_lost(times: int | None = 4) -> Result:
+    """3. Drop the stack's FIN four times: the first resend is a tail loss probe (as Linux sends
+    one), then the retransmission timer resends it with backoff, same sequence number each time;
+    the kernel stays ESTABLISHED until one gets through, then goes CLOSE-WAIT.
 
     `times` FINs are dropped; with times=None every one is (scenario 3b)."""
     rule = "drop out flags=F" + (f" first={times}" if times else "")
-    async with Run(rule, Config(msl=1.0, retries=3)) as run:
+    # The server closes fully, so the connection is an orphan: its retry limit is orphan_retries.
+    async with Run(rule, Config(msl=1.0, orphan_retries=3)) as run:
         closed: list[BaseException | None] = []
 
         async def close_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -175,11 +177,14 @@ async def stack_fin_lost(times: int | None = 3) -> Result:
         result: Result = {"fin_drops": len(drops), "same_seq": len({seq for _, seq in drops}) == 1,
                           "backoff_gaps": gaps, "kernel_states_seen": list(dict.fromkeys(states)),
                           "stack_path": run.path(kport), "last_cause": conn_events[-1].cause if conn_events else ""}
+        host = run.stack.host
+        assert host is not None
+        result["loss_probes"] = host.counters["TCPLossProbes"]
         if not times:
-            host = run.stack.host
-            assert host is not None
             result["rst_sent"] = host.counters["OutRsts"]
             result["timeouts"] = host.counters["TCPAbortOnTimeout"]
+            result["kernel_state_after"] = run.kernel_state(kport)  # it was told nothing
+            _w.write(b"hello?")  # the kernel speaks: a connection the stack no longer has
             try:
                 await asyncio.wait_for(r.read(), 2)
                 result["kernel_saw"] = "EOF"
@@ -298,8 +303,9 @@ async def rst_into_time_wait(rfc1337: bool) -> Result:
 
 
 async def stack_fin_always_lost() -> Result:
-    """3b. Drop every FIN of the stack: after its retry limit it gives up, sends RST and reports
-    the connection timed out; the kernel sees ECONNRESET."""
+    """3b. Drop every FIN of the stack: after its retry limit it gives up silently, as Linux does
+    (no RST: a peer that answers nothing would not get it), and reports the connection timed out;
+    the kernel, still ESTABLISHED, sees ECONNRESET when it next writes."""
     return await stack_fin_lost(None)
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from stack.bench.loadgen import CHILD_GROUP
+from stack.faults import FaultEngine, FaultRule
 from stack.link.netns import Netns
 from stack.link.tun import TunLink
 from stack.runtime import Stack
@@ -63,9 +64,11 @@ async def _exited(proc: subprocess.Popen[str]) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _through_stack(mtu: int, offload: bool, nbytes: int) -> dict[str, Any]:
+async def _through_stack(mtu: int, offload: bool, nbytes: int, faults: list[FaultRule] | None = None,
+                         config: Config | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"mtu": mtu, "offload": offload}
-    async with Stack(config=Config(msl=1.0), mtu=mtu, offload=offload) as stack:
+    engine = FaultEngine(faults) if faults else None  # a fresh engine (same seeds) per case
+    async with Stack(config=config or Config(msl=1.0), mtu=mtu, offload=offload, faults=engine) as stack:
         assert stack.netns is not None and stack.host is not None
         done: asyncio.Future[tuple[int, float, float]] = asyncio.get_running_loop().create_future()
 
@@ -105,6 +108,7 @@ async def _through_stack(mtu: int, offload: bool, nbytes: int) -> dict[str, Any]
                     peer.wait()
             server.close()
             out[f"{name}_MBps"] = round(n / seconds / 1e6, 1)
+            out[f"{name}_seconds"] = round(seconds, 3)
             out[f"{name}_cpu"] = round(cpu / seconds, 2)
             out[f"{name}_retransmits"] = stack.host.counters["RetransSegs"] - retrans
             out[f"{name}_segments"] = stack.host.counters["InSegs"] + stack.host.counters["OutSegs"] - segs
@@ -157,18 +161,22 @@ def _raw_tun(mtu: int, nbytes: int) -> dict[str, Any]:
 
 
 def run_bulk(megabytes: int, mtus: list[int], progress: Callable[[str], None] | None = None,
-             run: Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]] = asyncio.run) -> dict[str, Any]:
+             run: Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]] = asyncio.run,
+             faults: list[FaultRule] | None = None) -> dict[str, Any]:
     """Every case in turn; `run` runs each stack case's coroutine (the CLI passes one that Ctrl-C
-    can cancel, stack/cli/interrupt.py)."""
+    can cancel, stack/cli/interrupt.py). `faults` apply between the stack and the kernel in every
+    stack case (each case starts a fresh engine, so the same rules and seeds give the same run)."""
     nbytes = megabytes * CHUNK
     result: dict[str, Any] = {"megabytes": megabytes}
+    if faults:
+        result["faults"] = [rule.text for rule in faults]
     say = progress or (lambda line: None)
     for mtu in mtus:
         say(f"MTU {mtu} with offloads: {megabytes} MB each way ...")
-        result[f"mtu{mtu}"] = run(_through_stack(mtu, True, nbytes))
+        result[f"mtu{mtu}"] = run(_through_stack(mtu, True, nbytes, faults))
         if mtu == 1500:
             say(f"MTU 1500 without offloads: {megabytes // 4} MB each way ...")
-            result["mtu1500_no_offload"] = run(_through_stack(mtu, False, nbytes // 4))
+            result["mtu1500_no_offload"] = run(_through_stack(mtu, False, nbytes // 4, faults))
     say("kernel to kernel ...")
     result["kernel_to_kernel"] = _kernel_to_kernel(nbytes)
     say("raw TUN loop ...")
@@ -178,10 +186,14 @@ def run_bulk(megabytes: int, mtus: list[int], progress: Callable[[str], None] | 
 
 def print_result(r: dict[str, Any]) -> None:
     print(f"bulk, {r['megabytes']} MB each way (no-offload case: a quarter of it)")
-    print(f"  {'case':<22} {'to stack MB/s':>14} {'from stack MB/s':>16} {'cpu to/from':>12} {'retrans':>8}")
+    if r.get("faults"):
+        print("  faults: " + "; ".join(r["faults"]))
+    print(f"  {'case':<22} {'to stack MB/s':>14} {'from stack MB/s':>16} {'seconds to/from':>16} "
+          f"{'cpu to/from':>12} {'retrans':>8}")
     for key, v in r.items():
         if key.startswith("mtu"):
             print(f"  {key:<22} {v['to_stack_MBps']:>14} {v['from_stack_MBps']:>16} "
+                  f"{v['to_stack_seconds']:>7}/{v['from_stack_seconds']:<8} "
                   f"{v['to_stack_cpu']:>5}/{v['from_stack_cpu']:<6} "
                   f"{v['to_stack_retransmits'] + v['from_stack_retransmits']:>8}")
     print(f"  {'kernel_to_kernel':<22} {r['kernel_to_kernel']['MBps']:>14}  ({r['kernel_to_kernel']['path']})")

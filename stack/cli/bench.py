@@ -14,7 +14,16 @@ import sys
 
 from stack.bench import bulk
 from stack.cli import interrupt
-from stack.cli.common import CliError, bounded_int, mtu_value, positive_float, require_kernel_link, seconds_at_most
+from stack.cli.common import (
+    CliError,
+    add_fault_arguments,
+    bounded_int,
+    fault_engine,
+    mtu_value,
+    positive_float,
+    require_kernel_link,
+    seconds_at_most,
+)
 
 MAX_SECONDS = 3600.0  # every load loop is bounded: an hour is more than any benchmark needs
 MAX_CONCURRENCY = 1024
@@ -40,6 +49,7 @@ def _register_bulk(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--mtu", type=mtu_value, action="append", metavar="N",
                    help="an MTU to measure (repeatable; default 1500 and 65000)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_fault_arguments(p)
     p.set_defaults(func=_run_bulk)
 
 
@@ -59,7 +69,9 @@ def _progress(line: str) -> None:
 
 def _run_bulk(args: argparse.Namespace) -> int:
     require_kernel_link()
-    result = bulk.run_bulk(args.mb, args.mtu or [1500, 65000], None if args.json else _progress, interrupt.run)
+    engine = fault_engine(args)  # checked before anything starts
+    result = bulk.run_bulk(args.mb, args.mtu or [1500, 65000], None if args.json else _progress, interrupt.run,
+                           faults=list(engine.rules) if engine is not None else None)
     if args.json:
         print(json.dumps(result))
     else:
