@@ -7,7 +7,7 @@ connection never holds the host: the host calls in, reads the outcome and acts o
 
 from __future__ import annotations
 
-from stack.tcp import recovery
+from stack.tcp import budget, recovery
 from stack.tcp.arrival import segment_arrives
 from stack.tcp.config import Config, FourTuple
 from stack.tcp.context import Context
@@ -96,6 +96,9 @@ class Connection(Tcb):
             return reset(self, CloseReason.ABORTED, "close with unread data", ctx)
         if self.linger0:
             return self.abort(ctx)
+        if budget.out_of_memory(self):
+            ctx.counters.inc("TCPAbortOnMemory")
+            return reset(self, CloseReason.ABORTED, "close while out of memory", ctx)
         if not self.fin_queued:
             self._queue_fin("CLOSE", ctx)
         if self.state is S.FIN_WAIT_2:

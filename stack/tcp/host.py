@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from stack.native import TimerWheel
 from stack.tcp.arrival import listen_arrives, negotiate, return_to_listen
+from stack.tcp.budget import MemoryPool
 from stack.tcp.config import Config, FourTuple
 from stack.tcp.connection import Connection
 from stack.tcp.context import Context
@@ -75,7 +76,7 @@ class Host:
         self.time_wait = TimeWaitTable(timer_resolution, start)
         self.listeners: dict[int, Listener] = {}
         self.wheel = TimerWheel(timer_resolution, start)
-        self.ctx = Context(self.counters, self.wheel, start)
+        self.ctx = Context(self.counters, self.wheel, start, MemoryPool(self.config.memory_limits, self.counters))
         self._owners: dict[int, Connection] = {}
         # Connections in TIME-WAIT whose handle the application still holds: when the record ends,
         # the handle's state and history say so. Weak: a dropped handle costs nothing here.
@@ -103,6 +104,11 @@ class Host:
     @tso_size.setter
     def tso_size(self, size: int) -> None:
         self.ctx.tso_size = size
+
+    @property
+    def memory(self) -> MemoryPool:
+        """What every connection's buffers hold, against `Config.memory_limits` (stack.tcp.budget)."""
+        return self.ctx.memory
 
     @property
     def edges(self) -> dict[tuple[State, State], int]:
@@ -229,6 +235,8 @@ class Host:
         if self.connections.get(key) is conn:
             del self.connections[key]
         self._owners.pop(conn.cid, None)
+        conn.recv.release()
+        conn.send_buf.release()
         ctx = self.ctx
         ctx.ack_pending.pop(conn, None)
         ctx.push_pending.pop(conn, None)
@@ -343,6 +351,7 @@ class Host:
         if iss is None:
             iss = cfg.isn(key, now) if cfg.isn is not None else self._isn.isn(key, now)
         conn = Connection(key, cid, cfg, iss & 0xFFFFFFFF, self._isn.ts_offset(key), now, passive, listen_port)
+        conn.recv.pool = conn.send_buf.pool = self.ctx.memory  # their bytes count toward tcp_mem (stack.tcp.budget)
         conn.handle = ConnectionHandle(self, conn)
         self.connections[key] = conn
         self._owners[cid] = conn
