@@ -161,7 +161,7 @@ def test_a_connection_made_from_a_cookie_with_timestamps_has_window_scale_and_sa
             return []
         return [(seg, 0.0)]
 
-    p = Pair(Config(secret=b"f" * 16, syn_backlog=0), hooks=[lose_some])  # type: ignore[list-item]
+    p = Pair(Config(secret=b"f" * 16, syn_backlog=0), hooks=[lose_some])
     client = p.a.connect(B_ADDR, PAIR_PORT, p.now)
     p.run_until(lambda: client.state is S.ESTABLISHED)
     p.link.run(0.01)
