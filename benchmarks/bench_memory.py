@@ -47,19 +47,21 @@ def build(host: Host, n: int, state: str, sport_base: int = 10_000) -> None:
         irs = 1_000_000 + i
         syn_opts = TcpOptions(mss=1460, wscale=7, sack_permitted=True, timestamp=(1000, 0))
         host.on_segment(Segment(src, LOCAL, sport, PORT, irs, 0, SYN, 64240, 0, syn_opts), now)
-        synack = host.take().segments[0]
+        synack = host.take(now).segments[0]
         iss, our_ts = synack.seq, synack.options.timestamp[0] if synack.options.timestamp else 0
         opts = TcpOptions(timestamp=(1001, our_ts))
         host.on_segment(Segment(src, LOCAL, sport, PORT, irs + 1, iss + 1, ACK, 502, 0, opts), now)
         if state == "CLOSE-WAIT":
             host.on_segment(Segment(src, LOCAL, sport, PORT, irs + 1, iss + 1, FIN | ACK, 502, 0, opts), now)
         elif state in ("FIN-WAIT-2", "TIME-WAIT"):
-            host.connections[(LOCAL, PORT, src, sport)].close(now)
-            host.take()
+            handle = host.connections[(LOCAL, PORT, src, sport)].handle
+            assert handle is not None
+            handle.close(now)
+            host.take(now)
             host.on_segment(Segment(src, LOCAL, sport, PORT, irs + 1, iss + 2, ACK, 502, 0, opts), now)
             if state == "TIME-WAIT":
                 host.on_segment(Segment(src, LOCAL, sport, PORT, irs + 1, iss + 2, FIN | ACK, 502, 0, opts), now)
-        host.take()
+        host.take(now)
 
 
 def measure(n: int, state: str, traced: bool) -> float:

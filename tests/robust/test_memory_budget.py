@@ -11,10 +11,13 @@ When every connection is gone, the account is back at zero.
 
 from __future__ import annotations
 
+from typing import Any
+
 from stack.tcp.budget import RMEM_MIN
 from stack.tcp.buffers import SNDBUF_MIN
 from stack.tcp.config import Config
-from stack.tcp.connection import Connection
+from stack.tcp.handle import ConnectionHandle
+from stack.tcp.sender import send_ack
 from stack.tcp.seq import seq_sub
 from stack.tcp.states import State
 from stack.wire.segment import Segment
@@ -30,8 +33,9 @@ def pair() -> Pair:
     return Pair(config_a=Config(secret=b"a" * 16), config_b=Config(secret=b"b" * 16, memory_limits=LIMITS))
 
 
-def connect_many(p: Pair, n: int) -> list[tuple[Connection, Connection]]:
-    return [p.connect() for _ in range(n)]
+def connect_many(p: Pair, n: int) -> list[tuple[ConnectionHandle, ConnectionHandle]]:
+    pairs: list[Any] = [p.connect() for _ in range(n)]  # handles (Pair.connect's annotation predates them)
+    return pairs
 
 
 def test_pressure_is_entered_once_windows_stop_growing_and_it_ends_below_low() -> None:
@@ -46,16 +50,17 @@ def test_pressure_is_entered_once_windows_stop_growing_and_it_ends_below_low() -
     # Under pressure the window's right edge stays where it is when the application reads: the
     # room is capped at 4 segments (Linux: rcv_ssthresh <= 4 * advmss), less than already offered.
     _, server = conns[0]
-    edge = server.rcv_adv
+    tcb = p.b.tcb(server)
+    edge = tcb.rcv_adv
     assert server.receive(p.now) and pool.under_pressure
-    server.send_ack(p.now)
-    assert server.rcv_adv == edge
+    send_ack(tcb, p.b.context(p.now))
+    assert tcb.rcv_adv == edge
     # Reading everything brings the account below `low`: pressure ends, the window grows again.
     for _, s in conns:
         s.receive(p.now)
     assert not pool.under_pressure and pool.allocated == 0
-    server.send_ack(p.now)
-    assert seq_sub(server.rcv_adv, edge) > 63 * KIB  # by the 64 KiB read (to the scale's granularity)
+    send_ack(tcb, p.b.context(p.now))
+    assert seq_sub(tcb.rcv_adv, edge) > 63 * KIB  # by the 64 KiB read (to the scale's granularity)
     assert p.b.counters["TCPMemoryPressures"] == 1
 
 
@@ -104,6 +109,6 @@ def test_over_the_limit_sends_are_held_to_the_minimum_and_orphans_with_data_are_
     holder.close(p.now)
     assert holder.state is S.CLOSED and p.b.counters["TCPAbortOnMemory"] == 1
     # When everything is gone, so is every byte of the account.
-    for conn in list(p.b.connections.values()):
-        conn.abort(p.now)
+    for handle in p.b.handles():
+        handle.abort(p.now)
     assert not p.b.connections and p.b.memory.allocated == 0
