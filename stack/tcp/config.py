@@ -87,6 +87,18 @@ class Config:
     """Receive buffer in bytes; the window scale follows it."""
     send_buffer: int = 4 * 1024 * 1024
     """Send buffer in bytes."""
+    recv_memory: int | None = None
+    """Memory a connection's received data may take, counting the bookkeeping of out-of-order
+    blocks (Linux `sk_rcvbuf`, from `tcp_rmem`); beyond it the out-of-order queue is pruned from
+    the top, then segments are dropped (stack.tcp.budget). None: twice `recv_buffer`, as Linux
+    keeps about half of sk_rcvbuf for overhead. Must not be below `recv_buffer`."""
+
+    # --- memory of the whole host (stack.tcp.budget) ----------------------------------------------
+    memory_limits: tuple[int, int, int] = (384 << 20, 512 << 20, 768 << 20)
+    """(low, pressure, high) bytes queued by all connections, both ways (Linux `tcp_mem`, which
+    counts pages; the defaults are Linux's on a machine with 8 GiB). Above `pressure`: memory
+    pressure, receive windows stop growing, until below `low`. Above `high`: a connection may
+    queue only a minimum more, and orphans still holding data to send are reset on close."""
 
     # --- keepalive (off by default, RFC 9293 §3.8.4) ----------------------------------------------
     keepalive: bool = False
@@ -135,6 +147,11 @@ class Config:
         if self.congestion_control not in ALGORITHMS:
             known = ", ".join(sorted(ALGORITHMS))
             raise ValueError(f"unknown congestion control {self.congestion_control!r} (known: {known})")
+        low, pressure, high = self.memory_limits
+        if not 0 <= low <= pressure <= high:
+            raise ValueError("memory_limits must be (low, pressure, high) with 0 <= low <= pressure <= high")
+        if self.recv_memory is not None and self.recv_memory < self.recv_buffer:
+            raise ValueError("recv_memory must not be below recv_buffer")
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:

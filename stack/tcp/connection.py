@@ -7,7 +7,7 @@ connection never holds the host: the host calls in, reads the outcome and acts o
 
 from __future__ import annotations
 
-from stack.tcp import recovery
+from stack.tcp import budget, recovery
 from stack.tcp.arrival import segment_arrives
 from stack.tcp.config import Config, FourTuple
 from stack.tcp.context import Context
@@ -101,6 +101,9 @@ class Connection(Tcb):
             # Too many orphans (Linux tcp_close -> tcp_check_oom): this one is reset at once.
             ctx.counters.inc("TCPAbortOnMemory")
             return reset(self, CloseReason.ABORTED, "too many orphans", ctx)
+        if budget.out_of_memory(self):
+            ctx.counters.inc("TCPAbortOnMemory")
+            return reset(self, CloseReason.ABORTED, "close while out of memory", ctx)
         if not self.fin_queued:
             self._queue_fin("CLOSE", ctx)
         if self.state is S.FIN_WAIT_2:

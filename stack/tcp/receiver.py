@@ -8,6 +8,7 @@ before it has arrived (eighth step of §3.10.7.4).
 
 from __future__ import annotations
 
+from stack.tcp import budget
 from stack.tcp.context import Context
 from stack.tcp.events import EndOfStream, Readable
 from stack.tcp.outcome import Outcome, ToTimeWait
@@ -22,6 +23,8 @@ S = State
 def accept_text(c: Tcb, seq: int, payload: bytes, ctx: Context) -> None:
     recv = c.recv
     if seq == c.rcv_nxt:
+        if not budget.in_order_fits(c, len(payload), ctx):
+            return  # no memory for it (stack.tcp.budget): dropped, the peer sends it again
         had_gap = bool(recv.ooo)
         recv.add(payload)
         c.rcv_nxt = seq_add(seq, len(payload))
@@ -32,9 +35,7 @@ def accept_text(c: Tcb, seq: int, payload: bytes, ctx: Context) -> None:
             _delayed_ack(c, ctx)
         if c.handle is not None:
             ctx.events.append(Readable(c.handle))
-    else:
-        recv.insert_ooo(c.rcv_nxt, seq, payload)
-        ctx.counters.inc("TCPOFOQueue")
+    elif budget.queue_out_of_order(c, seq, payload, ctx):
         ctx.request_ack(c)  # out of order: immediate duplicate ACK with SACK blocks (RFC 5681 §4.2)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from stack.tcp import congestion
+from stack.tcp import budget, congestion
 from stack.tcp.buffers import ReceiveQueue, SendBuffer
 from stack.tcp.config import Config, FourTuple
 from stack.tcp.context import Context
@@ -228,7 +228,7 @@ class Tcb:
 
     # ------------------------------------------------------------------ the receive window
     def window_free(self) -> int:
-        return max(0, self.cfg.recv_buffer - self.recv.ready_len - self.recv.ooo_bytes)
+        return budget.window_cap(self, max(0, self.cfg.recv_buffer - self.recv.ready_len - self.recv.ooo_bytes))
 
     def advertise(self) -> int:
         """The window field of an outgoing ACK. The right edge never moves left (RFC 9293 §3.8.6.2.2
