@@ -37,10 +37,15 @@ class Knob:
     """One `Config` field as the command line sees it."""
 
     name: str
-    kind: type  # bool, int, float, str or tuple (a pair of ints)
+    kind: type  # bool, int, float, str or tuple (of `arity` ints)
     optional: bool  # None is a valid value (the default means "off")
     default: Any
     doc: str
+    arity: int = 0  # for a tuple: how many ints (a pair is written LOW-HIGH, more as A,B,C)
+
+    @property
+    def separator(self) -> str:
+        return "-" if self.arity == 2 else ","
 
     @property
     def flag(self) -> str:
@@ -59,7 +64,7 @@ class Knob:
     @property
     def metavar(self) -> str:
         if self.kind is tuple:
-            return "LOW-HIGH"
+            return "LOW-HIGH" if self.arity == 2 else ",".join("N" * self.arity)
         if self.kind is str:
             return "NAME"
         return {"s": "SECONDS", "bytes": "BYTES"}.get(self.unit, "N")
@@ -69,7 +74,7 @@ class Knob:
         if value is None:
             return "off"
         if isinstance(value, tuple):
-            return "-".join(map(str, value))
+            return self.separator.join(map(str, value))
         if isinstance(value, bool):
             return "on" if value else "off"
         return f"{value:g} {self.unit}".strip() if isinstance(value, float) else f"{value} {self.unit}".strip()
@@ -90,8 +95,8 @@ def _field_docs() -> dict[str, str]:
     return docs
 
 
-def _kind(annotation: Any) -> tuple[type, bool] | None:
-    """(value type, optional) for the annotations a flag can carry, None for the others."""
+def _kind(annotation: Any) -> tuple[type, bool, int] | None:
+    """(value type, optional, tuple arity) for the annotations a flag can carry, None for the others."""
     optional = False
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -99,9 +104,10 @@ def _kind(annotation: Any) -> tuple[type, bool] | None:
             return None
         optional, annotation = True, args[0]
     if annotation in (bool, int, float, str):
-        return annotation, optional
-    if typing.get_origin(annotation) is tuple and typing.get_args(annotation) == (int, int):
-        return tuple, optional
+        return annotation, optional, 0
+    parts = typing.get_args(annotation)
+    if typing.get_origin(annotation) is tuple and len(parts) >= 2 and all(a is int for a in parts):
+        return tuple, optional, len(parts)
     return None
 
 
@@ -115,7 +121,7 @@ def knobs() -> tuple[Knob, ...]:
         kind = _kind(hints[field.name])
         if kind is None or field.default is dataclasses.MISSING:
             continue  # code (isn) or secrets (secret): not something to type on a command line
-        found.append(Knob(field.name, kind[0], kind[1], field.default, docs.get(field.name, "")))
+        found.append(Knob(field.name, kind[0], kind[1], field.default, docs.get(field.name, ""), kind[2]))
     return tuple(found)
 
 
@@ -142,9 +148,8 @@ def _from_text(knob: Knob, text: str) -> Any:
         except ValueError:
             raise ValueError(f"not a number: {text!r}") from None
     if knob.kind is tuple:
-        low, sep, high = text.partition("-")
         try:
-            return (int(low, 10), int(high, 10)) if sep else None
+            return tuple(int(part, 10) for part in text.split(knob.separator))
         except ValueError:
             return None
     return text
@@ -153,10 +158,12 @@ def _from_text(knob: Knob, text: str) -> Any:
 def _check(knob: Knob, value: Any) -> Any:
     """The value if its type fits the knob (from the command line or a config file), else ValueError."""
     if knob.kind is tuple:
-        if (isinstance(value, (tuple, list)) and len(value) == 2
+        if (isinstance(value, (tuple, list)) and len(value) == knob.arity
                 and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
             return tuple(value)
-        raise ValueError(f"expected two whole numbers LOW-HIGH (e.g. 32768-60999), not {value!r}")
+        example = knob.separator.join(map(str, knob.default)) if knob.default else knob.metavar
+        count = {2: "two", 3: "three"}.get(knob.arity, str(knob.arity))
+        raise ValueError(f"expected {count} whole numbers {knob.metavar} (e.g. {example}), not {value!r}")
     if knob.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, knob.kind) or (knob.kind is int and isinstance(value, bool)):
