@@ -21,9 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Typed as the base class: the subcommand modules only need ArgumentParser's interface.
     sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
                parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser))
-    from stack.cli import cleanup, demo, serve, show
+    from stack.cli import cleanup, demo, drill, serve, show
 
     demo.register(sub)
+    drill.register(sub)
     serve.register(sub)
     show.register(sub)
     cleanup.register(sub)
