@@ -157,8 +157,10 @@ class KernelTarget:
         fd = self.link.fileno()
         while True:
             self._drain()
-            poll()
+            stop = poll()
             self._note_state()
+            if stop:
+                return
             if want_packet and self._queue:
                 return
             remaining = until - self.now()
@@ -171,8 +173,11 @@ class KernelTarget:
                 (readers if watched[1] == "r" else writers).append(watched[0])
             select.select(readers, writers, [], remaining)
 
-    def inject(self, packet: bytes) -> None:
+    def inject(self, packet: bytes, poll: PollFn) -> None:
+        # The kernel processes a packet written to the TUN device before write() returns, so a
+        # call it unblocks is seen (and timed) right here.
         self.link.write(packet)
+        poll()
         self._note_state()
 
     def take_packet(self) -> tuple[float, bytes] | None:

@@ -49,7 +49,7 @@ _TOKEN = re.compile(
   | (?P<code>%\{.*?\}%)
   | (?P<ellipsis>\.\.\.)
   | (?P<option>--[A-Za-z0-9_]+)
-  | (?P<number>0[xX][0-9A-Fa-f]+|\d+\.\d*|\.\d+|\d+)
+  | (?P<number>0[xX][0-9A-Fa-f]+|\d+\.\d+|\d+\.(?!\.)|\.\d+|\d+)
   | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<string>"(?:[^"\\\n]|\\.)*")
   | (?P<command>`[^`]*`)

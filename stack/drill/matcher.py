@@ -5,7 +5,8 @@ Sequence numbers (packetdrill's socket.h convention, tcpdump's): in segments wit
 ack are absolute; in all others they count from the first SYN of their side. The remote side's ISN
 is the script's own (the seq of its first SYN, sent as written); the local ISN is whatever the side
 under test picked, learned from its first SYN or SYN-ACK and mapped to the seq the script wrote on
-that line. SACK blocks move with the ack. An inbound TS ecr is mapped to the live TS val of the
+that line. An inbound SYN that is not a retransmission opens a new connection (after a reset, or
+into TIME-WAIT): from there on both sides count from the new SYNs. SACK blocks move with the ack. An inbound TS ecr is mapped to the live TS val of the
 outbound packet whose script TS val it names (or interpolated from the first such pair).
 
 An outbound packet matches when its flags (PSH included), seq, ack (when ACK is set), payload
@@ -38,7 +39,15 @@ class SeqMap:
     def inbound(self, spec: PacketSpec) -> tuple[int, int, tuple[TcpOption, ...]]:
         """Live (seq, ack, options) of an inbound script packet."""
         syn = bool(spec.flags & SYN)
-        if syn and not self.seen_remote_syn:
+        if syn and not spec.flags & ACK and (not self.seen_remote_syn or spec.seq != self.remote_isn):
+            # A SYN other than a retransmission opens a new connection: both sides count anew.
+            if self.seen_remote_syn:
+                self.live_local_isn = self.script_local_isn = None
+                self.ts_map.clear()
+                self.first_ts = None
+            self.seen_remote_syn = True
+            self.remote_isn = spec.seq
+        elif syn and not self.seen_remote_syn:
             self.seen_remote_syn = True
             self.remote_isn = spec.seq
         seq = spec.seq if syn else (spec.seq + self.remote_isn) & MASK

@@ -48,7 +48,8 @@ class Target(Protocol):
         """Let time pass until `until` (or, with want_packet, until an outbound packet is queued),
         calling poll() whenever something may have changed; watch() names the fd (and "r"/"w") a
         blocked call waits on, for a target that select()s."""
-    def inject(self, packet: bytes) -> None: ...
+    def inject(self, packet: bytes, poll: PollFn) -> None:
+        """Hand an inbound packet to the side under test; poll() after it if it is processed at once."""
     def take_packet(self) -> tuple[float, bytes] | None: ...
     def sysctl(self, settings: tuple[tuple[str, str], ...]) -> str | None: ...
     def ss_lines(self, state: str | None) -> list[str]: ...
@@ -57,7 +58,7 @@ class Target(Protocol):
 
 
 class PollFn(Protocol):
-    def __call__(self) -> None: ...
+    def __call__(self) -> bool: ...  # True: what the runner waits for has happened, stop waiting
 
 
 class WatchFn(Protocol):
@@ -126,6 +127,7 @@ class Runner:
         self.local_port = BIND_PORT
         self.remote_port = REMOTE_PORT
         self.blocked: _Blocked | None = None
+        self.settling = False  # waiting for the blocked call itself: its return ends the wait
         self.result = RunResult(script.path, target.name, "PASS")
         self.last_line = 0
 
@@ -166,13 +168,16 @@ class Runner:
         end = base + when.end if when.end is not None else start
         return start, end
 
-    def _poll(self) -> None:
+    def _poll(self) -> bool:
         blocked = self.blocked
-        if blocked is not None and blocked.done is None:
+        if blocked is None:
+            return False
+        if blocked.done is None:
             outcome = blocked.pending.retry()
             if outcome is not None:
                 blocked.done = outcome
                 blocked.done_at = self.target.now()
+        return self.settling and blocked.done is not None
 
     def _watch(self) -> tuple[int, str] | None:
         blocked = self.blocked
@@ -203,7 +208,7 @@ class Runner:
         raw = packets.build(REMOTE_ADDR, LOCAL_ADDR, self.remote_port, self.local_port, seq, ack, spec.flags,
                             spec.window or 0, packets.encode_options(options), bytes(spec.length))
         self._log(event.line, f"< {spec.text()}")
-        self.target.inject(raw)
+        self.target.inject(raw, self._poll)
         self._record("in", raw)
 
     def _record(self, direction: str, raw: bytes) -> Segment | None:
@@ -255,8 +260,12 @@ class Runner:
             self.blocked = blocked
             if call.end is None:
                 # Not marked blocking: packetdrill's main thread would wait right here.
-                self._wait(began + self.tol)
-                self._poll()
+                self.settling = True
+                try:
+                    self._wait(began + self.tol)
+                    self._poll()
+                finally:
+                    self.settling = False
                 if blocked.done is None:
                     raise _Stop(Failure(event.line, "return", f"{call.name} to return at once",
                                         f"{call.name} blocked (mark a blocking call with ...END)"))
@@ -279,8 +288,12 @@ class Runner:
         if blocked is None:
             return
         call, end = blocked.call, blocked.end_at
-        while blocked.done is None and self.target.now() < end + self.tol:
-            self._wait(end + self.tol)
+        self.settling = True
+        try:
+            while blocked.done is None and self.target.now() < end + self.tol:
+                self._wait(end + self.tol)
+        finally:
+            self.settling = False
         self.blocked = None
         if blocked.done is None:
             raise _Stop(Failure(blocked.event.line, "return", f"{call.name} to return at {end:.3f} s",

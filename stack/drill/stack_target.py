@@ -150,7 +150,8 @@ class StackTarget:
         if until <= core.now and not want_packet:
             return  # no time passes: an inbound batch stays open
         self._collect()
-        poll()
+        if poll():
+            return
         for _ in range(MAX_STEPS):
             if want_packet and self._queue:
                 return
@@ -159,7 +160,8 @@ class StackTarget:
                 break
             core.fire(deadline)
             self._collect()
-            poll()
+            if poll():
+                return
         else:
             raise RuntimeError(f"tcpstack hung: more than {MAX_STEPS} timer firings before {until:.3f} s")
         if until > core.now:
@@ -167,8 +169,8 @@ class StackTarget:
             self._collect()
             poll()
 
-    def inject(self, packet: bytes) -> None:
-        self.core.feed(packet)
+    def inject(self, packet: bytes, poll: PollFn) -> None:
+        self.core.feed(packet)  # collected later: packets of one instant are one batch
 
     def take_packet(self) -> tuple[float, bytes] | None:
         self._collect()
