@@ -29,6 +29,12 @@ from stack.link.tun import TunLink
 StateProbe = Callable[[], "str | None"]
 """The state of the connection under test (RFC 9293 names), e.g. read with sock_diag; for ladders."""
 
+# Settings a new namespace copies from the host rather than taking Linux's own defaults: pinned, so
+# a script means the same on every machine (packetdrill's test suite pins its sysctls too). The
+# congestion control matters most: BBR, a common host choice, paces every segment. Reno (Linux's
+# NewReno, RFC 6582) is tcpstack's default algorithm, and one any namespace may choose.
+BASELINE_SYSCTLS: tuple[tuple[str, str], ...] = (("net.ipv4.tcp_congestion_control", "reno"),)
+
 _LINGER = struct.Struct("ii")
 _INT = struct.Struct("i")
 
@@ -125,6 +131,9 @@ class KernelTarget:
             self.link = TunLink(self.netns).open()
             self.api = KernelSockets(self.netns.name)
             self._probe = probe_factory(self.netns.name) if probe_factory is not None else None
+            error = self.sysctl(BASELINE_SYSCTLS)
+            if error is not None:
+                raise RuntimeError(f"cannot set the kernel target's baseline sysctls: {error}")
         except BaseException:
             self.netns.delete()
             raise

@@ -5,8 +5,9 @@ Sequence numbers (packetdrill's socket.h convention, tcpdump's): in segments wit
 ack are absolute; in all others they count from the first SYN of their side. The remote side's ISN
 is the script's own (the seq of its first SYN, sent as written); the local ISN is whatever the side
 under test picked, learned from its first SYN or SYN-ACK and mapped to the seq the script wrote on
-that line. An inbound SYN that is not a retransmission opens a new connection (after a reset, or
-into TIME-WAIT): from there on both sides count from the new SYNs. SACK blocks move with the ack. An inbound TS ecr is mapped to the live TS val of the
+that line. A later inbound SYN that the side under test answers with a SYN,ACK opens a new
+connection on the 4-tuple (after a reset, or out of TIME-WAIT): from that SYN,ACK on, both sides
+count from the new SYNs. SACK blocks move with the ack. An inbound TS ecr is mapped to the live TS val of the
 outbound packet whose script TS val it names (or interpolated from the first such pair).
 
 An outbound packet matches when its flags (PSH included), seq, ack (when ACK is set), payload
@@ -34,22 +35,18 @@ class SeqMap:
     ts_map: dict[int, int] = field(default_factory=dict)  # script TS val -> live TS val
     first_ts: tuple[int, int] | None = None  # (script, live) of the first outbound TS val
     seen_remote_syn: bool = False
+    pending_remote_isn: int | None = None  # a later SYN's seq, until a SYN,ACK takes it up
 
     # --- remote (inbound) side
     def inbound(self, spec: PacketSpec) -> tuple[int, int, tuple[TcpOption, ...]]:
         """Live (seq, ack, options) of an inbound script packet."""
         syn = bool(spec.flags & SYN)
-        if syn and not spec.flags & ACK and (not self.seen_remote_syn or spec.seq != self.remote_isn):
-            # A SYN other than a retransmission opens a new connection: both sides count anew.
-            if self.seen_remote_syn:
-                self.live_local_isn = self.script_local_isn = None
-                self.ts_map.clear()
-                self.first_ts = None
-            self.seen_remote_syn = True
-            self.remote_isn = spec.seq
-        elif syn and not self.seen_remote_syn:
-            self.seen_remote_syn = True
-            self.remote_isn = spec.seq
+        if syn and not spec.flags & ACK:
+            if not self.seen_remote_syn:
+                self.seen_remote_syn = True
+                self.remote_isn = spec.seq
+            else:
+                self.pending_remote_isn = spec.seq  # a new connection, once a SYN,ACK answers it
         seq = spec.seq if syn else (spec.seq + self.remote_isn) & MASK
         offset = self._local_offset(syn)
         ack = (spec.ack + offset) & MASK if spec.flags & ACK else 0
@@ -76,6 +73,14 @@ class SeqMap:
     # --- local (outbound) side
     def learn_outbound(self, spec: PacketSpec, seg: Segment, options: list[TcpOption]) -> None:
         """Take the local ISN from our first SYN, and TS val pairs, before comparing."""
+        pending = self.pending_remote_isn
+        if seg.flags & SYN and seg.flags & ACK and pending is not None and (seg.ack - 1) & MASK == pending:
+            # The SYN,ACK of a new connection on this 4-tuple: both sides count from the new SYNs.
+            self.remote_isn = pending
+            self.pending_remote_isn = None
+            self.live_local_isn = None
+            self.ts_map.clear()
+            self.first_ts = None
         if seg.flags & SYN and self.live_local_isn is None:
             self.live_local_isn = seg.seq
             self.script_local_isn = spec.seq
