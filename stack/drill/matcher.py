@@ -5,7 +5,8 @@ Sequence numbers (packetdrill's socket.h convention, tcpdump's): in segments wit
 ack are absolute; in all others they count from the first SYN of their side. The remote side's ISN
 is the script's own (the seq of its first SYN, sent as written); the local ISN is whatever the side
 under test picked, learned from its first SYN or SYN-ACK and mapped to the seq the script wrote on
-that line. A later inbound SYN that the side under test answers with a SYN,ACK opens a new
+that line (one exception: a RST with SEQ 0, the answer to a segment without ACK, is written 0,
+which packetdrill's mapping cannot express once the local ISN is known). A later inbound SYN that the side under test answers with a SYN,ACK opens a new
 connection on the 4-tuple (after a reset, or out of TIME-WAIT): from that SYN,ACK on, both sides
 count from the new SYNs. SACK blocks move with the ack. An inbound TS ecr is mapped to the live TS val of the
 outbound packet whose script TS val it names (or interpolated from the first such pair).
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 
 from stack.drill.calls import Mismatch
 from stack.drill.script import PacketSpec, TcpOption, flags_to_text
-from stack.wire.segment import ACK, SYN, Segment
+from stack.wire.segment import ACK, RST, SYN, Segment
 
 MASK = 0xFFFFFFFF
 
@@ -95,6 +96,8 @@ class SeqMap:
         """Script-space (seq, ack, options) of a live outbound packet."""
         syn = bool(seg.flags & SYN)
         seq = (seg.seq - self._local_offset(syn)) & MASK
+        if seg.flags & RST and seg.seq == 0:
+            seq = 0  # the reset of a segment without ACK: <SEQ=0> (RFC 9293 §3.10.7.1), written as 0
         ack_offset = 0 if syn else self.remote_isn
         ack = (seg.ack - ack_offset) & MASK if seg.flags & ACK else 0
         mapped = []
