@@ -276,8 +276,9 @@ class Runner:
             outcome = blocked.done
         self._check_call(event, call, outcome)
 
-    def _check_call(self, event: Event, call: Syscall, outcome: Outcome) -> None:
-        self._log(event.line, outcome.text(call.name + "()"))
+    def _check_call(self, event: Event, call: Syscall, outcome: Outcome, at: float | None = None) -> None:
+        returned = "" if at is None else f" (returned at {at:.6f})"
+        self._log(event.line, outcome.text(call.name + "()") + returned)
         mismatch = self.calls.finish(call, outcome)
         if mismatch is not None:
             raise self._fail(event.line, mismatch)
@@ -298,7 +299,7 @@ class Runner:
         if blocked.done is None:
             raise _Stop(Failure(blocked.event.line, "return", f"{call.name} to return at {end:.3f} s",
                                 f"{call.name} still blocked at {self.target.now():.3f} s"))
-        self._check_call(blocked.event, call, blocked.done)
+        self._check_call(blocked.event, call, blocked.done, blocked.done_at)
         if abs(blocked.done_at - end) > self.tol:
             raise _Stop(Failure(blocked.event.line, "time", f"{call.name} to return at {end:.3f} s",
                                 f"it returned at {blocked.done_at:.3f} s", f"tolerance {self.tol * 1e3:g} ms"))
