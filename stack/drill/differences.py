@@ -2,7 +2,7 @@
 
 One Markdown table holds every difference, each as a row
 
-    | Script | Line | Field | Linux | tcpstack | Reason | RFC |
+    | Script | Line | Field | Linux | tcpstack | Reason | RFC | Status |
 
 where Script is a drill script's file name (or `-` for a difference no drill script shows), Line
 the script line where it shows, Field the compared field (flags, seq, ack, len, win, options,
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "docs" / "linux-differences.md"
-COLUMNS = ("script", "line", "field", "linux", "tcpstack", "reason", "rfc")
+COLUMNS = ("script", "line", "field", "linux", "tcpstack", "reason", "rfc", "status")
 
 
 class DifferencesError(ValueError):
@@ -32,6 +32,7 @@ class Difference:
     tcpstack: str
     reason: str
     rfc: str
+    status: str  # "open" (fix or keep not yet decided) or "kept"
     source_line: int = 0  # where the row is in the differences file
 
     @property
@@ -63,7 +64,7 @@ def parse(text: str, path: str = "linux-differences.md") -> list[Difference]:
             continue
         if len(cells) != len(COLUMNS):
             raise DifferencesError(f"{path}:{number}: a row needs {len(COLUMNS)} cells, not {len(cells)}")
-        script, line_text, field, linux, tcpstack, reason, rfc = cells
+        script, line_text, field, linux, tcpstack, reason, rfc, status = cells
         if script == "-":
             line_no = 0
         elif line_text.isdigit():
@@ -72,7 +73,7 @@ def parse(text: str, path: str = "linux-differences.md") -> list[Difference]:
             raise DifferencesError(f"{path}:{number}: line {line_text!r} is not a number")
         if not reason or not rfc:
             raise DifferencesError(f"{path}:{number}: every difference needs its reason and RFC section")
-        found.append(Difference(script, line_no, field, linux, tcpstack, reason, rfc, number))
+        found.append(Difference(script, line_no, field, linux, tcpstack, reason, rfc, status, number))
     return found
 
 
