@@ -114,6 +114,7 @@ class StackTarget:
         self._queue: deque[tuple[float, bytes]] = deque()
         self._states: list[tuple[float, str]] = []
         self._connected = False  # a connection exists: the listener's own states no longer count
+        self.transitions: list[tuple[str, str]] = []  # every (old, new) state change, any 4-tuple
 
     @staticmethod
     def unsupported(script: Script, base: Config) -> str | None:
@@ -138,6 +139,7 @@ class StackTarget:
             self._queue.append((now, raw))
         for n in notices:
             if n.kind == "state" and n.four_tuple is not None:
+                self.transitions.append((n.old, n.new))
                 if n.four_tuple[2] == REMOTE_ADDR:
                     self._connected = True
                 elif self._connected:

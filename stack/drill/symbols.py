@@ -19,7 +19,14 @@ _NAMES = (
     "SHUT_RD", "SHUT_WR", "SHUT_RDWR", "MSG_DONTWAIT", "MSG_NOSIGNAL",
 )
 
-VALUES: dict[str, int] = {name: int(getattr(socket, name)) for name in _NAMES}
+# Every socket constant Python knows, so an option outside the supported set is named as such.
+_PREFIXES = ("AF_", "SOCK_", "SOL_", "SO_", "TCP_", "IPPROTO_", "MSG_", "SHUT_")
+VALUES: dict[str, int] = {
+    name: int(getattr(socket, name))
+    for name in dir(socket)
+    if name.startswith(_PREFIXES) and isinstance(getattr(socket, name), int)
+}
+VALUES.update({name: int(getattr(socket, name)) for name in _NAMES})
 VALUES.update(
     {
         "F_GETFL": fcntl.F_GETFL,
