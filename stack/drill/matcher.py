@@ -6,10 +6,11 @@ ack are absolute; in all others they count from the first SYN of their side. The
 is the script's own (the seq of its first SYN, sent as written); the local ISN is whatever the side
 under test picked, learned from its first SYN or SYN-ACK and mapped to the seq the script wrote on
 that line (one exception: a RST with SEQ 0, the answer to a segment without ACK, is written 0,
-which packetdrill's mapping cannot express once the local ISN is known). A later inbound SYN that the side under test answers with a SYN,ACK opens a new
-connection on the 4-tuple (after a reset, or out of TIME-WAIT): from that SYN,ACK on, both sides
-count from the new SYNs. SACK blocks move with the ack. An inbound TS ecr is mapped to the live TS val of the
-outbound packet whose script TS val it names (or interpolated from the first such pair).
+which packetdrill's mapping cannot express once the local ISN is known). A later inbound SYN that
+the side under test answers with a SYN,ACK opens a new connection on the 4-tuple (after a reset,
+or out of TIME-WAIT): from that SYN,ACK on, both sides count from the new SYNs. SACK blocks move
+with the ack. An inbound TS ecr is mapped to the live TS val of the outbound packet whose script
+TS val it names (or interpolated from the first such pair).
 
 An outbound packet matches when its flags (PSH included), seq, ack (when ACK is set), payload
 length, window (when the script says `win`), options (in order; the TS val is not compared, as in

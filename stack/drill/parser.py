@@ -321,13 +321,7 @@ class _Parser:
             raise self.error(f"expected a system call name after '...END', found {name_tok.describe()}")
         self.advance()
         self.expect_punct("(", "after the system call name")
-        args: list[Expr] = []
-        if not self.tok.is_punct(")"):
-            args.append(self.expr())
-            while self.tok.is_punct(","):
-                self.advance()
-                args.append(self.expr())
-        self.expect_punct(")", "to close the argument list")
+        args = self.expr_list(")", "to close the argument list")
         self.expect_punct("=", "before the expected return value")
         result = self.expr()
         errno_name: str | None = None
@@ -353,6 +347,17 @@ class _Parser:
                 depth += 1
             elif tok.is_punct(")"):
                 depth -= 1
+
+    def expr_list(self, closing: str, what: str) -> list[Expr]:
+        """`a, b, c` up to and including the `closing` punctuation (which may follow at once)."""
+        items: list[Expr] = []
+        if not self.tok.is_punct(closing):
+            items.append(self.expr())
+            while self.tok.is_punct(","):
+                self.advance()
+                items.append(self.expr())
+        self.expect_punct(closing, what)
+        return items
 
     def expr(self) -> Expr:
         first = self.term()
@@ -382,14 +387,7 @@ class _Parser:
             return Str(tok.text[1:-1], tok.line, tok.col)
         if tok.is_punct("["):
             self.advance()
-            items: list[Expr] = []
-            if not self.tok.is_punct("]"):
-                items.append(self.expr())
-                while self.tok.is_punct(","):
-                    self.advance()
-                    items.append(self.expr())
-            self.expect_punct("]", "to close the list")
-            return ListExpr(tuple(items), tok.line, tok.col)
+            return ListExpr(tuple(self.expr_list("]", "to close the list")), tok.line, tok.col)
         if tok.is_punct("{"):
             self.advance()
             fields: list[tuple[str, Expr]] = []

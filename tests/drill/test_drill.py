@@ -27,7 +27,7 @@ from stack.drill.script import TimeKind as T
 from stack.drill.stack_target import StackTarget
 from stack.tcp.states import DIAGRAM_EDGES, State
 from stack.wire.segment import ACK, FIN, PSH, RST, SYN
-from tests.kernel.conftest import _kernel_link_session, requires_kernel_link  # noqa: F401 - a fixture
+from tests.kernel.conftest import _kernel_link_session, requires_kernel_link  # noqa: F401 - a fixture, used by name
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -211,7 +211,8 @@ def test_corpus_covers_every_edge_of_the_state_diagram() -> None:
 
 
 @pytest.fixture(scope="module")
-def kernel_results(_kernel_link_session: None) -> dict[str, RunResult]:
+def kernel_results(request: pytest.FixtureRequest) -> dict[str, RunResult]:
+    request.getfixturevalue("_kernel_link_session")  # skips with the reason where there is no TUN
     scripts = [parse_file(p) for p in CORPUS]
     return {Path(r.script).name: r for r in run_all(scripts, ["kernel"], Options())}
 
@@ -301,7 +302,8 @@ def test_cli_config_and_ladder(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 @requires_kernel_link
 @pytest.mark.kernel
-def test_cli_both_targets_table(capsys: pytest.CaptureFixture[str], _kernel_link_session: None) -> None:
+@pytest.mark.usefixtures("_kernel_link_session")
+def test_cli_both_targets_table(capsys: pytest.CaptureFixture[str]) -> None:
     paths = [str(HERE / "close-active.pkt"), str(HERE / "close-simultaneous-batch.pkt")]
     code, out, _ = _cli(capsys, *paths)
     assert code == 0
@@ -329,7 +331,8 @@ def test_readme_example_passes_on_stack() -> None:
 
 @requires_kernel_link
 @pytest.mark.kernel
-def test_readme_example_passes_on_kernel(_kernel_link_session: None) -> None:
+@pytest.mark.usefixtures("_kernel_link_session")
+def test_readme_example_passes_on_kernel() -> None:
     script = parse_text(_readme_script(), "README.md")
     result = run_one(script, "kernel", Options())
     assert result.status == "PASS", result.failure
