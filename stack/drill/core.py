@@ -12,16 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from stack.tcp.config import Config
-from stack.tcp.connection import Connection, ConnectionError_
+from stack.tcp.connection import InvalidCall
 from stack.tcp.events import Accepted, Closed, Connected, StateChanged
+from stack.tcp.handle import ConnectionHandle
 from stack.tcp.host import Host, Listener, PortInUse
 from stack.tcp.states import State
-from stack.tcp.timers import Timer
+from stack.tcp.tcb import Timer
 from stack.wire.build import build_packet
 from stack.wire.parse import parse_packet
 from stack.wire.reasons import MalformedPacket
 
-__all__ = ["Config", "Connection", "ConnectionError_", "Core", "Listener", "Notice", "PortInUse"]
+__all__ = ["Config", "ConnectionHandle", "InvalidCall", "Core", "Listener", "Notice", "PortInUse"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +32,7 @@ class Notice:
     (`old` -> `new` of any 4-tuple, at `time`)."""
 
     kind: str
-    conn: Connection | None = None
+    conn: ConnectionHandle | None = None
     port: int = 0
     reason: str = ""
     old: str = ""
@@ -44,7 +45,6 @@ class Core:
     def __init__(self, address: str, config: Config) -> None:
         self.host = Host(address, config)
         self.now = 0.0
-        self._last_state: dict[Connection, str] = {}
 
     @property
     def config(self) -> Config:
@@ -70,24 +70,22 @@ class Core:
         self.now = max(self.now, now)
         self.host.on_timers(self.now)
 
-    def has_output(self) -> bool:
-        return self.host.has_output()
-
     def drain(self) -> tuple[list[bytes], list[Notice]]:
         """What the host sent since the last call (IPv4 packets) and what it reported."""
-        out = self.host.take()
+        out = self.host.take(self.now)
         notices: list[Notice] = []
         for event in out.events:
             if isinstance(event, StateChanged):
                 notices.append(Notice("state", old=event.old.value, new=event.new.value, time=event.time,
                                       four_tuple=event.four_tuple))
             elif isinstance(event, Accepted):
-                notices.append(Notice("accepted", event.conn, port=event.listen_port))
+                notices.append(Notice("accepted", event.handle, port=event.listen_port))
             elif isinstance(event, Connected):
-                notices.append(Notice("connected", event.conn))
+                notices.append(Notice("connected", event.handle))
             elif isinstance(event, Closed):
-                last = event.conn.history[-1][1].value if event.conn.history else ""
-                notices.append(Notice("closed", event.conn, reason=event.reason.value, old=last))
+                history = event.handle.history
+                last = history[-1][1].value if history else ""
+                notices.append(Notice("closed", event.handle, reason=event.reason.value, old=last))
         return [build_packet(seg) for seg in out.segments], notices
 
     # ------------------------------------------------------------------ user calls
@@ -100,69 +98,56 @@ class Core:
     def set_listener_config(self, listener: Listener, config: Config) -> None:
         listener.config = config
 
-    def connect(self, addr: str, port: int, config: Config, local_port: int | None) -> Connection:
+    def connect(self, addr: str, port: int, config: Config, local_port: int | None) -> ConnectionHandle:
         return self.host.connect(addr, port, self.now, config=config, local_port=local_port)
 
-    def send(self, conn: Connection, data: bytes) -> int:
+    def send(self, conn: ConnectionHandle, data: bytes) -> int:
         return conn.send(data, self.now)
 
-    def receive(self, conn: Connection, size: int) -> bytes:
+    def receive(self, conn: ConnectionHandle, size: int) -> bytes:
         return conn.receive(self.now, size)
 
-    def shutdown(self, conn: Connection, read: bool, write: bool) -> None:
+    def shutdown(self, conn: ConnectionHandle, read: bool, write: bool) -> None:
         conn.shutdown(self.now, read=read, write=write)
 
-    def close(self, conn: Connection) -> None:
+    def close(self, conn: ConnectionHandle) -> None:
         conn.close(self.now)
 
-    def abort(self, conn: Connection) -> None:
+    def abort(self, conn: ConnectionHandle) -> None:
         conn.abort(self.now)
 
-    def set_linger0(self, conn: Connection, on: bool) -> None:
+    def set_linger0(self, conn: ConnectionHandle, on: bool) -> None:
         conn.linger0 = on
 
-    def set_config(self, conn: Connection, config: Config) -> None:
-        """New options for a live connection; turning keepalive on (or changing its idle time) starts
-        the keepalive timer over, as Linux's setsockopt does (tcp_set_keepalive, keepalive_time_when)."""
-        old = conn.cfg
-        conn.cfg = config
-        if config.keepalive and conn.state.synchronized and (
+    def set_config(self, conn: ConnectionHandle, config: Config) -> None:
+        """New options for a live connection (setsockopt after connect or accept). The handle has
+        no call for it, so this reaches the TCB (`Host.tcb`); turning keepalive on, or changing its
+        idle time, starts the keepalive timer over, as Linux's setsockopt does (tcp_set_keepalive,
+        keepalive_time_when)."""
+        tcb = Host.tcb(conn)
+        old = tcb.cfg
+        tcb.cfg = config
+        if config.keepalive and tcb.state.synchronized and (
             not old.keepalive or old.keepalive_time != config.keepalive_time
         ):
-            conn.set_timer(Timer.KEEPALIVE, self.now + config.keepalive_time)
+            tcb.set_timer(Timer.KEEPALIVE, self.now + config.keepalive_time, self.host.context(self.now))
 
     # ------------------------------------------------------------------ what the facade reads
     @staticmethod
-    def state(conn: Connection) -> str:
-        return conn.state.value
-
-    @staticmethod
-    def established(conn: Connection) -> bool:
-        return conn.state.synchronized
-
-    @staticmethod
-    def closed(conn: Connection) -> bool:
-        return conn.state is State.CLOSED or conn.state is State.TIME_WAIT or conn.close_reason is not None
-
-    @staticmethod
-    def readable(conn: Connection) -> int:
+    def readable(conn: ConnectionHandle) -> int:
         return conn.recv_queue_len
 
     @staticmethod
-    def unacked(conn: Connection) -> int:
+    def unacked(conn: ConnectionHandle) -> int:
         return conn.send_queue_len
 
     @staticmethod
-    def mss(conn: Connection) -> int:
-        return conn.snd_mss
+    def mss(conn: ConnectionHandle) -> int:
+        return conn.info().snd_mss
 
     @staticmethod
-    def peer_closed(conn: Connection) -> bool:
-        return conn.peer_fin
-
-    @staticmethod
-    def local_port(conn: Connection) -> int:
-        return conn.four_tuple[1]
+    def peer_closed(conn: ConnectionHandle) -> bool:
+        return conn.eof
 
     def sockets(self) -> list[tuple[str, int, int, str, str]]:
         """(ss state name, Recv-Q, Send-Q, local, peer) of every socket, as `ss -tan` lists them."""
@@ -171,7 +156,7 @@ class Core:
         local = host.addresses[0]
         for port, listener in sorted(host.listeners.items()):
             rows.append((State.LISTEN.ss_name, 0, listener.backlog, f"{local}:{port}", "0.0.0.0:*"))
-        for conn in host.connections.values():
+        for conn in host.handles():
             la, lp, ra, rp = conn.four_tuple
             rows.append((conn.state.ss_name, conn.recv_queue_len, conn.send_queue_len, f"{la}:{lp}", f"{ra}:{rp}"))
         for tw in host.time_wait.values():

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stack.drill.calls import OptionValue
-from stack.drill.core import Config, Connection, ConnectionError_, Core, Listener, Notice, PortInUse
+from stack.drill.core import Config, ConnectionHandle, Core, InvalidCall, Listener, Notice, PortInUse
 from stack.drill.runner import BIND_PORT, REMOTE_ADDR
 from stack.drill.symbols import SIOCINQ
 
@@ -37,7 +37,7 @@ class FacadeSocket:
     bound: bool = False
     listener: Listener | None = None
     queue: deque[FacadeSocket] = field(default_factory=deque)
-    conn: Connection | None = None
+    conn: ConnectionHandle | None = None
     connecting: bool = False
     dead: bool = False  # the connection is gone (closed or reset)
     err: int = 0  # the pending error (Linux sk_err)
@@ -55,7 +55,7 @@ class StackSockets:
 
     def __init__(self, core: Core, sync: Callable[[], None] | None = None) -> None:
         self.core = core
-        self.by_conn: dict[Connection, FacadeSocket] = {}
+        self.by_conn: dict[ConnectionHandle, FacadeSocket] = {}
         self.listening: dict[int, FacadeSocket] = {}
         self._sync = sync
 
@@ -174,7 +174,7 @@ class StackSockets:
             raise BlockingIOError(errno.EAGAIN, "send")
         try:
             n = self.core.send(s.conn, data)
-        except ConnectionError_:
+        except InvalidCall:
             raise _err(errno.EPIPE) from None
         if n == 0:
             raise BlockingIOError(errno.EAGAIN, "send")

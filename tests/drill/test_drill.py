@@ -278,11 +278,11 @@ def test_cli_syntax_error_exit_2_without_traceback(tmp_path: Path) -> None:
 
 
 def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _cli(capsys, str(HERE / "close-simultaneous-batch.pkt"), "--target", "stack", "--json")
+    code, out, _ = _cli(capsys, str(HERE / "data-quickack.pkt"), "--target", "stack", "--json")
     doc = json.loads(out)
     assert code == 0
     (run,) = doc["runs"]
-    assert run["status"] == "FAIL" and run["failure"]["line"] == 17 and run["intended"]["rfc"]
+    assert run["status"] == "FAIL" and run["failure"]["line"] == 14 and run["intended"]["rfc"]
     assert doc["summary"] == {"passed": 1, "failed": 0, "skipped": 0, "intended": 1}
 
 
@@ -304,14 +304,14 @@ def test_cli_config_and_ladder(tmp_path: Path, capsys: pytest.CaptureFixture[str
 @pytest.mark.kernel
 @pytest.mark.usefixtures("_kernel_link_session")
 def test_cli_both_targets_table(capsys: pytest.CaptureFixture[str]) -> None:
-    paths = [str(HERE / "close-active.pkt"), str(HERE / "close-simultaneous-batch.pkt")]
+    paths = [str(HERE / "close-active.pkt"), str(HERE / "data-quickack.pkt")]
     code, out, _ = _cli(capsys, *paths)
     assert code == 0
     assert f"{paths[0]} [kernel] PASS" in out and f"{paths[1]} [stack] PASS (intended difference" in out
     rows = {cells[0]: cells for cells in (line.split() for line in out.splitlines())
             if cells and cells[0].endswith(".pkt")}
     assert rows["close-active.pkt"][1:4] == ["PASS", "PASS", "-"]
-    assert rows["close-simultaneous-batch.pkt"][1:4] == ["PASS", "DIFF", "yes"]
+    assert rows["data-quickack.pkt"][1:4] == ["PASS", "DIFF", "yes"]
     assert out.splitlines()[-1].startswith("drill: 4 passed, 0 failed, 0 skipped")
 
 
