@@ -22,7 +22,7 @@ from stack.wire.build import build_packet
 from stack.wire.parse import parse_packet
 from stack.wire.reasons import MalformedPacket
 
-__all__ = ["Config", "ConnectionHandle", "InvalidCall", "Core", "Listener", "Notice", "PortInUse"]
+__all__ = ["Config", "ConnectionHandle", "Core", "InvalidCall", "Listener", "Notice", "PortInUse"]
 
 
 @dataclass(frozen=True, slots=True)

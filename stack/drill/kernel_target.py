@@ -154,13 +154,14 @@ class KernelTarget:
             # Only what the kernel sends as 198.18.0.1 over TCP: the script's peer sees nothing else.
             if len(raw) >= 20 and raw[0] >> 4 == 4 and raw[9] == socket.IPPROTO_TCP and raw[12:16] == local:
                 self._queue.append((at, raw))
+        self._note_state(at)  # what the kernel sent is what its state change (a close, say) caused
 
-    def _note_state(self) -> None:
+    def _note_state(self, at: float | None = None) -> None:
         if self._probe is None:
             return
         state = self._probe()
         if state is not None and (not self._states or self._states[-1][1] != state):
-            self._states.append((self.now(), state))
+            self._states.append((self.now() if at is None else at, state))
 
     def wait(self, until: float, poll: PollFn, watch: WatchFn, want_packet: bool) -> None:
         fd = self.link.fileno()

@@ -78,9 +78,8 @@ FIXED: dict[str, tuple[frozenset[str], str]] = {
     "recovery": (frozenset({"0"}), "no RACK"),
     "early_retrans": (frozenset({"0"}), "no tail loss probe"),
     "syn_linear_timeouts": (frozenset({"0"}), "exponential SYN backoff from the first retry"),
-    "autocorking": (frozenset({"0", "1"}), "writes of one batch leave together"),
     "moderate_rcvbuf": (frozenset({"0"}), "a fixed receive buffer"),
-    "slow_start_after_idle": (frozenset({"0", "1"}), "no idle cwnd reset"),
+    "slow_start_after_idle": (frozenset({"0"}), "no congestion window reset after idle"),
     "abort_on_overflow": (frozenset({"0"}), "a full accept queue drops"),
 }
 
