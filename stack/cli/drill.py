@@ -147,6 +147,10 @@ def run_drill(args: argparse.Namespace) -> int:
     except differences.DifferencesError as exc:
         raise UsageError(str(exc)) from None
     targets = ("kernel", "stack") if args.target == "both" else (args.target,)
+    if "kernel" in targets:
+        from stack.link.netns import install_signal_handlers
+
+        install_signal_handlers()  # Ctrl-C deletes the namespaces of the runs in progress first
     options = Options(args.tolerance_usecs, config, _kernel_probe if args.ladder else None, listed)
     results: list[RunResult] = []
     stop = None if args.keep_going else (lambda r: r.failed)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from stack.drill import differences
 from stack.drill.differences import Difference
-from stack.drill.runner import Runner, RunResult, tolerance_of
+from stack.drill.runner import Failure, Runner, RunResult, tolerance_of
 from stack.drill.script import Script
 from stack.drill.stack_target import StackTarget
 from stack.tcp.config import Config
@@ -59,7 +59,12 @@ def run_one(script: Script, target: str, options: Options) -> RunResult:
     ok, why = kernel_link_available()
     if not ok:
         return _skip(script, target, f"no kernel target here: {why}")
-    return Runner(script, KernelTarget(options.probe_factory), tolerance).run()
+    try:
+        kernel = KernelTarget(options.probe_factory)
+    except Exception as exc:  # a namespace or TUN device that cannot be made: this run fails, others go on
+        return RunResult(script.path, target, "FAIL",
+                         Failure(0, "setup", "a kernel target", f"{type(exc).__name__}: {exc}"))
+    return Runner(script, kernel, tolerance).run()
 
 
 def _intended(result: RunResult, options: Options) -> Difference | None:
