@@ -275,10 +275,10 @@ class Calls:
         try:
             api.connect(fd.handle)
             return Outcome(0)
-        except BlockingIOError:
-            pass
         except OSError as exc:
-            return Outcome(-1, exc.errno or errno.EIO)
+            # Python raises BlockingIOError for EALREADY too: only EINPROGRESS means "started".
+            if exc.errno != errno.EINPROGRESS:
+                return Outcome(-1, exc.errno or errno.EIO)
         if fd.nonblocking:
             return Outcome(-1, errno.EINPROGRESS)
         def result() -> Outcome:

@@ -39,6 +39,7 @@ class FacadeSocket:
     queue: deque[FacadeSocket] = field(default_factory=deque)
     conn: ConnectionHandle | None = None
     connecting: bool = False
+    connect_pending: bool = False  # a non-blocking connect() started; the next connect() reports the end
     dead: bool = False  # the connection is gone (closed or reset)
     err: int = 0  # the pending error (Linux sk_err)
     shut_rd: bool = False
@@ -126,6 +127,14 @@ class StackSockets:
         s = self._s(h)
         if s.connecting:
             raise _err(errno.EALREADY)
+        if s.connect_pending and s.conn is not None:
+            # Linux (inet_stream_connect) reports the end of a connect that went on in the background
+            # to the next connect(): 0 once established, the error if it failed; EISCONN after that.
+            s.connect_pending = False
+            if s.err:
+                err, s.err = s.err, 0
+                raise _err(err)
+            return
         if s.conn is not None:
             raise _err(errno.EISCONN)
         try:
@@ -134,12 +143,14 @@ class StackSockets:
             raise _err(errno.EADDRNOTAVAIL) from None
         self.core.set_linger0(s.conn, s.linger == (1, 0))
         self.by_conn[s.conn] = s
-        s.connecting = True
+        s.connecting = s.connect_pending = True
         raise BlockingIOError(errno.EINPROGRESS, "connect")
 
     def connect_result(self, h: object) -> None:
         self.sync()
         s = self._s(h)
+        if not s.connecting:
+            s.connect_pending = False  # a blocking connect() reports its own end
         if s.err:
             err, s.err = s.err, 0
             raise _err(err)
@@ -164,7 +175,7 @@ class StackSockets:
         self.sync()
         s = self._s(h)
         if s.conn is None:
-            raise _err(errno.EPIPE if s.listener is None else errno.ENOTCONN)
+            raise _err(errno.EPIPE)  # Linux: sk_stream_wait_connect on a socket that is not connecting
         if s.err:
             err, s.err = s.err, 0
             raise _err(err)
@@ -198,6 +209,12 @@ class StackSockets:
     def shutdown(self, h: object, how: int) -> None:
         self.sync()
         s = self._s(h)
+        if s.listener is not None:
+            # Linux inet_shutdown: SHUT_WR on a listener does nothing, SHUT_RD stops it listening.
+            if how != socket.SHUT_WR:
+                self.close(h)
+                s.listener = None
+            return
         if s.conn is None or s.dead:
             raise _err(errno.ENOTCONN)
         read, write = how in (socket.SHUT_RD, socket.SHUT_RDWR), how in (socket.SHUT_WR, socket.SHUT_RDWR)
