@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--target", choices=("kernel", "stack", "both"), default="both",
                    help="the side under test (default: both, with a table of differences)")
     p.add_argument("--tolerance-usecs", type=_tolerance, metavar="N",
-                   help="timing tolerance in microseconds (default: the script's, else 10000)")
+                   help="timing tolerance in microseconds (default: the script's, else 20000)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.add_argument("--verbose", "-v", action="store_true", help="print every event of every run")
     p.add_argument("--ladder", metavar="FILE.svg", help="draw each run as a ladder diagram (SVG)")

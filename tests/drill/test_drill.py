@@ -214,7 +214,13 @@ def test_corpus_covers_every_edge_of_the_state_diagram() -> None:
 def kernel_results(request: pytest.FixtureRequest) -> dict[str, RunResult]:
     request.getfixturevalue("_kernel_link_session")  # skips with the reason where there is no TUN
     scripts = [parse_file(p) for p in CORPUS]
-    return {Path(r.script).name: r for r in run_all(scripts, ["kernel"], Options())}
+    results = {Path(r.script).name: r for r in run_all(scripts, ["kernel"], Options())}
+    # Kernel runs share a 2-core machine with everything else: a run late on time (the process not
+    # scheduled for a while) gets a second chance, alone. A real difference fails both times.
+    for name, result in list(results.items()):
+        if result.failure is not None and result.failure.field in ("time", "packet", "return"):
+            results[name] = run_one(parse_file(HERE / name), "kernel", Options())
+    return results
 
 
 @requires_kernel_link
