@@ -39,7 +39,7 @@ def _skip(script: Script, target: str, reason: str) -> RunResult:
     return RunResult(script.path, target, "SKIP", skip_reason=reason)
 
 
-def run_one(script: Script, target: str, options: Options) -> RunResult:
+def run_one(script: Script, target: str, options: Options, cancel: threading.Event | None = None) -> RunResult:
     """Run `script` on "kernel" or "stack" (never raises for what the run finds)."""
     if script.unsupported:
         first = script.unsupported[0]
@@ -60,7 +60,7 @@ def run_one(script: Script, target: str, options: Options) -> RunResult:
     if not ok:
         return _skip(script, target, f"no kernel target here: {why}")
     try:
-        kernel = KernelTarget(options.probe_factory)
+        kernel = KernelTarget(options.probe_factory, cancel)
     except Exception as exc:  # a namespace or TUN device that cannot be made: this run fails, others go on
         return RunResult(script.path, target, "FAIL",
                          Failure(0, "setup", "a kernel target", f"{type(exc).__name__}: {exc}"))
@@ -78,13 +78,13 @@ def run_all(scripts: Sequence[Script], targets: Sequence[str], options: Options,
             stop: Callable[[RunResult], bool] | None = None) -> Iterator[RunResult]:
     """Every (script, target) run, yielded in script order then target order. Kernel runs start
     side by side in threads; stack runs run in this thread. Once `stop(result)` is true, runs
-    not yet started are dropped."""
+    not yet started are dropped and those in progress stopped."""
     halted = threading.Event()
 
     def kernel_job(script: Script) -> RunResult | None:
         if halted.is_set():
             return None
-        return run_one(script, "kernel", options)
+        return run_one(script, "kernel", options, halted)
 
     # A thread waking for a timed event waits for the GIL up to the switch interval (5 ms by default):
     # shorten it while kernel runs share the process, so their timing stays within a millisecond.

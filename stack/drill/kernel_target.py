@@ -16,6 +16,7 @@ import fcntl
 import select
 import socket
 import struct
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -35,7 +36,13 @@ StateProbe = Callable[[], "str | None"]
 # NewReno, RFC 6582) is tcpstack's default algorithm, and one any namespace may choose.
 BASELINE_SYSCTLS: tuple[tuple[str, str], ...] = (("net.ipv4.tcp_congestion_control", "reno"),)
 
+CANCEL_CHECK = 0.2  # seconds between looks at the cancel flag while waiting
+
 _LINGER = struct.Struct("ii")
+
+
+class RunCancelled(RuntimeError):
+    """The run was stopped from outside (the runner reports it like a crash, and nobody reads it)."""
 _INT = struct.Struct("i")
 
 
@@ -125,7 +132,9 @@ class KernelSockets:
 class KernelTarget:
     name = "kernel"
 
-    def __init__(self, probe_factory: Callable[[str], StateProbe] | None = None) -> None:
+    def __init__(self, probe_factory: Callable[[str], StateProbe] | None = None,
+                 cancel: threading.Event | None = None) -> None:
+        self._cancel = cancel  # set: the run is no longer wanted (another run failed first)
         self.netns = Netns().create()
         try:
             self.link = TunLink(self.netns).open()
@@ -176,6 +185,10 @@ class KernelTarget:
             remaining = until - self.now()
             if remaining <= 0:
                 return
+            if self._cancel is not None:
+                if self._cancel.is_set():
+                    raise RunCancelled("the run was cancelled")
+                remaining = min(remaining, CANCEL_CHECK)
             readers: list[int] = [fd]
             writers: list[int] = []
             watched = watch()
