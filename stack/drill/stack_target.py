@@ -66,6 +66,10 @@ SYSCTLS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "rto_max_ms": ("rto_max", _seconds(1000)),
     "max_syn_backlog": ("syn_backlog", int),
     "congestion_control": ("congestion_control", _congestion),
+    # 0: neither early retransmit nor the tail loss probe; 3 (the default) and 4: the probe.
+    "early_retrans": ("tail_loss_probe", lambda text: {"0": False, "3": True, "4": True}[text]),
+    "orphan_retries": ("orphan_retries", int),
+    "max_orphans": ("max_orphans", int),
     "rmem": ("recv_buffer", _buffer),
     "wmem": ("send_buffer", _buffer),
 }
@@ -76,7 +80,6 @@ FIXED: dict[str, tuple[frozenset[str], str]] = {
     "dsack": (frozenset({"0"}), "no D-SACK"),
     "frto": (frozenset({"0"}), "no F-RTO"),
     "recovery": (frozenset({"0"}), "no RACK"),
-    "early_retrans": (frozenset({"0"}), "no tail loss probe"),
     "syn_linear_timeouts": (frozenset({"0"}), "exponential SYN backoff from the first retry"),
     "moderate_rcvbuf": (frozenset({"0"}), "a fixed receive buffer"),
     "slow_start_after_idle": (frozenset({"0"}), "no congestion window reset after idle"),

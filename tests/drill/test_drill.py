@@ -243,12 +243,12 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
 
 
 def test_cli_passes_and_prints_a_line_per_run(capsys: pytest.CaptureFixture[str]) -> None:
-    paths = [str(HERE / "close-active.pkt"), str(HERE / "data-quickack.pkt")]
+    paths = [str(HERE / "close-active.pkt"), str(HERE / "data-push-flag.pkt")]
     code, out, _ = _cli(capsys, *paths, "--target", "stack")
     lines = out.splitlines()
     assert code == 0
     assert lines[0] == f"{paths[0]} [stack] PASS"
-    assert lines[1].startswith(f"{paths[1]} [stack] PASS (intended difference, line 14: expected ")
+    assert lines[1].startswith(f"{paths[1]} [stack] PASS (intended difference, line 13: expected P., got .")
     assert SUMMARY.match(lines[-1]) and lines[-1].startswith("drill: 2 passed, 0 failed, 0 skipped")
 
 
@@ -284,11 +284,11 @@ def test_cli_syntax_error_exit_2_without_traceback(tmp_path: Path) -> None:
 
 
 def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _cli(capsys, str(HERE / "data-quickack.pkt"), "--target", "stack", "--json")
+    code, out, _ = _cli(capsys, str(HERE / "data-push-flag.pkt"), "--target", "stack", "--json")
     doc = json.loads(out)
     assert code == 0
     (run,) = doc["runs"]
-    assert run["status"] == "FAIL" and run["failure"]["line"] == 14 and run["intended"]["rfc"]
+    assert run["status"] == "FAIL" and run["failure"]["line"] == 13 and run["intended"]["rfc"]
     assert doc["summary"] == {"passed": 1, "failed": 0, "skipped": 0, "intended": 1}
 
 
@@ -310,14 +310,14 @@ def test_cli_config_and_ladder(tmp_path: Path, capsys: pytest.CaptureFixture[str
 @pytest.mark.kernel
 @pytest.mark.usefixtures("_kernel_link_session")
 def test_cli_both_targets_table(capsys: pytest.CaptureFixture[str]) -> None:
-    paths = [str(HERE / "close-active.pkt"), str(HERE / "data-quickack.pkt")]
+    paths = [str(HERE / "close-active.pkt"), str(HERE / "data-push-flag.pkt")]
     code, out, _ = _cli(capsys, *paths)
     assert code == 0
     assert f"{paths[0]} [kernel] PASS" in out and f"{paths[1]} [stack] PASS (intended difference" in out
     rows = {cells[0]: cells for cells in (line.split() for line in out.splitlines())
             if cells and cells[0].endswith(".pkt")}
     assert rows["close-active.pkt"][1:4] == ["PASS", "PASS", "-"]
-    assert rows["data-quickack.pkt"][1:4] == ["PASS", "DIFF", "yes"]
+    assert rows["data-push-flag.pkt"][1:4] == ["PASS", "DIFF", "yes"]
     assert out.splitlines()[-1].startswith("drill: 4 passed, 0 failed, 0 skipped")
 
 
