@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stack.cli.common import UsageError
+from stack.cli.common import Subcommands, UsageError
 from stack.drill import differences, report
 from stack.drill.drive import Options, run_all
 from stack.drill.parser import parse_file
@@ -33,7 +33,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser("drill", help="run packetdrill scripts against Linux and tcpstack, side by side",
                        description="Run packetdrill-language scripts against the Linux kernel (in a private "
                                    "network namespace) and against tcpstack (on a virtual clock).")
