@@ -69,6 +69,7 @@ SYSCTLS: dict[str, tuple[str, Callable[[str], Any]]] = {
     # 0: neither early retransmit nor the tail loss probe; 3 (the default) and 4: the probe.
     "early_retrans": ("tail_loss_probe", lambda text: {"0": False, "3": True, "4": True}[text]),
     "orphan_retries": ("orphan_retries", int),
+    "syn_linear_timeouts": ("syn_linear_timeouts", int),
     "max_orphans": ("max_orphans", int),
     "rmem": ("recv_buffer", _buffer),
     "wmem": ("send_buffer", _buffer),
@@ -80,7 +81,6 @@ FIXED: dict[str, tuple[frozenset[str], str]] = {
     "dsack": (frozenset({"0"}), "no D-SACK"),
     "frto": (frozenset({"0"}), "no F-RTO"),
     "recovery": (frozenset({"0"}), "no RACK"),
-    "syn_linear_timeouts": (frozenset({"0"}), "exponential SYN backoff from the first retry"),
     "moderate_rcvbuf": (frozenset({"0"}), "a fixed receive buffer"),
     "slow_start_after_idle": (frozenset({"0"}), "no congestion window reset after idle"),
     "abort_on_overflow": (frozenset({"0"}), "a full accept queue drops"),

@@ -77,11 +77,10 @@ def _new_ack(c: Tcb, seg: Segment, ack: int, ctx: Context) -> None:
     if c.snd_una == c.snd_max:
         c.clear_timer(Timer.RTX, ctx)  # RFC 6298 §5.2
         c.clear_timer(Timer.LOSS_PROBE, ctx)
-        c.first_unacked_time = None
     else:
         c.set_timer(Timer.RTX, ctx.now + c.rtt.rto, ctx)  # RFC 6298 §5.3
-        c.first_unacked_time = ctx.now
         schedule_loss_probe(c, ctx)
+    c.retrans_stamp = None
     if c.want_writable and c.send_buf.free > 0 and c.handle is not None:
         c.want_writable = False
         ctx.events.append(Writable(c.handle))

@@ -41,6 +41,9 @@ class Config:
     """Upper bound of the retransmission timeout in seconds, backoff included (Linux `TCP_RTO_MAX`)."""
     syn_retries: int = 6
     """Retransmissions of a SYN before connect() gives up (Linux `tcp_syn_retries`)."""
+    syn_linear_timeouts: int = 4
+    """SYN retransmissions that keep the initial RTO before it starts doubling (Linux
+    `tcp_syn_linear_timeouts`)."""
     synack_retries: int = 5
     """Retransmissions of a SYN-ACK before a half-open connection is dropped (Linux `tcp_synack_retries`)."""
     retries: int = 15

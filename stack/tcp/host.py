@@ -301,7 +301,9 @@ class Host:
         for key in list(listener.embryos):
             conn = self.connections.get(key)
             if conn is not None:
-                self.act(conn, conn.abort(ctx))
+                # Half-open connections go silently, as Linux frees its request sockets: a later
+                # segment from the peer finds nothing and gets the RST then.
+                self.act(conn, conn.finish(CloseReason.ABORTED, "listener closed", ctx))
         listener.state = S.CLOSED
         self.record_transition((self.addresses[0], listener.port, "0.0.0.0", 0), S.LISTEN, S.CLOSED, "CLOSE", now)
 

@@ -136,8 +136,11 @@ def push(c: Tcb, ctx: Context) -> None:
             if not last:
                 if n < c.max_snd_wnd // 2:
                     break  # a window-limited runt: wait for the window to open further
-            elif c.cfg.nagle and c.snd_nxt != c.snd_una and not c.fin_queued:
-                break  # Nagle: a small segment waits while data is unacknowledged
+            elif (c.cfg.nagle and seq_gt(c.snd_sml, c.snd_una) and not seq_gt(c.snd_sml, c.snd_nxt)
+                  and not c.fin_queued):
+                # Nagle, Minshall's variant as Linux (tcp_minshall_check): a small segment waits
+                # while an earlier small one is unacknowledged, not behind full-sized ones.
+                break
         _send_data(c, buf.slice(c.snd_nxt, n), FIN if last and c.fin_queued else 0, ctx)
         sent_any = True
     if sent_any:
@@ -159,6 +162,8 @@ def _send_data(c: Tcb, payload: bytes, extra_flags: int, ctx: Context) -> None:
         flags |= PSH  # the segment ends a write (Linux tcp_push)
     n = len(payload) + (1 if extra_flags & FIN else 0)
     end = seq_add(seq, n)
+    if 0 < len(payload) < c.snd_mss:
+        c.snd_sml = end  # Linux tcp_minshall_update
     if extra_flags & FIN:
         c.fin_seq = seq_add(seq, len(payload))
     now = ctx.now
@@ -174,8 +179,6 @@ def _send_data(c: Tcb, payload: bytes, extra_flags: int, ctx: Context) -> None:
     c.snd_nxt = end
     if seq_gt(end, c.snd_max):
         c.snd_max = end
-    if c.first_unacked_time is None:
-        c.first_unacked_time = now
     if c.deadlines[Timer.RTX] == INF:
         c.set_timer(Timer.RTX, now + c.rtt.rto, ctx)
 

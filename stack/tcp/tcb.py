@@ -60,8 +60,7 @@ class Tcb:
         "deadlines",
         "fin_queued",
         "fin_seq",
-        "first_unacked_time",
-        "four_tuple",
+                "four_tuple",
         "handle",
         "history",
         "irs",
@@ -86,6 +85,7 @@ class Tcb:
         "read_closed",
         "recovery",
         "recv",
+        "retrans_stamp",
         "retries",
         "rtt",
         "rtt_seq",
@@ -95,6 +95,7 @@ class Tcb:
         "snd_max",
         "snd_mss",
         "snd_nxt",
+        "snd_sml",
         "snd_una",
         "snd_wl1",
         "snd_wl2",
@@ -167,7 +168,10 @@ class Tcb:
         self.retries = 0
         self.rtt_seq: int | None = None  # the segment being timed (RFC 6298 §3), if any
         self.rtt_time = 0.0
-        self.first_unacked_time: float | None = None
+        # When the retransmission timer first resent data since the last new ACK (Linux
+        # retrans_stamp): the user timeout counts from there.
+        self.retrans_stamp: float | None = None
+        self.snd_sml = iss  # end of the last segment smaller than the MSS (Minshall's Nagle)
         self.last_recv_time = now
         self.keepalive_sent = 0
         self.probes_out = 0  # zero-window probes the peer has not answered (Linux icsk_probes_out)

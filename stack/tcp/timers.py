@@ -33,7 +33,8 @@ def _on_rtx(c: Tcb, ctx: Context) -> Outcome | None:
             counters.inc("TCPAbortOnTimeout")
             return c.finish(CloseReason.TIMED_OUT, "SYN retries exhausted", ctx)
         c.retries += 1
-        c.rtt.on_timeout()
+        if state is S.SYN_RECEIVED or c.retries > cfg.syn_linear_timeouts:
+            c.rtt.on_timeout()  # (the first SYN retransmissions keep the initial RTO: Linux)
         counters.inc("TCPTimeouts")
         send_syn(c, ctx)
         return None
@@ -50,9 +51,12 @@ def _on_rtx(c: Tcb, ctx: Context) -> Outcome | None:
             counters.inc("TCPAbortOnMemory")
             return reset(c, CloseReason.ABORTED, "too many orphans", ctx)
         limit = _orphan_retries(c)
-    timed_out = c.retries >= limit
-    if cfg.user_timeout is not None and c.first_unacked_time is not None:
-        timed_out = timed_out or now - c.first_unacked_time >= cfg.user_timeout
+    if cfg.user_timeout is not None:
+        # TCP_USER_TIMEOUT replaces the retry count (Linux retransmits_timed_out), counted from
+        # the first retransmission.
+        timed_out = c.retrans_stamp is not None and now - c.retrans_stamp >= cfg.user_timeout
+    else:
+        timed_out = c.retries >= limit
     if timed_out:
         # Silently, as Linux's tcp_write_err: a peer that answers nothing would not see a RST.
         counters.inc("TCPAbortOnTimeout")
@@ -67,9 +71,15 @@ def _on_rtx(c: Tcb, ctx: Context) -> Outcome | None:
     c.rtt_seq = None  # Karn: no sample from what is about to be retransmitted
     # Go back N (RFC 9293 §3.8.1, RFC 5681 §3.1): resend from SND.UNA as the loss window allows.
     c.snd_nxt = c.snd_una
+    if c.retrans_stamp is None:
+        c.retrans_stamp = now
     if c.snd_una == c.iss:
         send_syn(c, ctx)  # closed in SYN-RECEIVED: the SYN-ACK itself is still unacknowledged
-    c.set_timer(Timer.RTX, now + c.rtt.rto, ctx)
+    rto = c.rtt.rto
+    if cfg.user_timeout is not None:
+        # Fire no later than the user timeout (Linux tcp_clamp_rto_to_user_timeout).
+        rto = max(min(rto, c.retrans_stamp + cfg.user_timeout - now), 0.001)
+    c.set_timer(Timer.RTX, now + rto, ctx)
     push(c, ctx)
     return None
 

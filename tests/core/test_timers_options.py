@@ -131,14 +131,17 @@ def test_keepalive_probes_then_timeout() -> None:
 
 
 def test_user_timeout_aborts() -> None:
+    """TCP_USER_TIMEOUT as Linux counts it: from the first retransmission, the timer clamped so
+    that it fires right then, whatever the retry count says."""
     h = Harness(plain_config(user_timeout=3.0)).established()
     h.conn.send(b"never acked", h.now)
     h.take()
     out = h.advance(10.0)
     assert out and not any(s.flags & RST for s in out)  # dropped silently, as Linux does
     assert h.c.state is S.CLOSED and h.c.close_reason is CloseReason.TIMED_OUT
-    (_, _, _, cause) = h.c.history[-1]
+    (at, _, _, cause) = h.c.history[-1]
     assert cause == "retransmissions exhausted"
+    assert at == pytest.approx(0.2 + 3.0)  # first retransmission at the RTO (0.2 s), then 3 s
 
 
 def test_window_scaling_applies_to_both_directions() -> None:
