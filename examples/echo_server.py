@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sys
 
-from stack.link.netns import install_signal_handlers
+from stack.cli import interrupt
+from stack.cli.common import OneLineParser, positive_float, require_kernel_link
 from stack.runtime import Stack
 from stack.tcp.config import Config
 from stack.tcp.events import StateChanged
@@ -47,10 +49,18 @@ async def main(seconds: float) -> None:
             await asyncio.wait_for(asyncio.Event().wait(), seconds)
 
 
+def cli(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="echo_server.py", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=positive_float, default=30.0, help="how long to serve (default 30)")
+    args = parser.parse_args(argv)
+
+    def serve() -> None:
+        require_kernel_link()
+        interrupt.run(main(args.seconds))
+
+    return interrupt.guarded("echo_server.py", serve)
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=30.0)
-    args = parser.parse_args()
-    install_signal_handlers()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main(args.seconds))
+    sys.exit(cli())

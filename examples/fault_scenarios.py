@@ -1,8 +1,9 @@
 """Break TCP on purpose against the Linux kernel and watch the teardown cope: the eight fault
-scenarios of tcpstack, each in its own private namespace.
+scenarios of tcpstack (ten runs with the variants 3b and 8b), each in its own private namespace.
 
     sudo .venv/bin/python examples/fault_scenarios.py            # all of them
-    sudo .venv/bin/python examples/fault_scenarios.py 3 8        # some of them
+    sudo .venv/bin/python examples/fault_scenarios.py 3 8b       # some of them
+    sudo .venv/bin/python examples/fault_scenarios.py --list     # what each one does
 
 Each prints what happened; tests/kernel/test_fault_scenarios.py runs the same functions and
 asserts on what they return.
@@ -10,14 +11,19 @@ asserts on what they return.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import inspect
 import itertools
+import re
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import textwrap
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+from stack.cli.common import require_kernel_link
 from stack.faults import FaultEngine
 from stack.link.nsenter import netns_socket
 from stack.observe.sockdiag import SockDiag
@@ -135,12 +141,15 @@ async def kernel_fin_lost() -> Result:
                 "kernel_state": run.kernel_state(kport)}
 
 
-async def stack_fin_lost(times: int | None = 3) -> Result:
-    """3. Drop the stack's FIN `times` times: retransmitted with backoff and the same sequence
-    number; the kernel stays ESTABLISHED until one gets through, then goes CLOSE-WAIT. With every
-    FIN dropped (times=None) the stack gives up after its retry limit, sends RST, times out."""
+async def stack_fin_lost(times: int | None = 4) -> Result:
+    """3. Drop the stack's FIN four times: the first resend is a tail loss probe (as Linux sends
+    one), then the retransmission timer resends it with backoff, same sequence number each time;
+    the kernel stays ESTABLISHED until one gets through, then goes CLOSE-WAIT.
+
+    `times` FINs are dropped; with times=None every one is (scenario 3b)."""
     rule = "drop out flags=F" + (f" first={times}" if times else "")
-    async with Run(rule, Config(msl=1.0, retries=3)) as run:
+    # The server closes fully, so the connection is an orphan: its retry limit is orphan_retries.
+    async with Run(rule, Config(msl=1.0, orphan_retries=3)) as run:
         closed: list[BaseException | None] = []
 
         async def close_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -168,11 +177,14 @@ async def stack_fin_lost(times: int | None = 3) -> Result:
         result: Result = {"fin_drops": len(drops), "same_seq": len({seq for _, seq in drops}) == 1,
                           "backoff_gaps": gaps, "kernel_states_seen": list(dict.fromkeys(states)),
                           "stack_path": run.path(kport), "last_cause": conn_events[-1].cause if conn_events else ""}
+        host = run.stack.host
+        assert host is not None
+        result["loss_probes"] = host.counters["TCPLossProbes"]
         if not times:
-            host = run.stack.host
-            assert host is not None
             result["rst_sent"] = host.counters["OutRsts"]
             result["timeouts"] = host.counters["TCPAbortOnTimeout"]
+            result["kernel_state_after"] = run.kernel_state(kport)  # it was told nothing
+            _w.write(b"hello?")  # the kernel speaks: a connection the stack no longer has
             try:
                 await asyncio.wait_for(r.read(), 2)
                 result["kernel_saw"] = "EOF"
@@ -290,31 +302,74 @@ async def rst_into_time_wait(rfc1337: bool) -> Result:
     return {"rfc1337": rfc1337, "stack_time_wait_left": stack_tw, "kernel_time_wait_left": int(kernel_tw)}
 
 
-SCENARIOS: dict[str, Callable[[], Awaitable[Result]]] = {
+async def stack_fin_always_lost() -> Result:
+    """3b. Drop every FIN of the stack: after its retry limit it gives up silently, as Linux does
+    (no RST: a peer that answers nothing would not get it), and reports the connection timed out;
+    the kernel, still ESTABLISHED, sees ECONNRESET when it next writes."""
+    return await stack_fin_lost(None)
+
+
+async def rst_into_time_wait_rfc1337_off() -> Result:
+    """8. An RST injected into TIME-WAIT, RFC 1337 off (Linux's default): the RST ends TIME-WAIT
+    early, on the stack and on the kernel alike."""
+    return await rst_into_time_wait(False)
+
+
+async def rst_into_time_wait_rfc1337_on() -> Result:
+    """8b. The same RST with RFC 1337 protection on (`rfc1337`, Linux `tcp_rfc1337`): TIME-WAIT
+    ignores it and runs its full 2MSL, on both sides."""
+    return await rst_into_time_wait(True)
+
+
+SCENARIOS: dict[str, Callable[[], Coroutine[Any, Any, Result]]] = {
     "1": lost_final_ack,
     "2": kernel_fin_lost,
     "3": stack_fin_lost,
-    "3b": lambda: stack_fin_lost(None),
+    "3b": stack_fin_always_lost,
     "4": fin_ahead_of_data,
     "5": duplicate_everything,
     "6": lossy_many,
     "7": corruption,
-    "8": lambda: rst_into_time_wait(False),
-    "8b": lambda: rst_into_time_wait(True),
+    "8": rst_into_time_wait_rfc1337_off,
+    "8b": rst_into_time_wait_rfc1337_on,
 }
 
 
-def main(names: list[str]) -> None:
-    from stack.link.netns import install_signal_handlers
+def heading(name: str) -> str:
+    """The scenario's description: the first paragraph of its docstring, without the number."""
+    doc = inspect.getdoc(SCENARIOS[name]) or ""
+    first = " ".join(doc.split("\n\n")[0].split())
+    return re.sub(r"^\w+\.\s*", "", first)
 
-    install_signal_handlers()
-    for name in names or list(SCENARIOS):
-        fn = SCENARIOS[name]
-        doc = (getattr(fn, "__doc__", None) or "").strip().splitlines()
-        print(f"\n{name}. {doc[0][3:] if doc else ''}" if doc else f"\n{name}.")
-        for key, value in asyncio.run(fn()).items():
-            print(f"   {key}: {value}")
+
+def main(argv: list[str]) -> int:
+    from stack.cli import interrupt
+    from stack.cli.common import OneLineParser
+
+    parser = OneLineParser(prog="fault_scenarios.py", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenario", nargs="*", metavar="SCENARIO",
+                        help=f"which to run ({', '.join(SCENARIOS)}; default: all)")
+    parser.add_argument("--list", action="store_true", help="print what each scenario does and exit")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.scenario if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"no scenario {unknown[0]!r} (choose from {', '.join(SCENARIOS)})")
+    if args.list:
+        for name in SCENARIOS:
+            print(textwrap.fill(heading(name), 100, initial_indent=f"{name:>3}. ", subsequent_indent="     "))
+        return 0
+
+    def run_all() -> None:
+        require_kernel_link()
+        for name in args.scenario or list(SCENARIOS):
+            print("\n" + textwrap.fill(heading(name), 100, initial_indent=f"{name}. ", subsequent_indent="   "),
+                  flush=True)
+            for key, value in interrupt.run(SCENARIOS[name]()).items():
+                print(f"   {key}: {value}", flush=True)
+
+    return interrupt.guarded("fault_scenarios.py", run_all)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -7,8 +7,12 @@ stack's state changes and the kernel socket's state as `ss` sees it.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import sys
 
+from stack.cli import interrupt
+from stack.cli.common import OneLineParser, require_kernel_link
 from stack.link.nsenter import netns_socket
 from stack.observe.sockdiag import SockDiag
 from stack.runtime import Stack
@@ -44,5 +48,16 @@ async def main() -> None:
             print(f"  kernel :{kernel_port}: {diag.state_of(kernel_port)} (as ss shows it)")
 
 
+def cli(argv: list[str] | None = None) -> int:
+    OneLineParser(prog="kernel_client.py", description=__doc__,
+                  formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+
+    def run() -> None:
+        require_kernel_link()
+        interrupt.run(main())
+
+    return interrupt.guarded("kernel_client.py", run)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(cli())

@@ -8,6 +8,7 @@ No TCP stack is involved: this is the raw packet view the stack gets from `TunLi
 
 from __future__ import annotations
 
+import argparse
 import select
 import shutil
 import struct
@@ -15,7 +16,8 @@ import sys
 import textwrap
 import time
 
-from stack.link.netns import install_signal_handlers
+from stack.cli import interrupt
+from stack.cli.common import OneLineParser
 from stack.link.tun import LinkUnavailable, TunLink
 
 # The kernel-side sender: a raw ICMP socket in Python, so the example does not need `ping`.
@@ -50,13 +52,12 @@ def describe(packet: bytes) -> str:
 
 
 def main() -> int:
-    install_signal_handlers()  # Ctrl-C / SIGTERM still delete the namespace
     try:
         link = TunLink()
         link.open()
     except LinkUnavailable as exc:
-        print(f"cannot open the kernel link: {exc.reason}", file=sys.stderr)
-        return 2
+        print(f"raw_tun.py: cannot open the kernel link: {exc.reason}", file=sys.stderr)
+        return 1
     with link:
         print(f"opened {link!r}")
         if shutil.which("ping"):
@@ -80,4 +81,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    OneLineParser(prog="raw_tun.py", description=__doc__,
+                  formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    # Ctrl-C: the `with` block deletes the namespace, one line, exit 130.
+    sys.exit(interrupt.guarded("raw_tun.py", main))

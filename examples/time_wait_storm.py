@@ -49,8 +49,8 @@ from pathlib import Path
 
 from stack.bench.cps import EchoProtocol, ReplyCloseProtocol, bucket_ms_for, stack_client_load
 from stack.bench.loadgen import GRACE, EchoServer, namespace_time_wait, run_client
-from stack.link.netns import install_signal_handlers
-from stack.link.tun import kernel_link_available
+from stack.cli import interrupt
+from stack.cli.common import OneLineParser, bounded_int, require_kernel_link, seconds_at_most
 from stack.observe.plot import MissingMatplotlib, draw, read_stats_csv
 from stack.observe.statslog import StatsLog
 from stack.runtime import Stack
@@ -186,24 +186,27 @@ async def main(seconds: float, concurrency: int, all_timelines: bool, stats_dir:
         print(f"not drawn: {exc}")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="length of each phase (default 4)")
-    parser.add_argument("--concurrency", type=int, default=16, help="connections in flight (default 16)")
+def cli(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="time_wait_storm.py", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=seconds_at_most(300), default=4.0, help="length of each phase (default 4)")
+    parser.add_argument("--concurrency", type=bounded_int("concurrency", 1, 1024), default=16,
+                        help="connections in flight (default 16)")
     parser.add_argument("--all-timelines", action="store_true", help="print the TIME-WAIT timeline of every phase")
     parser.add_argument("--stats-dir", type=Path, default=Path("time_wait_storm"),
                         help="where each phase's stats log (CSV) goes (default ./time_wait_storm)")
     parser.add_argument("--plot", type=Path, default=None,
                         help="the picture of TIME-WAIT over the phases (.png/.svg; default STATS_DIR/states.png)")
-    args = parser.parse_args()
-    if not 0 < args.seconds <= 300 or not 1 <= args.concurrency <= 1024:
-        parser.error("--seconds must be in (0, 300] and --concurrency in 1..1024")
-    ok, reason = kernel_link_available()
-    if not ok:
-        sys.exit(f"time_wait_storm: {reason}")
-    install_signal_handlers()  # Ctrl-C deletes the namespace (and the generator in it) first
-    try:
-        asyncio.run(main(args.seconds, args.concurrency, args.all_timelines, args.stats_dir,
-                         args.plot or args.stats_dir / "states.png"))
-    except KeyboardInterrupt:
-        sys.exit(130)  # the namespaces are already gone (install_signal_handlers)
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        require_kernel_link()
+        # Ctrl-C cancels the phase: its stack, namespace and load generator go, one line, exit 130.
+        interrupt.run(main(args.seconds, args.concurrency, args.all_timelines, args.stats_dir,
+                           args.plot or args.stats_dir / "states.png"))
+
+    return interrupt.guarded("time_wait_storm.py", run)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -8,7 +8,8 @@ to a second host over the in-memory link (the survivor). Every connection that l
 rebuilt on a fresh port, so every state is under fire for the whole run.
 
 Each fuzz segment is aimed at a target (a state's connection, a listener, a port nobody listens
-on, an older connection, a TIME-WAIT record, or the survivor) and is either
+on, an older connection, a TIME-WAIT record, the survivor, or one of the two hostile peers below)
+and is either
 
 * raw bytes: a packet built for the target, then mutated (truncation, bit flips, bad data offsets,
   IHL, total length, fragments, protocol, bad option lengths, random option areas, checksum
@@ -18,10 +19,19 @@ on, an older connection, a TIME-WAIT record, or the survivor) and is either
   anywhere or on the window edges, windows 0 and 65535, random urgent pointers and options,
   payloads up to 64 KiB) fed straight to `Host.on_segment`.
 
+Two hostile peers take a share of the segments, well-formed and aimed: an out-of-order flood (the
+SegmentSmack class) into one ESTABLISHED connection with a small window -- 1-byte segments at every
+other sequence number, now and then one below the highest block (the queue is pruned from the
+top) or the one that fills the first gap -- and ACKs that return SYN cookies of the small listener,
+genuine but for a tampered field (a bit of the cookie, an option bit echoed in the timestamp, the
+peer's ISN, the port).
+
 Checked: no exception escapes; the sum of `InMalformed.*` counters equals the malformed packets
-fed, reason by reason; the connection and TIME-WAIT tables stay bounded; the survivor -- never hit
-exactly, which is checked segment by segment -- still moves data both ways and closes cleanly; and
-once everything is closed the host is empty with no timer pending.
+fed, reason by reason; the connection and TIME-WAIT tables stay bounded; no forged cookie makes a
+connection (the hash has 24 bits: one forgery in 16.7 million passes by chance); the flooded
+connection's receive memory never passes its limit; the survivor -- never hit exactly, which is
+checked segment by segment -- still moves data both ways and closes cleanly; and once everything
+is closed the host is empty, with no timer pending and its memory account back at zero.
 
     .venv/bin/python tools/fuzz.py [--segments 1000000] [--seed 1]
 """
@@ -44,13 +54,14 @@ if str(ROOT) not in sys.path:
 
 from stack.native import internet_checksum, tcp_checksum_ipv4  # noqa: E402
 from stack.sim import Simulator  # noqa: E402
+from stack.tcp.budget import recv_memory  # noqa: E402
 from stack.tcp.config import Config, FourTuple  # noqa: E402
 from stack.tcp.connection import Connection  # noqa: E402
 from stack.tcp.counters import MALFORMED_PREFIX  # noqa: E402
 from stack.tcp.events import Accepted, Event, Readable  # noqa: E402
 from stack.tcp.handle import ConnectionHandle  # noqa: E402
 from stack.tcp.host import Host  # noqa: E402
-from stack.tcp.seq import MASK, seq_add, seq_in, seq_le, seq_lt  # noqa: E402
+from stack.tcp.seq import MASK, seq_add, seq_in, seq_le, seq_lt, seq_sub  # noqa: E402
 from stack.tcp.states import State  # noqa: E402
 from stack.wire import MalformedPacket, Reason, build_packet, parse_packet  # noqa: E402
 from stack.wire.segment import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Segment, TcpOptions  # noqa: E402
@@ -69,6 +80,11 @@ CLOSED_PORT = 9  # nobody listens here
 BUILD_BACKLOG = 4096
 LISTEN_BACKLOG = 16  # small, so that SYNs from strangers also meet SYN cookies
 
+FLOOD_PORT = 8081  # the listener of the connection flooded with out-of-order segments
+FLOOD_RECV_BUFFER = 64 * 1024  # its window, so its receive memory limit (2x) is reached within a run
+FLOOD_SHARE = 0.04  # of the fuzz segments: the next segment of the out-of-order flood
+COOKIE_SHARE = 0.02  # of the fuzz segments: an ACK returning a forged SYN cookie
+
 BATCH = 50  # segments per batch; a batch arrives at one instant, then the link runs for the batch's time
 LEFTOVER_CAP = 64  # connections that left their state and are still targeted; older ones are aborted
 
@@ -76,8 +92,9 @@ LEFTOVER_CAP = 64  # connections that left their state and are still targeted; o
 SLOT_STATES = (S.LISTEN, S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT,
                S.CLOSING, S.LAST_ACK, S.TIME_WAIT)
 # Every connection the fuzzer makes is a slot, a leftover (capped) or an embryo of the small listener
-# (its backlog; beyond it SYN cookies keep no state): with the survivor, that bounds the table.
-CONNECTION_BOUND = 1 + len(SLOT_STATES) + LEFTOVER_CAP + LISTEN_BACKLOG
+# (its backlog; beyond it SYN cookies keep no state): with the survivor and the flooded connection,
+# that bounds the table.
+CONNECTION_BOUND = 2 + len(SLOT_STATES) + LEFTOVER_CAP + LISTEN_BACKLOG
 # TIME-WAIT records come only from those connections and expire after 2MSL (records nobody targets
 # are never restarted); the steady state is a few dozen at 1 ms per segment.
 TIME_WAIT_BOUND = 128
@@ -114,6 +131,12 @@ class FuzzReport:
     max_time_wait: int = 0
     max_embryos: int = 0
     survivor_skipped: int = 0
+    flood_segments: int = 0
+    flood_max_mem: int = 0  # the flooded connection's receive memory, at most
+    flood_max_blocks: int = 0
+    flood_limit: int = 0  # its limit (Config.recv_memory)
+    forged_cookies: int = 0
+    forged_accepted: int = 0  # forged cookie ACKs that made a connection (must stay 0)
     survivor_ok: bool | None = None
     survivor_detail: str = ""
     drained_ok: bool | None = None
@@ -154,6 +177,10 @@ class FuzzReport:
             out.append("survivor: " + self.survivor_detail)
         if self.drained_ok is False:
             out.append("drain: " + self.drained_detail)
+        if self.forged_accepted:
+            out.append(f"{self.forged_accepted} forged SYN cookies made a connection")
+        if self.flood_max_mem > self.flood_limit:
+            out.append(f"the flooded connection held {self.flood_max_mem} bytes > its limit {self.flood_limit}")
         return out
 
     def format(self) -> str:
@@ -194,10 +221,15 @@ class FuzzReport:
                   f"survivor: {'ok' if self.survivor_ok else 'FAILED' if self.survivor_ok is False else 'not checked'}"
                   f" ({self.survivor_detail}); {self.survivor_skipped} segments skipped as exact hits",
                   f"drain: {'ok' if self.drained_ok else 'FAILED' if self.drained_ok is False else 'not checked'}"
-                  f" ({self.drained_detail})"]
+                  f" ({self.drained_detail})",
+                  f"out-of-order flood: {self.flood_segments:,} segments into one connection; at most"
+                  f" {self.flood_max_blocks:,} blocks and {self.flood_max_mem:,} bytes of receive memory"
+                  f" (limit {self.flood_limit:,})",
+                  f"forged SYN cookies: {self.forged_cookies:,} ACKs, {self.forged_accepted} accepted"]
         interesting = ("TCPChallengeACK", "TCPACKSkippedChallenge", "TCPSYNChallenge", "OutRsts", "PAWSEstab",
                        "TCPOFOQueue", "EstabResets", "AttemptFails", "TWKilled", "TCPTimeWaitReopen",
-                       "ListenOverflows", "SyncookiesSent", "SyncookiesFailed", "TCPAbortOnData", "TCPRcvNoListener")
+                       "ListenOverflows", "SyncookiesSent", "SyncookiesFailed", "SyncookiesRecv", "TCPAbortOnData",
+                       "TCPRcvNoListener", "TCPOFODrop", "PruneCalled", "OfoPruned")
         lines.append("counters: " + " ".join(f"{k}={self.counters.get(k, 0):,}" for k in interesting))
         problems = self.problems()
         lines.append("RESULT: " + ("ok" if not problems else "FAILED\n  " + "\n  ".join(problems)))
@@ -448,6 +480,7 @@ class FuzzWorld:
         self.host.listen(LISTEN_PORT, backlog=LISTEN_BACKLOG)
         self.host.listen(BUILD_PORT, backlog=BUILD_BACKLOG)
         self.host.listen(SURVIVOR_PORT)
+        self.host.listen(FLOOD_PORT, config=cfg.with_changes(recv_buffer=FLOOD_RECV_BUFFER))
         self._pool = self.rng.randbytes(70_000)
         self._rport = 1024
         self._lport = 20000
@@ -462,6 +495,8 @@ class FuzzWorld:
         self._setup_survivor()
         for state in SLOT_STATES:
             self._rebuild(state)
+        self.flood_conn = self._build_flood()
+        self.flood_next = seq_add(self.flood_conn.rcv_nxt, 1)
 
     # ------------------------------------------------------------------ plumbing
     def _drain(self) -> list[Segment]:
@@ -503,6 +538,9 @@ class FuzzWorld:
             if not self._slot_alive(slot):
                 self._fallen(slot)
                 self._rebuild(state)
+        if self.host.connections.get(self.flood_conn.four_tuple) is not self.flood_conn:
+            self.flood_conn = self._build_flood()
+            self.flood_next = seq_add(self.flood_conn.rcv_nxt, 1)
         self._drain()
         self._measure()
 
@@ -688,6 +726,93 @@ class FuzzWorld:
         self._victim_rx.clear()
         self._peer_rx.clear()
 
+    # ------------------------------------------------------------------ hostile peers
+    def _build_flood(self) -> Connection:
+        """An ESTABLISHED connection through FLOOD_PORT (SACK on, small window), driven by the phantom."""
+        rport = self._next_rport()
+        key = (VICTIM, FLOOD_PORT, PHANTOM, rport)
+        irs = self.rng.getrandbits(32)
+        opts = TcpOptions(mss=1460, wscale=7, sack_permitted=True)
+        self.host.on_segment(Segment(PHANTOM, VICTIM, rport, FLOOD_PORT, irs, 0, SYN, 65535, 0, opts), self.now)
+        conn = self.host.connections[key]
+        self.slot_conns.add(id(conn))  # the application keeps it (not a leftover)
+        self._drain()
+        self.host.on_segment(Segment(PHANTOM, VICTIM, rport, FLOOD_PORT, irs + 1, conn.snd_nxt, ACK, 65535), self.now)
+        self._drain()
+        assert conn.state is S.ESTABLISHED
+        self.report.rebuilds["flood"] += 1
+        return conn
+
+    def _flood_segment(self) -> tuple[str, Segment]:
+        """The next 1-byte segment of the flood: mostly two sequence numbers above the last, now and
+        then below the highest block (which prunes from the top once memory is short) or the one
+        that fills the first gap (a block moves to the application)."""
+        c, rng = self.flood_conn, self.rng
+        r = rng.random()
+        above = seq_sub(self.flood_next, c.rcv_nxt)
+        if r < 0.02:
+            seq = c.rcv_nxt
+        elif r < 0.12 and above > 3:
+            seq = seq_add(c.rcv_nxt, 1 + 2 * rng.randrange(above // 2))
+        else:
+            if not 0 < above < c.rcv_wnd:
+                self.flood_next = seq_add(c.rcv_nxt, 1)
+            seq, self.flood_next = self.flood_next, seq_add(self.flood_next, 2)
+        _, lport, _, rport = c.four_tuple
+        return "ooo flood", Segment(PHANTOM, VICTIM, rport, lport, seq, c.snd_nxt, ACK, 65535, 0, TcpOptions(), b"f")
+
+    def _forged_cookie(self) -> tuple[str, Segment] | None:
+        """A stranger's SYN to the small listener; if it is answered with a cookie, the ACK that returns
+        it with one field tampered with (None when the backlog had room: no cookie)."""
+        rng, host = self.rng, self.host
+        src, sport = STRANGERS + str(rng.randrange(1, 255)), rng.randrange(1024, 65536)
+        key = (VICTIM, LISTEN_PORT, src, sport)
+        if key in host.connections or key in host.time_wait:
+            return None
+        irs = rng.getrandbits(32)
+        ts = rng.getrandbits(32) if rng.random() < 0.5 else None
+        opts = TcpOptions(mss=rng.choice((536, 1460, 8960)), wscale=rng.choice((None, 7)),
+                          sack_permitted=rng.random() < 0.5, timestamp=(ts, 0) if ts is not None else None)
+        host.on_segment(Segment(src, VICTIM, sport, LISTEN_PORT, irs, 0, SYN, 65535, 0, opts), self.now)
+        out = self._drain()
+        synack = next((x for x in out if x.flags & SYN and x.dst_addr == src and x.dst_port == sport), None)
+        if synack is None or key in host.connections:
+            return None  # no cookie: the backlog had room (or the SYN was refused)
+        cookie, seq = synack.seq, irs + 1
+        ecr = synack.options.timestamp[0] if synack.options.timestamp else None
+        r = rng.random()
+        if r < 0.35:
+            cookie ^= 1 << rng.randrange(32)  # the time counter, the MSS index or the hash
+        elif r < 0.5:
+            cookie ^= rng.randrange(1, 8) << 24  # another MSS index
+        elif r < 0.7 and ecr is not None:
+            ecr ^= 1 << rng.randrange(6)  # the window shift or SACK bits echoed in the timestamp
+        elif r < 0.85:
+            seq += rng.choice((1, -1, 1 << 31))  # not the SYN's sequence number
+        else:
+            sport = (sport + 1) & 0xFFFF  # another 4-tuple
+        ack_opts = TcpOptions(timestamp=((ts + 1) & MASK, ecr)) if ts is not None and ecr is not None else TcpOptions()
+        return "forged cookie", Segment(src, VICTIM, sport, LISTEN_PORT, seq & MASK, (cookie + 1) & MASK, ACK, 65535,
+                                        0, ack_opts)
+
+    def _feed_hostile(self, kind: str, seg: Segment, i: int) -> None:
+        report = self.report
+        report.by_kind[kind] += 1
+        self._feed(seg, i)
+        if kind == "ooo flood":
+            c = self.flood_conn
+            report.flood_segments += 1
+            report.flood_max_mem = max(report.flood_max_mem, c.recv.mem)
+            report.flood_max_blocks = max(report.flood_max_blocks, len(c.recv.ooo or ()))
+            report.flood_limit = recv_memory(c)
+            return
+        report.forged_cookies += 1
+        conn = self.host.connections.get((seg.dst_addr, seg.dst_port, seg.src_addr, seg.src_port))
+        if conn is not None and conn.listen_port == LISTEN_PORT and conn.state is not S.SYN_RECEIVED:
+            report.forged_accepted += 1
+            conn.abort(self.now)
+            self._drain()
+
     # ------------------------------------------------------------------ generating segments
     def _payload(self, n: int) -> bytes:
         start = self.rng.randrange(0, len(self._pool) - n) if n < len(self._pool) else 0
@@ -789,6 +914,12 @@ class FuzzWorld:
                 self._tick()
                 if progress is not None and i % 100_000 == 0:
                     progress(i)
+            r = rng.random()
+            hostile = (self._flood_segment() if r < FLOOD_SHARE else
+                       self._forged_cookie() if r < FLOOD_SHARE + COOKIE_SHARE else None)
+            if hostile is not None:
+                self._feed_hostile(*hostile, i)
+                continue
             kind, key, view, conn = self._pick_target()
             report.by_kind[kind] += 1
             seg = self._segment(key, view)
@@ -956,7 +1087,7 @@ class FuzzWorld:
         for host in (self.host, self.peer):
             self.link.events_of(host).clear()
         left = {"connections": len(self.host.connections), "time_wait": len(self.host.time_wait),
-                "timers": self.host.pending_timers(),
+                "timers": self.host.pending_timers(), "memory": self.host.memory.allocated,
                 "peer": len(self.peer.connections) + len(self.peer.time_wait) + self.peer.pending_timers()}
         self.report.drained_ok = not any(left.values())
         self.report.drained_detail = " ".join(f"{k}={v}" for k, v in left.items())

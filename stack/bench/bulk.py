@@ -10,14 +10,18 @@ ceiling of any Python stack on this device. Measured and printed, never asserted
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+from stack.bench.loadgen import CHILD_GROUP
 from stack.bench.table import Column, render
+from stack.faults import FaultEngine, FaultRule
 from stack.link.netns import Netns
 from stack.link.tun import TunLink
 from stack.runtime import Stack
@@ -52,31 +56,43 @@ print(n, time.perf_counter() - t, flush=True)
 
 def _peer(netns: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", PEER, *args],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, **CHILD_GROUP)
 
 
-async def _through_stack(mtu: int, offload: bool, nbytes: int) -> dict[str, Any]:
+async def _exited(proc: subprocess.Popen[str]) -> None:
+    """Wait for `proc` without blocking the loop (or a thread that Ctrl-C could not stop)."""
+    while proc.poll() is None:
+        await asyncio.sleep(0.01)
+
+
+async def _through_stack(mtu: int, offload: bool, nbytes: int, faults: list[FaultRule] | None = None,
+                         config: Config | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"mtu": mtu, "offload": offload}
-    async with Stack(config=Config(msl=1.0), mtu=mtu, offload=offload) as stack:
+    engine = FaultEngine(faults) if faults else None  # a fresh engine (same seeds) per case
+    async with Stack(config=config or Config(msl=1.0), mtu=mtu, offload=offload, faults=engine) as stack:
         assert stack.netns is not None and stack.host is not None
         done: asyncio.Future[tuple[int, float, float]] = asyncio.get_running_loop().create_future()
 
         async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             t, c, n = time.perf_counter(), time.process_time(), 0
-            while data := await reader.read(CHUNK):
-                n += len(data)
-            writer.close()
-            done.set_result((n, time.perf_counter() - t, time.process_time() - c))
+            with contextlib.suppress(ConnectionError):  # reset by the stack's close on Ctrl-C
+                while data := await reader.read(CHUNK):
+                    n += len(data)
+                writer.close()
+                if not done.done():  # not when the run was cancelled meanwhile
+                    done.set_result((n, time.perf_counter() - t, time.process_time() - c))
 
         async def source(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             t, c = time.perf_counter(), time.process_time()
             blob = b"s" * CHUNK
-            for _ in range(nbytes // CHUNK):
-                writer.write(blob)
-                await writer.drain()
-            writer.close()
-            await writer.wait_closed()
-            done.set_result((nbytes, time.perf_counter() - t, time.process_time() - c))
+            with contextlib.suppress(ConnectionError):
+                for _ in range(nbytes // CHUNK):
+                    writer.write(blob)
+                    await writer.drain()
+                writer.close()
+                await writer.wait_closed()
+                if not done.done():
+                    done.set_result((nbytes, time.perf_counter() - t, time.process_time() - c))
 
         for name, app, mode, port in (("to_stack", sink, "send", 9), ("from_stack", source, "recv", 19)):
             done = asyncio.get_running_loop().create_future()
@@ -84,10 +100,16 @@ async def _through_stack(mtu: int, offload: bool, nbytes: int) -> dict[str, Any]
             segs = stack.host.counters["InSegs"] + stack.host.counters["OutSegs"]
             server = await stack.start_server(app, port)
             peer = _peer(stack.netns, mode, STACK, str(port), str(nbytes))
-            n, seconds, cpu = await asyncio.wait_for(done, 600)
-            await asyncio.get_running_loop().run_in_executor(None, peer.wait)
+            try:
+                n, seconds, cpu = await asyncio.wait_for(done, 600)
+                await _exited(peer)
+            finally:
+                if peer.poll() is None:  # cancelled (Ctrl-C) or timed out: the peer goes too
+                    peer.kill()
+                    peer.wait()
             server.close()
             out[f"{name}_MBps"] = round(n / seconds / 1e6, 1)
+            out[f"{name}_seconds"] = round(seconds, 3)
             out[f"{name}_cpu"] = round(cpu / seconds, 2)
             out[f"{name}_retransmits"] = stack.host.counters["RetransSegs"] - retrans
             out[f"{name}_segments"] = stack.host.counters["InSegs"] + stack.host.counters["OutSegs"] - segs
@@ -114,7 +136,7 @@ def _raw_tun(mtu: int, nbytes: int) -> dict[str, Any]:
             ["ip", "netns", "exec", link.netns, sys.executable, "-c",
              "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b=b'u'*int(sys.argv[1]);"
              "[s.sendto(b, ('198.18.0.2', 9)) for _ in range(int(sys.argv[2]))]", str(payload),
-             str(nbytes // payload)])
+             str(nbytes // payload)], **CHILD_GROUP)
         got = 0
         fd = link.fileno()
         start = last = time.perf_counter()
@@ -139,14 +161,26 @@ def _raw_tun(mtu: int, nbytes: int) -> dict[str, Any]:
         return {"mtu": mtu, "MBps": round(got / seconds / 1e6, 1), "note": "read + write-back, no TCP"}
 
 
-def run_bulk(megabytes: int, mtus: list[int]) -> dict[str, Any]:
+def run_bulk(megabytes: int, mtus: list[int], progress: Callable[[str], None] | None = None,
+             run: Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]] = asyncio.run,
+             faults: list[FaultRule] | None = None) -> dict[str, Any]:
+    """Every case in turn; `run` runs each stack case's coroutine (the CLI passes one that Ctrl-C
+    can cancel, stack/cli/interrupt.py). `faults` apply between the stack and the kernel in every
+    stack case (each case starts a fresh engine, so the same rules and seeds give the same run)."""
     nbytes = megabytes * CHUNK
     result: dict[str, Any] = {"megabytes": megabytes}
+    if faults:
+        result["faults"] = [rule.text for rule in faults]
+    say = progress or (lambda line: None)
     for mtu in mtus:
-        result[f"mtu{mtu}"] = asyncio.run(_through_stack(mtu, True, nbytes))
+        say(f"MTU {mtu} with offloads: {megabytes} MB each way ...")
+        result[f"mtu{mtu}"] = run(_through_stack(mtu, True, nbytes, faults))
         if mtu == 1500:
-            result["mtu1500_no_offload"] = asyncio.run(_through_stack(mtu, False, nbytes // 4))
+            say(f"MTU 1500 without offloads: {megabytes // 4} MB each way ...")
+            result["mtu1500_no_offload"] = run(_through_stack(mtu, False, nbytes // 4, faults))
+    say("kernel to kernel ...")
     result["kernel_to_kernel"] = _kernel_to_kernel(nbytes)
+    say("raw TUN loop ...")
     result["raw_tun"] = {f"mtu{mtu}": _raw_tun(mtu, min(nbytes, 256 * CHUNK)) for mtu in mtus}
     return result
 
@@ -156,11 +190,16 @@ def format_result(r: dict[str, Any]) -> list[str]:
     through = [
         Column("to the stack", "MB/s", lambda v: v["to_stack_MBps"], ",.1f"),
         Column("from the stack", "MB/s", lambda v: v["from_stack_MBps"], ",.1f"),
+        Column("took, to", "s", lambda v: v["to_stack_seconds"], ",.3f"),
+        Column("took, from", "s", lambda v: v["from_stack_seconds"], ",.3f"),
         Column("stack CPU, to", "cores", lambda v: v["to_stack_cpu"], ".2f"),
         Column("stack CPU, from", "cores", lambda v: v["from_stack_cpu"], ".2f"),
         Column("retransmitted", "segments", lambda v: v["to_stack_retransmits"] + v["from_stack_retransmits"]),
     ]
-    lines = [f"bulk, {r['megabytes']} MB each way (the no-offload case: a quarter of it)", ""]
+    lines = [f"bulk, {r['megabytes']} MB each way (the no-offload case: a quarter of it)"]
+    if r.get("faults"):
+        lines.append("faults: " + "; ".join(r["faults"]))
+    lines.append("")
     lines += render(through, [(key, v) for key, v in r.items() if key.startswith("mtu")])
     references = [Column("throughput", "MB/s", lambda v: v["MBps"], ",.1f"),
                   Column("what", "", lambda v: v.get("path") or v.get("note"))]

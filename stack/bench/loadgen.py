@@ -3,10 +3,11 @@ each in its own process inside the benchmark's network namespace.
 
 Two implementations with one command line and one JSON result:
 
-* `native/loadgen.c`, compiled at run time with the system `cc` into a temporary directory (it is not
-  part of the cffi module). The default.
+* `loadgen.c` beside this module (package data, so an installed wheel has it too), compiled at run
+  time with the system `cc` into a temporary directory (it is not part of the cffi module). The
+  default.
 * this module's pure-Python epoll loop (`python -m stack.bench.loadgen ...`), used when there is no
-  C compiler or no source tree (an installed wheel has no `native/`).
+  C compiler. `describe()` says which one runs, and why.
 
 Measured on the 2-core development VM (4 s runs, concurrency 16): against a kernel echo server in the
 namespace the C client reached ~48k connections/s and the Python one ~42k (the kernel's own work
@@ -42,21 +43,29 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-SOURCE = Path(__file__).resolve().parents[2] / "native" / "loadgen.c"
+SOURCE = Path(__file__).resolve().with_name("loadgen.c")
 IMPLS = ("auto", "c", "python")
+# Children in a process group of their own: a terminal's Ctrl-C reaches only the parent, which
+# stops them (stack/cli/interrupt.py).
+CHILD_GROUP: dict[str, Any] = {"process_group": 0}
 # How long past its run a generator may take to report before it is killed (start-up included).
 GRACE = 15.0
 
 _built: dict[str, Path | None] = {}
+_why_not: dict[str, str] = {}  # "bin" -> why the C generator is not available
 
 
 def native_binary() -> Path | None:
-    """The compiled C generator (built once per process), or None without a compiler or source."""
+    """The compiled C generator (built once per process), or None (`_why_not` says why)."""
     if "bin" in _built:
         return _built["bin"]
     path: Path | None = None
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is not None and SOURCE.is_file():
+    if cc is None:
+        _why_not["bin"] = "no C compiler (cc, gcc or clang) on PATH"
+    elif not SOURCE.is_file():
+        _why_not["bin"] = f"{SOURCE} is missing from this installation"
+    else:
         tmp = tempfile.mkdtemp(prefix="tcpstack-loadgen-")
         atexit.register(shutil.rmtree, tmp, True)
         out = Path(tmp) / "loadgen"
@@ -65,10 +74,22 @@ def native_binary() -> Path | None:
         if proc.returncode == 0:
             path = out
         else:
-            print(f"tcpstack bench: cannot build {SOURCE.name}, using the Python generator: "
-                  f"{proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+            last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+            _why_not["bin"] = f"{cc} could not build {SOURCE.name}: {last}"
     _built["bin"] = path
     return path
+
+
+def describe(impl: str) -> str:
+    """Which generator `impl` (auto/c/python) runs, and why: one line for the user.
+
+    Raises RuntimeError for `c` when the C generator cannot be had."""
+    which = command(impl, [])[1]
+    if which == "c":
+        return f"C ({SOURCE.name} built with the system compiler)"
+    if impl == "python":
+        return "Python (--loadgen python)"
+    return f"Python, because the C one cannot be used: {_why_not.get('bin', 'unknown reason')}"
 
 
 def command(impl: str, args: list[str]) -> tuple[list[str], str]:
@@ -80,7 +101,7 @@ def command(impl: str, args: list[str]) -> tuple[list[str], str]:
         if binary is not None:
             return [str(binary), *args], "c"
         if impl == "c":
-            raise RuntimeError("the C load generator cannot be built here (no cc or no native/loadgen.c)")
+            raise RuntimeError(f"the C load generator cannot be used: {_why_not.get('bin', 'unknown reason')}")
     return [sys.executable, "-m", "stack.bench.loadgen", *args], "python"
 
 
@@ -98,7 +119,7 @@ async def run_client(netns: str, addr: str, port: int, nports: int, seconds: flo
     argv, which = command(impl, ["client", addr, str(port), str(nports), f"{seconds:.3f}", str(concurrency),
                                  str(size), "1" if wait_eof else "0", str(bucket_ms), str(requests)])
     proc = await asyncio.create_subprocess_exec(*_in_netns(netns, argv), stdin=subprocess.DEVNULL,
-                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, **CHILD_GROUP)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), seconds + GRACE)
     except BaseException:
@@ -131,7 +152,8 @@ class EchoServer:
 
     async def __aenter__(self) -> EchoServer:
         self.proc = await asyncio.create_subprocess_exec(*_in_netns(self.netns, self.argv), stdin=subprocess.PIPE,
-                                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                         **CHILD_GROUP)
         assert self.proc.stdout is not None
         try:
             line = await asyncio.wait_for(self.proc.stdout.readline(), GRACE)

@@ -9,37 +9,28 @@ lines here.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-from typing import Any
 
 from stack.bench import bulk
-from stack.cli.common import CliError, mtu_value, positive_float, require_kernel_link
+from stack.cli import interrupt
+from stack.cli.common import (
+    CliError,
+    add_fault_arguments,
+    bounded_int,
+    fault_engine,
+    mtu_value,
+    positive_float,
+    require_kernel_link,
+    seconds_at_most,
+)
 
 MAX_SECONDS = 3600.0  # every load loop is bounded: an hour is more than any benchmark needs
 MAX_CONCURRENCY = 1024
 MAX_PORTS = 64
 
 
-def _bounded_int(kind: str, low: int, high: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a {kind}: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{kind} out of range {low}..{high}: {text!r}")
-        return value
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    value = positive_float(text)
-    if value > MAX_SECONDS:
-        raise argparse.ArgumentTypeError(f"at most {MAX_SECONDS:g} seconds: {text!r}")
-    return value
+_seconds = seconds_at_most(MAX_SECONDS)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -58,6 +49,7 @@ def _register_bulk(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--mtu", type=mtu_value, action="append", metavar="N",
                    help="an MTU to measure (repeatable; default 1500 and 65000)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_fault_arguments(p)
     p.set_defaults(func=_run_bulk)
 
 
@@ -71,12 +63,15 @@ def _megabytes(text: str) -> int:
     return value
 
 
-def _run_bulk(args: argparse.Namespace) -> int:
-    from stack.link.netns import install_signal_handlers
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
+
+def _run_bulk(args: argparse.Namespace) -> int:
     require_kernel_link()
-    install_signal_handlers()
-    result = bulk.run_bulk(args.mb, args.mtu or [1500, 65000])
+    engine = fault_engine(args)  # checked before anything starts
+    result = bulk.run_bulk(args.mb, args.mtu or [1500, 65000], None if args.json else _progress, interrupt.run,
+                           faults=list(engine.rules) if engine is not None else None)
     if args.json:
         print(json.dumps(result))
     else:
@@ -96,7 +91,7 @@ def _register_cps(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                     "--c1-seconds says otherwise.")
     p.add_argument("--seconds", type=_seconds, default=10.0, metavar="N",
                    help="length of each case at --concurrency (default 10)")
-    p.add_argument("--concurrency", type=_bounded_int("concurrency", 1, MAX_CONCURRENCY), default=16,
+    p.add_argument("--concurrency", type=bounded_int("concurrency", 1, MAX_CONCURRENCY), default=16,
                    metavar="N", help="connections in flight (default 16)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--case", action="append", choices=CASES, metavar="CASE",
@@ -104,11 +99,11 @@ def _register_cps(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--c1-seconds", type=_seconds, metavar="N", help="length of the concurrency-1 pass")
     p.add_argument("--msl", type=positive_float, default=30.0, metavar="SECONDS",
                    help="the stack's MSL; TIME-WAIT lasts 2*MSL (default 30, i.e. Linux's 60 s)")
-    p.add_argument("--ports", type=_bounded_int("port count", 1, MAX_PORTS), default=DEFAULT_PORTS, metavar="N",
+    p.add_argument("--ports", type=bounded_int("port count", 1, MAX_PORTS), default=DEFAULT_PORTS, metavar="N",
                    help=f"server ports per case, used in turn (default {DEFAULT_PORTS}: 28k ephemeral ports each)")
     p.add_argument("--loadgen", choices=IMPLS, default="auto",
-                   help="kernel-side generator: C (built with cc at run time) or Python (default auto: C if it "
-                        "builds)")
+                   help="kernel-side generator: C (stack/bench/loadgen.c, built with cc at run time) or Python "
+                        "(default auto: C if it builds; the first line says which one runs, and why)")
     p.add_argument("--profile", metavar="FILE",
                    help="cProfile the stack process and write pstats to FILE (slows the stack ~2.5x)")
     p.set_defaults(func=run_cps_command)
@@ -117,28 +112,28 @@ def _register_cps(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 def run_cps_command(args: argparse.Namespace) -> int:
     require_kernel_link()
     from stack.bench.cps import CASES, format_table, run_cps
-    from stack.link.netns import install_signal_handlers
+    from stack.bench.loadgen import describe
 
-    # SIGINT/SIGTERM delete the namespaces (and with them the generator processes) first.
-    install_signal_handlers()
     cases = tuple(c for c in CASES if c in args.case) if args.case else CASES
-
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
+    try:
+        generator = describe(args.loadgen)
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    if not args.json:
+        _progress(f"load generator: {generator}")
     coro = run_cps(args.seconds, args.concurrency, c1_seconds=args.c1_seconds, cases=cases, msl=args.msl,
-                   ports=args.ports, impl=args.loadgen, progress=None if args.json else progress)
+                   ports=args.ports, impl=args.loadgen, progress=None if args.json else _progress)
     try:
         if args.profile:
             import cProfile
 
             profiler = cProfile.Profile()
             try:
-                report = profiler.runcall(asyncio.run, coro)
+                report = profiler.runcall(interrupt.run, coro)
             finally:
                 profiler.dump_stats(args.profile)
         else:
-            report = asyncio.run(coro)
+            report = interrupt.run(coro)
     except (RuntimeError, OSError) as exc:
         raise CliError(f"benchmark failed: {exc}") from exc
     if args.json:

@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from stack.faults import FaultEngine, FaultRule, FaultRuleError, load_rules, parse_rule
 from stack.link.tun import kernel_link_available
+
+if TYPE_CHECKING:
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+else:  # not subscriptable at run time; the alias keeps annotations resolvable (pdoc, `make docs`)
+    Subcommands = argparse._SubParsersAction
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is one line on stderr and exit code 2 (no usage dump). Used by the
+    `tcpstack` commands and by the examples."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 class CliError(Exception):
@@ -24,6 +41,22 @@ class UsageError(CliError):
         super().__init__(message, 2)
 
 
+def check_writable(path: str, option: str) -> None:
+    """UsageError unless `path` can be written, found before anything starts (a file that did not
+    exist is created to be sure, then removed again)."""
+    existed = os.path.lexists(path)
+    try:
+        if os.path.isdir(path):
+            raise IsADirectoryError(21, "Is a directory", path)
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there ({exc.strerror})") from None
+    if not existed:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 def require_kernel_link() -> None:
     ok, reason = kernel_link_available()
     if not ok:
@@ -38,6 +71,33 @@ def positive_float(text: str) -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
     return value
+
+
+def bounded_int(kind: str, low: int, high: int) -> Callable[[str], int]:
+    """argparse type: a whole number in low..high, `kind` naming it in the error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {kind}: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{kind} out of range {low}..{high}: {text!r}")
+        return value
+
+    return parse
+
+
+def seconds_at_most(limit: float) -> Callable[[str], float]:
+    """argparse type: a positive number of seconds, at most `limit` (every load loop is bounded)."""
+
+    def parse(text: str) -> float:
+        value = positive_float(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"at most {limit:g} seconds: {text!r}")
+        return value
+
+    return parse
 
 
 def port_number(text: str) -> int:

@@ -16,8 +16,8 @@ Requests (a JSON object with "cmd")::
     {"cmd": "stats"}  -> {"ok": true, "result": {"stats": {NAME: VALUE, ...}}}
     {"cmd": "info"}   -> {"ok": true, "result": {"pid", "netns", "addr", "peer", "control",
                           "apps": [[APP, PORT], ...], "msl", "fin_timeout", "rfc1337", "mtu", "uptime",
-                          "started"}}   (started: wall time; with pid and netns it tells `stats` whose
-                          history it holds)
+                          "started", "config": {KNOB: VALUE, ...} (every Config knob, stack/cli/knobs.py)}}
+                          (started: wall time; with pid and netns it tells `stats` whose history it holds)
 
 Anything else -> {"ok": false, "error": "one line"}. Requests are limited to 64 KiB.
 """
@@ -33,6 +33,7 @@ import os
 import re
 import socket
 import stat
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -134,6 +135,63 @@ def running_stacks() -> list[tuple[str, dict[str, Any]]]:
         if info is not None:
             found.append((path, info))
     return found
+
+
+STALE_AGE = 2.0  # seconds: a socket younger than this may be one a starting serve has bound but not yet listens on
+
+
+def _refused(path: str) -> bool:
+    """True if `path` is a socket nothing listens on (connecting is refused)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(PROBE_TIMEOUT)
+        sock.connect(path)
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return False
+
+
+def stale_sockets(directory: str = CONTROL_DIR) -> list[str]:
+    """Control sockets in `directory` that nothing listens on any more (their serve died), by path."""
+    try:
+        names = sorted(os.listdir(directory))
+    except PermissionError:
+        raise ControlError(f"cannot read {directory}: the control sockets are root's (run as root)") from None
+    except OSError:
+        return []
+    stale = []
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if name.endswith(".sock") and stat.S_ISSOCK(st.st_mode) and time.time() - st.st_mtime > STALE_AGE \
+                and _refused(path):
+            stale.append(path)
+    return stale
+
+
+def remove_stale_socket(path: str) -> bool:
+    """Unlink `path` if it is still a socket nobody listens on; whether it was removed."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode) and _refused(path):
+            os.unlink(path)
+            remove_history(path)
+            return True
+    return False
+
+
+def remove_history(path: str) -> None:
+    """`tcpstack stats` keeps its history beside the socket (stack.observe.nstat): it was of that
+    run only, and goes with it."""
+    for history in glob.glob(glob.escape(path) + ".nstat.u*"):
+        with contextlib.suppress(OSError):
+            os.unlink(history)
 
 
 def resolve(netns: str | None, control: str | None) -> str:
@@ -271,11 +329,7 @@ class ControlServer:
         if (st.st_dev, st.st_ino) == self._identity:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-            # `tcpstack stats` keeps its history beside the socket (stack.observe.nstat): it was of
-            # this run only.
-            for history in glob.glob(glob.escape(self.path) + ".nstat.u*"):
-                with contextlib.suppress(OSError):
-                    os.unlink(history)
+            remove_history(self.path)
         self._identity = None
 
 

@@ -17,15 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from stack.cli import interrupt
 from stack.cli.common import (
     CliError,
     UsageError,
     add_fault_arguments,
     add_offload_argument,
+    check_writable,
     fault_engine,
-    positive_float,
     require_kernel_link,
 )
+from stack.cli.knobs import add_config_arguments, config_from_args
 from stack.faults import FaultEngine
 from stack.link.nsenter import netns_socket
 from stack.observe.conversation import Conversations, plain_cause
@@ -38,18 +40,20 @@ from stack.tcp.states import State
 
 STACK_ADDR = "198.18.0.2"
 KERNEL_ADDR = "198.18.0.1"
+DEMO_DEFAULTS = {"msl": 1.0}
+PROGRESS_EVERY = 5.0  # seconds between "still waiting" lines during a long 2MSL
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("demo", help="show the four-way close against the Linux kernel, segment by segment",
                        description=__doc__)
     p.add_argument("--svg", metavar="FILE", help="also draw the ladder diagrams into this SVG file")
-    p.add_argument("--msl", type=positive_float, default=1.0, metavar="SECONDS",
-                   help="tcpstack's MSL for the demo (default 1 s, so 2MSL = 2 s; Linux uses 60 s for 2MSL)")
-    p.add_argument("--pcap", metavar="FILE", help="also record every packet, live (classic pcap); - for stdout")
+    p.add_argument("--pcap", metavar="FILE", help="also record every packet, live (classic pcap)")
     p.add_argument("--trace", metavar="FILE", help="also write state changes, segments and faults as JSON lines")
     add_fault_arguments(p)
     add_offload_argument(p)
+    # The demo's MSL is 1 s (2MSL = 2 s; Linux uses 60 s for 2MSL), so TIME-WAIT ends during it.
+    add_config_arguments(p, DEMO_DEFAULTS)
     p.set_defaults(func=run)
 
 
@@ -155,9 +159,10 @@ def _gone(stack: Stack, port: int, kport: list[int]) -> bool:
 
 
 async def _run_part(part: Part, stack: Stack, rec: Conversations, diag: SockDiag, msl: float, faults: bool,
-                    out: TextIO) -> tuple[bool, str]:
+                    out: TextIO, progress: Callable[[float], None] | None = None) -> tuple[bool, str]:
     """Run one part to its end, or for a bounded time when faults keep it from ending; print its
-    ladder and what really happened. Returns (finished, svg)."""
+    ladder and what really happened. Returns (finished, svg). `progress` hears of a long wait for
+    the end (TIME-WAIT's 2MSL) every PROGRESS_EVERY seconds."""
     assert stack.netns is not None and stack.host is not None
     server = await stack.create_server(part.protocol, part.port)
     kport: list[int] = []
@@ -176,7 +181,8 @@ async def _run_part(part: Part, stack: Stack, rec: Conversations, diag: SockDiag
         if tw:
             print(f"  tcpstack is in TIME-WAIT: {tw} connection(s); waiting 2MSL = {2 * msl:g} s ...", file=out)
     finished = bool(kport) and await _until(lambda: _gone(stack, part.port, kport),
-                                            max(0.1, budget - (loop.time() - start)), quiet=True)
+                                            max(0.1, budget - (loop.time() - start)), quiet=True,
+                                            progress=progress)
     server.close()
     if not kport:
         print(f"{part.title}\n\n  the kernel could not connect: {client_error!r}\n", file=out)
@@ -224,9 +230,9 @@ def _what_happened(part: Part, rec: Conversations, kport: int, msl: float) -> li
     return lines
 
 
-async def _demo(msl: float, svg_path: str | None, faults: FaultEngine | None = None, offload: bool = True,
+async def _demo(config: Config, svg_path: str | None, faults: FaultEngine | None = None, offload: bool = True,
                 pcap: str | None = None, trace: str | None = None) -> int:
-    config = Config(msl=msl)
+    msl = config.msl
     out = sys.stdout
     async with Stack(config=config, addr=STACK_ADDR, peer_addr=KERNEL_ADDR, faults=faults, offload=offload,
                      pcap=pcap, trace=trace) as stack:
@@ -246,15 +252,20 @@ async def _demo(msl: float, svg_path: str | None, faults: FaultEngine | None = N
         print("tcpstack demo: the TCP close between the Linux kernel and tcpstack", file=out)
         print(f"  kernel   {KERNEL_ADDR}  (a real Linux socket in network namespace {netns})", file=out)
         print(f"  tcpstack {STACK_ADDR}  (this process, on the namespace's TUN device)", file=out)
-        print(f"  tcpstack's MSL is shortened to {msl:g} s here, so its TIME-WAIT (2MSL = {2 * msl:g} s) ends "
+        shortened = "shortened to " if msl < 30 else ""
+        print(f"  tcpstack's MSL is {shortened}{msl:g} s here, so its TIME-WAIT (2MSL = {2 * msl:g} s) ends "
               "during the demo;\n  the kernel keeps TIME-WAIT for Linux's fixed 60 s.", file=out)
         if faults is not None:
             print("  fault rules: " + "; ".join(rule.text for rule in faults.rules), file=out)
-        print(file=out)
+        print(file=out, flush=True)
         svgs: list[str] = []
+
+        def waiting(seconds: float) -> None:
+            print(f"  ... {seconds:.0f} s of {2 * msl:g} s in TIME-WAIT", file=out, flush=True)
+
         finished = []
         for part in PARTS:
-            done, svg = await _run_part(part, stack, rec, diag, msl, faults is not None, out)
+            done, svg = await _run_part(part, stack, rec, diag, msl, faults is not None, out, waiting)
             finished.append(done)
             if svg:
                 svgs.append(svg)
@@ -269,15 +280,23 @@ async def _demo(msl: float, svg_path: str | None, faults: FaultEngine | None = N
     return 0 if faults is not None or all(finished) else 1
 
 
-async def _until(predicate: Callable[[], bool], timeout: float = 5.0, *, quiet: bool = False) -> bool:
-    """Wait for `predicate`; False after `timeout` seconds (or an error, unless `quiet`)."""
+async def _until(predicate: Callable[[], bool], timeout: float = 5.0, *, quiet: bool = False,
+                 progress: Callable[[float], None] | None = None) -> bool:
+    """Wait for `predicate`; False after `timeout` seconds (or an error, unless `quiet`).
+    `progress(seconds waited)` every PROGRESS_EVERY seconds, if given."""
     loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
+    start = loop.time()
+    end = start + timeout
+    next_progress = start + PROGRESS_EVERY
     while not predicate():
-        if loop.time() > end:
+        now = loop.time()
+        if now > end:
             if quiet:
                 return False
             raise CliError("the demo's connection did not reach the expected state in time")
+        if progress is not None and now >= next_progress:
+            progress(now - start)
+            next_progress += PROGRESS_EVERY
         await asyncio.sleep(0.005)
     return True
 
@@ -304,17 +323,16 @@ def _write_svgs(path: str, svgs: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args, DEMO_DEFAULTS)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     faults = fault_engine(args)
     for option, value in (("--pcap", args.pcap), ("--trace", args.trace)):
         if value == "-":
             raise UsageError(f"{option} -: the demo prints its ladders on stdout; give a file")
+    for option, value in (("--svg", args.svg), ("--pcap", args.pcap), ("--trace", args.trace)):
+        if value:
+            check_writable(value, option)
     require_kernel_link()
-    from stack.link.netns import install_signal_handlers
-
-    install_signal_handlers()
-    try:
-        return asyncio.run(_demo(args.msl, args.svg, faults, args.offload, args.pcap, args.trace))
-    except OSError as exc:
-        if exc.filename in (args.pcap, args.trace):
-            raise CliError(f"cannot write {exc.filename}: {exc.strerror}") from None
-        raise
+    return interrupt.run(_demo(config, args.svg, faults, args.offload, args.pcap, args.trace))

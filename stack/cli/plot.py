@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 
-from stack.cli.common import CliError, UsageError
+from stack.cli.common import CliError, Subcommands, UsageError
 from stack.observe.plot import MissingMatplotlib, PlotError, draw, read_stats_csv
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser("plot", help="draw connections per state over time from --stats-log files",
                        description="Draw connections per state over time from stats-log CSV files "
                                    "(serve --stats-log); several files are phases, one after another.")

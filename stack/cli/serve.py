@@ -1,7 +1,9 @@
 """`tcpstack serve`: run the stack in its own namespace with apps on ports until SIGINT/SIGTERM.
 
     tcpstack serve --app echo --port 7 --app reply-close --port 8 [--netns NAME] [--msl 5]
-                   [--pcap FILE|-] [--trace FILE|-] [--stats-log FILE.csv] [--control PATH] ...
+                   [--pcap FILE|-] [--trace FILE|-] [--stats-log FILE.csv] [--control PATH]
+                   [--config-file FILE.toml] [--max-time-wait N] [--tw-reuse] ...
+                   (every Config knob, stack/cli/knobs.py)
 
 Once the kernel in the namespace can connect, exactly one line goes to stdout (flushed):
 `ready netns=NAME addr=A peer=B`; everything else (warnings) goes to stderr. With `--pcap -` (or
@@ -9,9 +11,10 @@ Once the kernel in the namespace can connect, exactly one line goes to stdout (f
 the ready line goes to stderr. `tcpstack ss` and
 `tcpstack stats` then read the stack through its control socket (see stack/cli/control.py).
 
-Shutdown: SIGINT or SIGTERM ends the run cleanly and the exit status is 0: the namespace is
-deleted, the control socket removed, the pcap and trace flushed and closed. (We exit 0 rather than
-128+N because the signal is the documented way to stop a server, not a failure.) Errors: bad
+Shutdown: SIGTERM or SIGINT ends the run cleanly: the namespace is deleted (a namespace that
+existed before is left as it was, less the TUN device), the control socket removed, the pcap and
+trace flushed and closed. SIGTERM, the way a service manager stops a server, exits 0; SIGINT
+(Ctrl-C) prints one line and exits 130, as every tcpstack command does. Errors: bad
 arguments exit 2, anything else that stops the start (not root, a namespace or control socket
 already in use, an unwritable capture file) exits 1, each with one line on stderr.
 """
@@ -29,22 +32,24 @@ import sys
 import time
 from typing import Any
 
+from stack.cli import interrupt
 from stack.cli.apps import APPS
 from stack.cli.common import (
     CliError,
+    Subcommands,
     UsageError,
     add_fault_arguments,
     add_offload_argument,
+    check_writable,
     fault_engine,
     ipv4_address,
-    mtu_value,
     port_number,
-    positive_float,
     require_kernel_link,
 )
 from stack.cli.control import ControlError, ControlServer, default_path, netns_name
+from stack.cli.knobs import add_config_arguments, config_from_args, config_summary
 from stack.faults import FaultEngine
-from stack.link.netns import LinkUnavailable, NetnsBusy, NetnsError, install_signal_handlers
+from stack.link.netns import LinkUnavailable, NetnsBusy, NetnsError
 from stack.observe.capture import STDOUT, pcap_writer, trace_writer
 from stack.observe.pcap import PcapWriter
 from stack.observe.snapshot import socket_rows
@@ -60,7 +65,7 @@ DEFAULT_PEER = "198.18.0.1"
 PREFIX = 24
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser("serve", help="run the stack with apps on ports until SIGINT/SIGTERM",
                        description="Run tcpstack in a private network namespace with the given apps, until "
                                    "SIGINT/SIGTERM. --app and --port repeat and pair up in order.")
@@ -69,16 +74,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", action="append", type=port_number, default=[], metavar="PORT",
                    help="port of the matching --app; repeatable")
     p.add_argument("--netns", type=netns_name, metavar="NAME",
-                   help="name of the namespace to create (default: a fresh tcps-<pid>-<n>)")
+                   help="network namespace to use: made (and deleted on exit) if it does not exist; one that exists "
+                        "and is not tcpstack's is used as it is and left as it was (default: a fresh "
+                        "tcps-<pid>-<n>)")
     p.add_argument("--addr", type=ipv4_address, default=DEFAULT_ADDR, metavar="A",
                    help=f"the stack's address (default {DEFAULT_ADDR})")
     p.add_argument("--peer-addr", type=ipv4_address, default=DEFAULT_PEER, metavar="B",
                    help=f"the kernel's address in the namespace (default {DEFAULT_PEER}, a /{PREFIX})")
-    p.add_argument("--mtu", type=mtu_value, metavar="N", help="MTU of the TUN link (default 1500)")
-    p.add_argument("--msl", type=positive_float, metavar="SECONDS", help="MSL; TIME-WAIT lasts 2*MSL (default 30)")
-    p.add_argument("--fin-timeout", type=positive_float, metavar="SECONDS",
-                   help="how long an orphaned FIN-WAIT-2 lives (default 60)")
-    p.add_argument("--rfc1337", action="store_true", help="ignore RST in TIME-WAIT (RFC 1337)")
     p.add_argument("--pcap", metavar="FILE",
                    help="record every packet in and out, live (classic pcap, tcpdump -r); - for stdout")
     p.add_argument("--trace", metavar="FILE",
@@ -90,6 +92,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_offload_argument(p)
     p.add_argument("--control", metavar="PATH",
                    help="control socket path (default /run/tcpstack/<netns>.sock)")
+    add_config_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -118,17 +121,8 @@ def _check_addresses(addr: str, peer: str) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    changes: dict[str, Any] = {}
-    if args.msl is not None:
-        changes["msl"] = args.msl
-    if args.fin_timeout is not None:
-        changes["fin_timeout"] = args.fin_timeout
-    if args.rfc1337:
-        changes["rfc1337"] = True
-    if args.mtu is not None:
-        changes["mtu"] = args.mtu
     try:
-        return Config(**changes)
+        return config_from_args(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -138,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
     _check_addresses(args.addr, args.peer_addr)
     config = _config(args)
     faults = fault_engine(args)
+    for option, path in (("--pcap", args.pcap), ("--trace", args.trace), ("--stats-log", args.stats_log)):
+        if path and path != STDOUT:
+            check_writable(path, option)
     require_kernel_link()
     # Before anything is created: a second serve of the same name must leave the first alone.
     control_path = args.control or (default_path(args.netns) if args.netns else None)
@@ -148,10 +145,12 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="tcpstack serve: %(message)s")
     session = Session(args, apps, config, faults)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(session.quiet_after_teardown)
     try:
-        return asyncio.run(session.main())
+        return interrupt.run(session.main())
+    except interrupt.Interrupted as exc:
+        if exc.signum == signal.SIGTERM:
+            return 0  # the documented way to stop a server: not a failure
+        raise
     finally:
         session.close_files()
 
@@ -179,8 +178,6 @@ class Session:
                 self.pcap, _ = pcap_writer(self.args.pcap)
             if self.args.trace:
                 self.trace, _ = trace_writer(self.args.trace)
-            if self.args.stats_log:
-                open(self.args.stats_log, "a").close()  # only: can it be written? (before any namespace)
         except OSError as exc:
             self.close_files()
             raise CliError(f"cannot write {exc.filename}: {exc.strerror}") from None
@@ -193,14 +190,6 @@ class Session:
                 except OSError as exc:
                     log.warning("could not finish %s: %s", "capture" if writer is self.pcap else "trace", exc)
         self.pcap = self.trace = None
-
-    def quiet_after_teardown(self, record: logging.LogRecord) -> bool:
-        """Logging filter: on SIGINT/SIGTERM the netns module deletes the namespace before the loop
-        hears of the signal, so the stack's next read fails on the vanished device. That failure is
-        the shutdown itself, not news: keep it off stderr."""
-        stack = self.stack
-        namespace = getattr(stack.link, "namespace", None) if stack is not None else None
-        return not (getattr(namespace, "deleted", False) and record.getMessage().startswith("link read failed"))
 
     # -------------------------------------------------------------------------------- control
     def _handlers(self, stack: Stack, control_path: str) -> dict[str, Any]:
@@ -224,6 +213,7 @@ class Session:
                 "fin_timeout": cfg.fin_timeout,
                 "rfc1337": cfg.rfc1337,
                 "mtu": cfg.mtu,
+                "config": config_summary(cfg),
                 "uptime": round(time.time() - self.started_wall, 3),
                 "started": self.started_wall,
             }
@@ -232,27 +222,17 @@ class Session:
 
     # -------------------------------------------------------------------------------- run
     async def main(self) -> int:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        # asyncio's handlers wake the loop; the netns module's, installed on top, first delete the
-        # namespace (so even a stuck shutdown leaves none behind) and then chain to asyncio's.
-        signals = (signal.SIGINT, signal.SIGTERM)
-        for signum in signals:
-            loop.add_signal_handler(signum, stop.set)
-        install_signal_handlers()
+        """Serve until a signal cancels this task (stack/cli/interrupt.py), then shut down."""
         try:
-            await self._start(loop)
-            if not stop.is_set():
-                # stdout may carry the capture itself (--pcap -): then the line goes to stderr.
-                to = sys.stderr if STDOUT in (self.args.pcap, self.args.trace) else sys.stdout
-                print(f"ready netns={self.stack.netns if self.stack else '?'} addr={self.args.addr} "
-                      f"peer={self.args.peer_addr}", file=to, flush=True)
-                await stop.wait()
-            return 0
+            await self._start(asyncio.get_running_loop())
+            # stdout may carry the capture itself (--pcap -): then the line goes to stderr.
+            to = sys.stderr if STDOUT in (self.args.pcap, self.args.trace) else sys.stdout
+            print(f"ready netns={self.stack.netns if self.stack else '?'} addr={self.args.addr} "
+                  f"peer={self.args.peer_addr}", file=to, flush=True)
+            await asyncio.Event().wait()
+            return 0  # not reached: only a signal ends a serve
         finally:
             await self._shutdown()
-            for signum in signals:
-                loop.remove_signal_handler(signum)
 
     async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         args = self.args

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from stack.cli.common import CliError, UsageError, positive_float
+from stack.cli.common import CliError, Subcommands, UsageError, positive_float
 from stack.cli.control import ControlError, netns_name, request, resolve
 from stack.observe import nstat
 from stack.observe.snapshot import (
@@ -50,7 +50,7 @@ from stack.observe.ssfilter import SsFilterError, parse
 CLEAR = "\033[H\033[2J"  # cursor home, clear screen: what `watch` does between refreshes
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser("ss", help="list the running stack's sockets, like iproute2's ss",
                        description="List the running stack's sockets as iproute2's ss lists the kernel's.")
     p.add_argument("-t", "--tcp", action="store_true", help="TCP sockets (the only kind there is)")

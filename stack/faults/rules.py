@@ -52,10 +52,15 @@ def _rebuild_error(column: int, reason: str, line: int | None) -> FaultRuleError
 
 # ---------------------------------------------------------------------- values
 def parse_duration(text: str) -> float:
-    """'50ms' / '1.5s' / '200us' / '2' (seconds) -> seconds. Raises ValueError."""
+    """'50ms' / '1.5s' / '200us' / '0' -> seconds. Raises ValueError.
+
+    The unit is required (only 0 may go without): a bare '50' in `delay in 50` is far more likely
+    meant as 50 ms than as the 50 s it would otherwise be."""
     m = re.fullmatch(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(us|ms|s)?", text, re.ASCII)
     if m is None:
         raise ValueError(f"bad duration {text!r} (expected e.g. 50ms, 1.5s, 200us)")
+    if m.group(2) is None and float(m.group(1)) != 0:
+        raise ValueError(f"duration {text!r} needs a unit: {text}ms, {text}s or {text}us")
     exponent = {"us": 6, "ms": 3, "s": 0, None: 0}[m.group(2)]
     # One decimal-to-float conversion (not float(x) / 1000), so the value is correctly rounded and
     # `format_duration` can round-trip it exactly.

@@ -1,10 +1,21 @@
 """Private network namespaces for the kernel-facing link.
 
-Everything the TUN link does to the kernel happens inside a namespace this module creates, so the
-host's own interfaces and routes are never touched. A namespace that outlives its process stays
-mounted under /var/run/netns forever, so deletion is made hard to miss: the context manager deletes
-it, an atexit hook deletes whatever is still alive, and `install_signal_handlers()` lets the runtime
-make SIGINT/SIGTERM do the same. Deleting is idempotent, so all three may fire for one namespace.
+Everything the TUN link does to the kernel happens inside a network namespace, so the host's own
+interfaces and routes are never touched. tcpstack deletes only namespaces it created itself:
+
+* A namespace it creates gets an owner record, `/run/tcpstack/netns/<name>.json`, holding the
+  creating process (pid and start time, so a reused pid is not taken for the creator) and the
+  namespace's inode (so a namespace someone else later made under the same name is not taken for
+  ours). The record is written before `ip netns add` and removed after `ip netns del`.
+* A namespace that already exists and is not tcpstack's is *borrowed*: used as it is (the TUN device
+  is added to it and vanishes with the fd), never deleted, and its processes are never signalled.
+* `reap_stale()` deletes recorded namespaces whose creator is gone (e.g. it was SIGKILLed); the first
+  `create()` of every process calls it, and `tcpstack cleanup` calls it on request.
+
+A namespace that outlives its process stays mounted under /var/run/netns forever, so deletion is
+made hard to miss: the context manager deletes it, an atexit hook deletes whatever is still alive,
+and `install_signal_handlers()` lets a program make SIGINT/SIGTERM do the same. Deleting is
+idempotent, so all three may fire for one namespace.
 
 Commands go through iproute2 (`ip netns ...`) with argument lists, never a shell.
 """
@@ -14,6 +25,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import itertools
+import json
 import logging
 import os
 import re
@@ -22,7 +34,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -32,12 +45,14 @@ __all__ = [
     "Netns",
     "NetnsBusy",
     "NetnsError",
+    "StaleNetns",
     "cleanup_all",
     "install_signal_handlers",
     "live_namespaces",
     "netns_available",
     "reap_stale",
     "require_netns",
+    "stale_namespaces",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,6 +60,8 @@ log = logging.getLogger(__name__)
 NETNS_PREFIX = "tcps"
 # Where `ip netns` keeps its bind mounts (iproute2's NETNS_RUN_DIR).
 NETNS_RUN_DIR = "/var/run/netns"
+# Owner records of the namespaces tcpstack created (root's, like the control sockets beside them).
+RECORD_DIR = "/run/tcpstack/netns"
 # Internal `ip` calls are quick; a timeout turns a wedged iproute2 into an error instead of a hang.
 IP_TIMEOUT = 10.0
 
@@ -178,12 +195,88 @@ def _register(ns: Netns) -> None:
         _atexit_registered = True
 
 
-class Netns:
-    """A private network namespace, deleted by `delete()`, the `with` exit, atexit, or a signal.
+# -- owner records ---------------------------------------------------------------------------------
 
-    `Netns()` picks a fresh name `tcps-<pid>-<n>`; `Netns("name")` uses that one and refuses
-    (NetnsBusy) if it already exists with processes or interfaces in it. An existing but empty
-    namespace of that name (a leftover) is adopted and deleted like one we made.
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), None if gone.
+
+    With the pid it names one process for good: a pid reused later has another start time."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _record_path(name: str) -> str:
+    return os.path.join(RECORD_DIR, f"{name}.json")
+
+
+def _netns_inode(name: str) -> int | None:
+    try:
+        return os.stat(_netns_path(name)).st_ino
+    except OSError:
+        return None
+
+
+def _write_record(name: str, inode: int | None) -> None:
+    os.makedirs(RECORD_DIR, mode=0o700, exist_ok=True)
+    pid = os.getpid()
+    record = {"pid": pid, "start": _start_time(pid), "inode": inode}
+    tmp = f"{_record_path(name)}.{pid}.tmp"
+    with open(tmp, "w", encoding="ascii") as f:
+        json.dump(record, f)
+    os.replace(tmp, _record_path(name))  # atomic: a reader sees the old record or the new one
+
+
+def _read_record(name: str) -> dict[str, Any] | None:
+    try:
+        with open(_record_path(name), encoding="ascii") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("pid"), int) else None
+
+
+def _remove_record(name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_record_path(name))
+
+
+def _creator_alive(record: dict[str, Any]) -> bool:
+    pid = record["pid"]
+    start = _start_time(pid)
+    if start is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # a process we may not look at: not ours to judge
+        return True  # alive, but its /proc entry unreadable: be safe
+    return bool(record.get("start") in (None, start))
+
+
+def _is_ours(name: str, record: dict[str, Any]) -> bool:
+    """Whether namespace `name` is the one the record describes (not a later one of the same name)."""
+    inode = record.get("inode")
+    if inode is None:
+        # The creator died between writing the record and `ip netns add` finishing: trust only a
+        # name in tcpstack's own pattern.
+        return bool(_AUTO_NAME_RE.match(name))
+    return bool(_netns_inode(name) == inode)
+
+
+class Netns:
+    """A network namespace for the kernel side of a link.
+
+    `Netns()` picks a fresh name `tcps-<pid>-<n>`, creates it and deletes it later. `Netns("name")`
+    creates that one if it does not exist (and deletes it later); if it exists and is not
+    tcpstack's, it is borrowed: used as it is, never deleted, its processes never touched. A name
+    another live tcpstack created is refused (NetnsBusy); one whose creator is gone is reaped and
+    made afresh.
     """
 
     def __init__(self, name: str | None = None) -> None:
@@ -191,8 +284,9 @@ class Netns:
             raise ValueError(f"bad network namespace name {name!r}: use letters, digits, '_', '.', '-'")
         self._auto = name is None
         self.name: str = name if name is not None else self._next_auto_name()
-        self._owner_pid: int | None = None  # set once created; only that process deletes
+        self._owner_pid: int | None = None  # set once created or borrowed; only that process deletes
         self._deleted = False
+        self.borrowed = False  # it existed before and is not ours: never deleted
 
     @staticmethod
     def _next_auto_name() -> str:
@@ -207,32 +301,39 @@ class Netns:
         return self._owner_pid is not None and not self._deleted
 
     def create(self) -> Netns:
-        """Create the namespace and bring `lo` up. Returns self."""
+        """Create (or borrow) the namespace; a namespace we create gets `lo` up. Returns self."""
         if self.active:
             return self
         if self._deleted:
             raise NetnsError(f"network namespace {self.name} was already deleted; make a new Netns")
         require_netns()
+        _reap_once()
         if self._auto:
-            # A stale namespace from an earlier process with our pid may hold the name; skip past it.
+            # A namespace of that name may exist (an earlier process with our pid): skip past it.
             while _exists(self.name):
                 self.name = self._next_auto_name()
         elif _exists(self.name):
-            pids = _pids_in(self.name)
-            links = [n for n in _links_in(self.name) if n != "lo"]
-            if pids or links:
-                raise NetnsBusy(
-                    f"network namespace {self.name} already exists and is in use "
-                    f"(processes: {pids or 'none'}, interfaces: {links or 'none'}); "
-                    "pick another name or omit it to get a fresh one"
-                )
-            log.warning("adopting idle leftover network namespace %s; it will be deleted", self.name)
-        # Registered before it exists, so a signal that lands mid-create still cleans it up.
+            record = _read_record(self.name)
+            if record is not None and _is_ours(self.name, record):
+                if _creator_alive(record):
+                    raise NetnsBusy(
+                        f"network namespace {self.name} is in use by the tcpstack of pid {record['pid']}; "
+                        "stop it first, or pick another name (or omit it to get a fresh one)"
+                    )
+                _reap(self.name, record)  # a stale one of ours: made afresh below
+            if _exists(self.name):
+                # Someone else's: use it as it is. Only our TUN device goes in, and it leaves with the
+                # fd; nothing else in there is changed (not even `lo`), nothing is deleted.
+                self.borrowed = True
+                self._owner_pid = os.getpid()
+                return self
+        # Registered (and recorded) before it exists, so a signal or SIGKILL mid-create is covered.
         self._owner_pid = os.getpid()
         _register(self)
         try:
-            if not _exists(self.name):
-                _ip(["netns", "add", self.name])
+            _write_record(self.name, None)
+            _ip(["netns", "add", self.name])
+            _write_record(self.name, _netns_inode(self.name))
             # A new namespace's loopback is down; kernel-side tools (and the stack's own tests)
             # expect 127.0.0.1 to work in there.
             _ip(["-n", self.name, "link", "set", "dev", "lo", "up"])
@@ -242,16 +343,20 @@ class Netns:
         return self
 
     def delete(self) -> None:
-        """Remove the namespace; safe to call twice, from atexit, and from a signal handler.
+        """Remove the namespace if we created it; safe to call twice, from atexit, and from a
+        signal handler. A borrowed namespace is only let go of (its TUN device left with the fd).
 
-        Processes still running inside it are killed first: `ip netns del` only unmounts the name,
-        and a namespace lives on (with its interfaces) while any process is in it.
+        Processes still running inside one we created are killed first: `ip netns del` only
+        unmounts the name, and a namespace lives on (with its interfaces) while any process is in it.
         """
         if self._owner_pid is None or self._deleted:
             return
         if self._owner_pid != os.getpid():
             # A forked child inherited our registry; the namespace belongs to the parent.
             _live.pop(self.name, None)
+            return
+        if self.borrowed:
+            self._deleted = True
             return
         if _exists(self.name):
             me = os.getpid()
@@ -264,6 +369,7 @@ class Netns:
             _ip(["netns", "del", self.name], check=False)
             if _exists(self.name):
                 raise NetnsError(f"could not delete network namespace {self.name}")
+        _remove_record(self.name)
         self._deleted = True
         _live.pop(self.name, None)
 
@@ -363,38 +469,69 @@ def uninstall_signal_handlers() -> None:
 # -- leftovers ------------------------------------------------------------------------------------
 
 
-def _auto_named() -> Iterator[tuple[str, int]]:
+@dataclass(frozen=True)
+class StaleNetns:
+    """A namespace tcpstack created whose creator is gone (`exists` False: only the record is left)."""
+
+    name: str
+    pid: int
+    exists: bool
+
+
+def stale_namespaces() -> list[StaleNetns]:
+    """The recorded namespaces whose creating process is gone, by name. Changes nothing."""
     try:
-        entries = os.listdir(NETNS_RUN_DIR)
+        entries = sorted(os.listdir(RECORD_DIR))
     except OSError:
-        return
+        return []
+    found = []
     for entry in entries:
-        m = _AUTO_NAME_RE.match(entry)
-        if m:
-            yield entry, int(m.group(1))
-
-
-def reap_stale() -> list[str]:
-    """Delete `tcps-<pid>-<n>` namespaces whose creating process is gone (e.g. it was SIGKILLed).
-
-    Only names in this module's own pattern are considered, and only when that pid no longer
-    exists, so namespaces of running processes (other test workers included) are left alone.
-    """
-    reaped = []
-    for name, pid in _auto_named():
-        if pid == os.getpid():
+        if not entry.endswith(".json"):
             continue
-        try:
-            os.kill(pid, 0)
-            continue  # owner alive
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue  # exists, just not ours to signal
+        name = entry[: -len(".json")]
+        record = _read_record(name)
+        if record is None or not _NAME_RE.match(name) or _creator_alive(record):
+            continue
+        found.append(StaleNetns(name, record["pid"], _exists(name) and _is_ours(name, record)))
+    return found
+
+
+def _reap(name: str, record: dict[str, Any]) -> bool:
+    """Delete a stale namespace of ours (killing what its creator left running in it) and its record."""
+    if _exists(name) and _is_ours(name, record):
         for victim in _pids_in(name):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(victim, signal.SIGKILL)
         _ip(["netns", "del", name], check=False)
-        if not _exists(name):
-            reaped.append(name)
+        if _exists(name):
+            return False
+    _remove_record(name)
+    return True
+
+
+def reap_stale() -> list[str]:
+    """Delete the namespaces tcpstack created whose creator is gone (e.g. it was SIGKILLed); returns
+    their names. Namespaces without a record, or of a live creator, are never touched."""
+    reaped = []
+    for stale in stale_namespaces():
+        record = _read_record(stale.name)
+        if record is not None and _reap(stale.name, record) and stale.exists:
+            reaped.append(stale.name)
     return reaped
+
+
+_reaped_once = False
+
+
+def _reap_once() -> None:
+    global _reaped_once
+    if _reaped_once:
+        return
+    _reaped_once = True
+    try:
+        reaped = reap_stale()
+    except Exception as exc:  # leftovers must never stop a start
+        log.warning("could not remove stale network namespaces: %s", exc)
+        return
+    if reaped:
+        log.warning("removed stale network namespace(s) of dead tcpstack processes: %s", ", ".join(reaped))

@@ -29,6 +29,7 @@ from stack.link.netns import LinkUnavailable, Netns, NetnsError, netns_available
 __all__ = [
     "DEFAULT_ADDR",
     "DEFAULT_PEER_ADDR",
+    "DEFAULT_TXQUEUELEN",
     "LinkClosed",
     "LinkStats",
     "LinkUnavailable",
@@ -39,6 +40,14 @@ __all__ = [
 
 DEFAULT_ADDR = "198.18.0.2"
 DEFAULT_PEER_ADDR = "198.18.0.1"
+# The device's queue toward us, in packets (the kernel's default for TUN is 500). The stack handles
+# some 10-30k packets/s, the kernel can send a whole burst at once: when a client holding 20,000
+# connections exits, 20,000 FINs come in a millisecond, and while they wait the kernel retransmits
+# them (its RTO is 200 ms) and our FINs draw its ACKs: about 100,000 packets over the 2 s the stack
+# needs. Whatever the queue cannot hold is dropped and waits for the kernel's backoff (a minute
+# at 500; benchmarks/bench_tun_burst.py). Queued packets cost kernel memory only while queued
+# (~70 MiB at the peak of that burst); the ring itself costs 8 bytes per slot.
+DEFAULT_TXQUEUELEN = 150_000
 TUN_PATH = "/dev/net/tun"
 
 # Errors that mean "the kernel could not take this packet right now": drop it, as a full NIC
@@ -112,7 +121,7 @@ class TunLink:
         prefix: int = 24,
         mtu: int = 1500,
         name: str | None = None,
-        txqueuelen: int | None = None,
+        txqueuelen: int | None = DEFAULT_TXQUEUELEN,
         offload: bool = False,
     ) -> None:
         self._fd = -1  # first, so repr/close work even if validation below raises
@@ -134,7 +143,7 @@ class TunLink:
         self.peer_addr = peer_addr
         self.prefix = prefix
         self.mtu = mtu
-        self.txqueuelen = txqueuelen
+        self.txqueuelen = txqueuelen  # None: leave the kernel's default (500)
         # TSO/checksum offload through the virtio-net header (stack.link.vnet): every packet on the
         # fd is then prefixed by that header, and segments may be up to 64 KB at any MTU.
         self.offload = offload

@@ -110,10 +110,12 @@ class TcpTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+        if self._lost:
+            # First: a connection the peer reset (or the stack aborted) is also "closing", and
+            # asyncio drops writes on a lost connection silently rather than raising.
+            return
         if self._eof_pending or self._closing:
             raise RuntimeError("cannot write after write_eof() or close()")
-        if self._lost:
-            return  # asyncio drops writes on a lost connection silently (it logs after a few)
         if not data:
             return
         if self._pending:

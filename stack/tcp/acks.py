@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from stack.tcp.context import Context
 from stack.tcp.events import Writable
+from stack.tcp.sender import schedule_loss_probe
 from stack.tcp.seq import MASK, seq_ge, seq_gt, seq_le, seq_lt, seq_sub
 from stack.tcp.tcb import Tcb, Timer
 from stack.wire.segment import FIN, SYN, Segment
@@ -35,6 +36,7 @@ def rtt_sample(c: Tcb, seg: Segment, ack: int, ctx: Context) -> None:
 def on_ack(c: Tcb, seg: Segment, ack: int, ctx: Context) -> None:
     """An acceptable ACK (already checked against SND.MAX and RFC 5961 §5) in a synchronized state."""
     una = c.snd_una
+    c.probes_out = 0  # the peer answers (Linux resets icsk_probes_out on every ACK)
     if seg.options.sack_blocks and una != c.snd_max:
         c.recovery.on_sack_blocks(c, seg.options.sack_blocks)
     if seq_gt(ack, una):
@@ -57,6 +59,7 @@ def on_ack(c: Tcb, seg: Segment, ack: int, ctx: Context) -> None:
             c.max_snd_wnd = c.snd_wnd
         if was_closed and c.snd_wnd:
             c.clear_timer(Timer.PERSIST, ctx)
+            c.probes_start = None
 
 
 def _new_ack(c: Tcb, seg: Segment, ack: int, ctx: Context) -> None:
@@ -68,13 +71,17 @@ def _new_ack(c: Tcb, seg: Segment, ack: int, ctx: Context) -> None:
         c.snd_nxt = ack  # an ACK beyond a go-back-N rewind
     c.send_buf.ack_to(ack)
     c.retries = 0
+    c.probes_start = None
+    if c.tlp_high_seq is not None and seq_ge(ack, c.tlp_high_seq):
+        c.tlp_high_seq = None  # the probe's round is over: another may follow
     c.recovery.on_new_ack(c, acked, ctx)
     if c.snd_una == c.snd_max:
         c.clear_timer(Timer.RTX, ctx)  # RFC 6298 §5.2
-        c.first_unacked_time = None
+        c.clear_timer(Timer.LOSS_PROBE, ctx)
     else:
         c.set_timer(Timer.RTX, ctx.now + c.rtt.rto, ctx)  # RFC 6298 §5.3
-        c.first_unacked_time = ctx.now
+        schedule_loss_probe(c, ctx)
+    c.retrans_stamp = None
     if c.want_writable and c.send_buf.free > 0 and c.handle is not None:
         c.want_writable = False
         ctx.events.append(Writable(c.handle))

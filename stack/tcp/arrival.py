@@ -108,6 +108,10 @@ def segment_arrives(c: Tcb, seg: Segment, ctx: Context) -> Outcome | None:
 
     # A retransmitted SYN in SYN-RECEIVED means our SYN-ACK was lost: send it again (as Linux does).
     if state is S.SYN_RECEIVED and flags & (SYN | ACK | RST) == SYN and seg.seq == c.irs:
+        if ts is not None and seq_ge(ts[0], c.ts_recent):
+            # Echo this SYN's TSval, as Linux's tcp_check_req does: the peer then measures the
+            # RTT of the SYN that was answered, not of one that was lost.
+            c.ts_recent, c.ts_recent_time = ts[0], now
         send_syn(c, ctx)
         return None
 
@@ -139,7 +143,9 @@ def segment_arrives(c: Tcb, seg: Segment, ctx: Context) -> Outcome | None:
     if seg_len == 0:
         acceptable = seq == rcv_nxt if wnd == 0 else seq_in(seq, rcv_nxt, right)
     elif wnd == 0:
-        acceptable = False
+        # Nothing fits a zero window -- but a bare FIN at RCV.NXT takes no buffer, and Linux takes it
+        # (tcp_data_queue), so a peer does not loop FIN, ACK, FIN until the application reads.
+        acceptable = seq == rcv_nxt and not payload and bool(flags & FIN)
     else:
         acceptable = seq_in(seq, rcv_nxt, right) or seq_in(seq_add(seq, seg_len - 1), rcv_nxt, right)
     if not acceptable:

@@ -9,31 +9,59 @@ acknowledging or reading is cheap.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
+from typing import TYPE_CHECKING
 
-from stack.tcp.seq import seq_add, seq_sub
+from stack.tcp.ofo import OutOfOrderQueue
+from stack.tcp.seq import seq_add, seq_lt, seq_sub
+
+if TYPE_CHECKING:
+    from stack.tcp.budget import MemoryPool
+
+SNDBUF_MIN = 4608  # what a send buffer may always hold (Linux SOCK_MIN_SNDBUF)
 
 
 class SendBuffer:
-    __slots__ = ("capacity", "data", "seq")
+    """Bytes from SND.UNA on, and where each write ended (its push mark). With a `MemoryPool`,
+    the bytes are charged to it; while the pool is over its hard limit a buffer takes no more than
+    `SNDBUF_MIN` (Linux: writes wait for memory, but a socket may always queue a little, so that
+    every connection can make progress)."""
 
-    def __init__(self, capacity: int, seq: int) -> None:
+    __slots__ = ("_acked", "_marks", "capacity", "data", "pool", "seq")
+
+    def __init__(self, capacity: int, seq: int, pool: MemoryPool | None = None) -> None:
         self.capacity = capacity
         self.data = bytearray()
         self.seq = seq  # sequence number of data[0]
+        self.pool = pool
+        # Where each write ended, as offsets in the byte stream (bytes written before it plus its
+        # own length: no wrap-around), oldest first; dropped once acknowledged. Linux marks the
+        # last segment of every write with PSH (tcp_push); so does the sender, from these. Made at
+        # the first write: an idle connection keeps no deque.
+        self._marks: deque[int] | None = None
+        self._acked = 0  # stream offset of data[0]
 
     def __len__(self) -> int:
         return len(self.data)
 
     @property
     def free(self) -> int:
-        return max(0, self.capacity - len(self.data))
+        room = self.capacity - len(self.data)
+        if self.pool is not None and self.pool.exhausted:
+            room = min(room, SNDBUF_MIN - len(self.data))
+        return max(0, room)
 
     def append(self, payload: bytes | bytearray | memoryview) -> int:
         """Queue as much of `payload` as fits; returns how many bytes were taken."""
         take = min(len(payload), self.free)
         if take:
             self.data += payload[:take] if take < len(payload) else payload
+            if self._marks is None:
+                self._marks = deque()
+            self._marks.append(self._acked + len(self.data))
+            if self.pool is not None:
+                self.pool.charge(take)
         return take
 
     def slice(self, seq: int, n: int) -> bytes:
@@ -41,92 +69,134 @@ class SendBuffer:
         offset = seq_sub(seq, self.seq)
         return bytes(self.data[offset : offset + n])
 
+    def push_in(self, seq: int, n: int) -> bool:
+        """Whether the `n` bytes from `seq` contain the end of a write (the segment gets PSH)."""
+        start = self._acked + seq_sub(seq, self.seq)
+        marks = self._marks
+        if not marks or marks[-1] <= start:
+            return False
+        i = bisect_right(marks, start)
+        return marks[i] <= start + n
+
     def ack_to(self, ack: int) -> int:
         """Drop the bytes acknowledged by `ack`; returns how many were dropped."""
         n = min(max(seq_sub(ack, self.seq), 0), len(self.data))
         if n:
             del self.data[:n]
             self.seq = seq_add(self.seq, n)
+            self._acked += n
+            marks = self._marks
+            while marks and marks[0] <= self._acked:
+                marks.popleft()
+            if marks is not None and not marks:
+                self._marks = None  # all acknowledged: an idle connection keeps no deque
+            if self.pool is not None:
+                self.pool.charge(-n)
         return n
+
+    def release(self) -> None:
+        """The connection is gone: give its memory back to the pool."""
+        if self.pool is not None:
+            self.pool.charge(-len(self.data))
+            self.pool = None
 
     def end_seq(self) -> int:
         return seq_add(self.seq, len(self.data))
 
 
 class ReceiveQueue:
-    """In-order unread data plus out-of-order blocks keyed by their first sequence number."""
+    """In-order unread data, plus the out-of-order queue (`stack.tcp.ofo`) once a gap opens.
 
-    __slots__ = ("_chunks", "fin_seq", "ooo", "ooo_bytes", "ready_len", "recent")
+    With a `MemoryPool` (the host's, Linux `tcp_mem`), every byte queued is charged to it and
+    every byte read or dropped is given back; `release` settles the account when the connection
+    is gone. Idle, the queue holds no containers at all: they are made when data arrives."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_chunks", "fin_seq", "ooo", "ooo_bytes", "pool", "ready_len")
+
+    def __init__(self, pool: MemoryPool | None = None) -> None:
         # In-order unread data as the segments brought it: appending a 64 KB segment costs no copy,
         # and a read of everything that came as one segment returns that very object.
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes] | None = None
         self.ready_len = 0
-        # Out-of-order blocks as [start_seq, bytes], kept sorted by offset from RCV.NXT, non-overlapping.
-        self.ooo: list[tuple[int, bytes]] = []
-        self.ooo_bytes = 0
+        self.ooo: OutOfOrderQueue | None = None  # None (false) while nothing is out of order
+        self.ooo_bytes = 0  # payload held out of order (it takes room in the window)
         self.fin_seq: int | None = None  # where the peer's FIN sits, once seen (possibly ahead of a gap)
-        self.recent: int | None = None  # start of the block most recently extended (first SACK block)
+        self.pool = pool
+
+    @property
+    def ooo_mem(self) -> int:
+        """Memory the out-of-order queue is charged for (payload and bookkeeping)."""
+        return self.ooo.mem if self.ooo is not None else 0
+
+    @property
+    def mem(self) -> int:
+        """Memory of the whole receive side (Linux sk_rmem_alloc): unread data plus out of order."""
+        return self.ready_len + (self.ooo.mem if self.ooo is not None else 0)
 
     def insert_ooo(self, rcv_nxt: int, seq: int, payload: bytes) -> None:
-        """Keep a segment that starts beyond RCV.NXT, merging it with overlapping or adjacent blocks."""
-        start = seq_sub(seq, rcv_nxt)
-        end = start + len(payload)
-        merged_start, merged_end = start, end
-        pieces: list[tuple[int, bytes]] = []
-        keep: list[tuple[int, bytes]] = []
-        for block_seq, block in self.ooo:
-            b_start = seq_sub(block_seq, rcv_nxt)
-            b_end = b_start + len(block)
-            if b_end < merged_start or b_start > merged_end:
-                keep.append((block_seq, block))
-            else:
-                pieces.append((b_start, block))
-                merged_start = min(merged_start, b_start)
-                merged_end = max(merged_end, b_end)
-        buf = bytearray(merged_end - merged_start)
-        for b_start, block in pieces:
-            buf[b_start - merged_start : b_start - merged_start + len(block)] = block
-        # The new segment's bytes win where they overlap (identical in any correct peer).
-        buf[start - merged_start : end - merged_start] = payload
-        new_seq = seq_add(rcv_nxt, merged_start)
-        keep.append((new_seq, bytes(buf)))
-        keep.sort(key=lambda item: seq_sub(item[0], rcv_nxt))
-        self.ooo = keep
-        self.ooo_bytes = sum(len(b) for _, b in keep)
-        self.recent = new_seq
+        """Keep a segment that starts beyond RCV.NXT, merging it with the blocks it touches."""
+        ooo = self.ooo
+        if ooo is None:
+            ooo = self.ooo = OutOfOrderQueue(rcv_nxt)
+        grown = ooo.insert(seq, payload)
+        self.ooo_bytes = ooo.nbytes
+        if self.pool is not None:
+            self.pool.charge(grown)
+
+    def prune_ooo(self, floor: int) -> int:
+        """Drop the highest out-of-order block if it starts at or above `floor` (Linux
+        tcp_prune_ofo_queue drops from the top); returns the memory freed, 0 if none was dropped."""
+        ooo = self.ooo
+        if ooo is None or seq_lt(ooo.last_start(), floor):
+            return 0
+        freed = ooo.pop_last()
+        self.ooo_bytes = ooo.nbytes
+        if not ooo:
+            self.ooo = None
+        if self.pool is not None:
+            self.pool.charge(-freed)
+        return freed
 
     def pull_contiguous(self, rcv_nxt: int) -> int:
-        """Move out-of-order blocks that now touch RCV.NXT into `ready`; returns the new RCV.NXT."""
-        while self.ooo:
-            block_seq, block = self.ooo[0]
-            offset = seq_sub(block_seq, rcv_nxt)
-            if offset > 0:
-                break
-            self.ooo.pop(0)
-            self.ooo_bytes -= len(block)
-            fresh = block[-offset:] if offset < 0 else block
-            if offset < 0 and -offset >= len(block):
-                continue
-            self.add(fresh)
-            rcv_nxt = seq_add(rcv_nxt, len(fresh))
-        if not self.ooo:
-            self.recent = None
+        """Move out-of-order data that now touches RCV.NXT into the in-order data; returns the new RCV.NXT."""
+        ooo = self.ooo
+        if ooo is None:
+            return rcv_nxt
+        before = ooo.mem
+        chunks, rcv_nxt = ooo.pull(rcv_nxt)
+        self.ooo_bytes = ooo.nbytes
+        if self.pool is not None:
+            self.pool.charge(ooo.mem - before)
+        if not ooo:
+            self.ooo = None
+        for chunk in chunks:
+            self.add(chunk)
         return rcv_nxt
+
+    def release(self) -> None:
+        """The connection is gone: give its memory back to the pool (data stays readable)."""
+        if self.pool is not None:
+            self.pool.charge(-self.mem)
+            self.pool = None
 
     def add(self, data: bytes) -> None:
         """In-order data for the application."""
         if data:
+            if self._chunks is None:
+                self._chunks = deque()
             self._chunks.append(data)
             self.ready_len += len(data)
+            if self.pool is not None:
+                self.pool.charge(len(data))
 
     def take(self, max_bytes: int = -1) -> bytes:
         """Up to `max_bytes` of in-order data (all of it when negative), oldest first."""
         chunks = self._chunks
+        if chunks is None:
+            return b""
         if max_bytes < 0 or max_bytes >= self.ready_len:
             data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-            chunks.clear()
+            self._chunks = None  # an idle connection keeps no deque
         else:
             parts: list[bytes] = []
             want = max_bytes
@@ -141,12 +211,10 @@ class ReceiveQueue:
                     want = 0
             data = b"".join(parts)
         self.ready_len -= len(data)
+        if self.pool is not None:
+            self.pool.charge(-len(data))
         return bytes(data) if type(data) is not bytes else data
 
     def sack_blocks(self, limit: int) -> tuple[tuple[int, int], ...]:
         """SACK blocks (RFC 2018 §4): the most recently changed block first, then the others."""
-        if not self.ooo:
-            return ()
-        blocks = [(s, seq_add(s, len(b))) for s, b in self.ooo]
-        blocks.sort(key=lambda blk: blk[0] != self.recent)
-        return tuple(blocks[:limit])
+        return self.ooo.sack_blocks(limit) if self.ooo is not None else ()

@@ -7,7 +7,7 @@ connection never holds the host: the host calls in, reads the outcome and acts o
 
 from __future__ import annotations
 
-from stack.tcp import recovery
+from stack.tcp import budget, recovery
 from stack.tcp.arrival import segment_arrives
 from stack.tcp.config import Config, FourTuple
 from stack.tcp.context import Context
@@ -88,6 +88,7 @@ class Connection(Tcb):
         if self.orphan or self.state in (S.CLOSED, S.TIME_WAIT):
             return None
         self.orphan = True
+        ctx.orphans += 1
         self.read_closed = True
         if self.state in (S.SYN_SENT, S.LISTEN):
             return self.finish(CloseReason.ABORTED, "CLOSE", ctx)
@@ -96,6 +97,13 @@ class Connection(Tcb):
             return reset(self, CloseReason.ABORTED, "close with unread data", ctx)
         if self.linger0:
             return self.abort(ctx)
+        if ctx.orphans > self.cfg.max_orphans and self.state.synchronized:
+            # Too many orphans (Linux tcp_close -> tcp_check_oom): this one is reset at once.
+            ctx.counters.inc("TCPAbortOnMemory")
+            return reset(self, CloseReason.ABORTED, "too many orphans", ctx)
+        if budget.out_of_memory(self):
+            ctx.counters.inc("TCPAbortOnMemory")
+            return reset(self, CloseReason.ABORTED, "close while out of memory", ctx)
         if not self.fin_queued:
             self._queue_fin("CLOSE", ctx)
         if self.state is S.FIN_WAIT_2:
@@ -106,7 +114,9 @@ class Connection(Tcb):
         """ABORT (RFC 9293 §3.10.5), also close() under SO_LINGER {1, 0}: RST, no TIME-WAIT."""
         if self.state in (S.CLOSED, S.TIME_WAIT):
             return None
-        self.orphan = True
+        if not self.orphan:
+            self.orphan = True
+            ctx.orphans += 1
         if self.state in (S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT):
             ctx.counters.inc("TCPAbortOnLinger")
             return reset(self, CloseReason.ABORTED, "abort", ctx)

@@ -20,6 +20,7 @@ from stack.tcp.states import State
 from stack.wire.segment import RST, Segment
 
 if TYPE_CHECKING:
+    from stack.tcp.budget import MemoryPool
     from stack.tcp.tcb import Tcb
 
 
@@ -31,7 +32,9 @@ class Context:
         "counters",
         "edges",
         "events",
+        "memory",
         "now",
+        "orphans",
         "out",
         "push_pending",
         "record_state_changes",
@@ -39,9 +42,10 @@ class Context:
         "wheel",
     )
 
-    def __init__(self, counters: Counters, wheel: TimerWheel, now: float) -> None:
+    def __init__(self, counters: Counters, wheel: TimerWheel, now: float, memory: MemoryPool) -> None:
         self.now = now
         self.counters = counters
+        self.memory = memory  # what every connection's buffers hold, against tcp_mem (stack.tcp.budget)
         self.wheel = wheel  # connection timers; an entry's id is cid * N_TIMERS + kind
         self.out: list[Segment] = []
         self.events: list[Event] = []
@@ -54,6 +58,7 @@ class Context:
         self.tso_size = 0
         self.record_state_changes = True  # emit a StateChanged event per transition
         self.edges: Counter[tuple[State, State]] = Counter()  # transitions taken, by edge
+        self.orphans = 0  # connections the application closed that still live (Linux orphan count)
 
     def transmit(self, seg: Segment) -> None:
         self.out.append(seg)

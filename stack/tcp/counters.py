@@ -18,6 +18,8 @@ COUNTER_NAMES: tuple[str, ...] = (
     "TCPAbortOnClose",  # closed with unread data: RST instead of FIN
     "TCPAbortOnData",  # data after the application fully closed: RST
     "TCPAbortOnTimeout",
+    "TCPAbortOnMemory",  # too many orphans (max_orphans): reset at close or at a timer
+    "TCPLossProbes",  # tail loss probes sent (RFC 8985 §7)
     "TCPAbortOnLinger",  # abort() / SO_LINGER {1, 0}
     "TCPChallengeACK",
     "TCPSYNChallenge",
@@ -27,7 +29,13 @@ COUNTER_NAMES: tuple[str, ...] = (
     "TCPFastRetrans",
     "DelayedACKs",
     "PAWSEstab",
-    "TCPOFOQueue",
+    "TCPOFOQueue",  # segments queued out of order
+    "TCPOFODrop",  # out-of-order segments dropped: no memory left for them
+    "OfoPruned",  # prunings that dropped out-of-order data (tcp_prune_ofo_queue)
+    "PruneCalled",  # times memory had to be made for a segment (tcp_prune_queue)
+    "TCPRcvQDrop",  # in-order segments dropped: no memory left for them
+    "TCPMemoryPressures",  # times the host entered memory pressure (tcp_mem)
+    "TCPAbortOnMemory",  # orphans reset on close while memory was exhausted
     "TW",  # connections that entered TIME-WAIT
     "TWKilled",  # TIME-WAIT ended early by RST
     "TWRecycled",  # TIME-WAIT 4-tuple reused by an outgoing connect (tw_reuse)

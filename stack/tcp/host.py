@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from stack.native import TimerWheel
 from stack.tcp.arrival import listen_arrives, negotiate, return_to_listen
+from stack.tcp.budget import MemoryPool
 from stack.tcp.config import Config, FourTuple
 from stack.tcp.connection import Connection
 from stack.tcp.context import Context
@@ -26,8 +27,8 @@ from stack.tcp.outcome import CookieCheck, Established, Finished, Outcome, ToTim
 from stack.tcp.sender import push, reply_rst, send_ack, send_syn
 from stack.tcp.seq import MASK, seq_add
 from stack.tcp.states import State, check_transition
-from stack.tcp.syncookie import check_cookie, make_cookie
-from stack.tcp.tcb import N_TIMERS, Timer
+from stack.tcp.syncookie import check_cookie, make_cookie, recently_sent
+from stack.tcp.tcb import N_TIMERS, Timer, _window_shift
 from stack.tcp.timewait import TimeWait, TimeWaitTable, TwAction
 from stack.wire.segment import ACK, FIN, RST, SYN, Segment, TcpOptions
 
@@ -46,7 +47,7 @@ class PortInUse(OSError):
 class Listener:
     """A passive OPEN (RFC 9293 §3.10.1) on one port of the host's addresses."""
 
-    __slots__ = ("backlog", "config", "embryos", "host", "port", "state")
+    __slots__ = ("backlog", "config", "cookie_sent", "embryos", "host", "port", "state")
 
     def __init__(self, host: Host, port: int, backlog: int, config: Config) -> None:
         self.host = host
@@ -55,6 +56,7 @@ class Listener:
         self.config = config
         self.state = S.LISTEN
         self.embryos: set[FourTuple] = set()  # connections of ours still in SYN-RECEIVED
+        self.cookie_sent = -float("inf")  # when the last SYN cookie went out (Linux: last overflow)
 
     def close(self, now: float) -> None:
         """CLOSE in LISTEN: delete the listener; embryonic connections are reset."""
@@ -74,7 +76,7 @@ class Host:
         self.time_wait = TimeWaitTable(timer_resolution, start)
         self.listeners: dict[int, Listener] = {}
         self.wheel = TimerWheel(timer_resolution, start)
-        self.ctx = Context(self.counters, self.wheel, start)
+        self.ctx = Context(self.counters, self.wheel, start, MemoryPool(self.config.memory_limits, self.counters))
         self._owners: dict[int, Connection] = {}
         # Connections in TIME-WAIT whose handle the application still holds: when the record ends,
         # the handle's state and history say so. Weak: a dropped handle costs nothing here.
@@ -102,6 +104,11 @@ class Host:
     @tso_size.setter
     def tso_size(self, size: int) -> None:
         self.ctx.tso_size = size
+
+    @property
+    def memory(self) -> MemoryPool:
+        """What every connection's buffers hold, against `Config.memory_limits` (stack.tcp.budget)."""
+        return self.ctx.memory
 
     @property
     def edges(self) -> dict[tuple[State, State], int]:
@@ -227,10 +234,14 @@ class Host:
         key = conn.four_tuple
         if self.connections.get(key) is conn:
             del self.connections[key]
-        self._owners.pop(conn.cid, None)
+        owned = self._owners.pop(conn.cid, None) is not None
+        conn.recv.release()
+        conn.send_buf.release()
         ctx = self.ctx
         ctx.ack_pending.pop(conn, None)
         ctx.push_pending.pop(conn, None)
+        if owned and conn.orphan:
+            ctx.orphans -= 1
         self._embryo_done(conn)
 
     def _embryo_done(self, conn: Connection) -> None:
@@ -290,7 +301,9 @@ class Host:
         for key in list(listener.embryos):
             conn = self.connections.get(key)
             if conn is not None:
-                self.act(conn, conn.abort(ctx))
+                # Half-open connections go silently, as Linux frees its request sockets: a later
+                # segment from the peer finds nothing and gets the RST then.
+                self.act(conn, conn.finish(CloseReason.ABORTED, "listener closed", ctx))
         listener.state = S.CLOSED
         self.record_transition((self.addresses[0], listener.port, "0.0.0.0", 0), S.LISTEN, S.CLOSED, "CLOSE", now)
 
@@ -342,6 +355,7 @@ class Host:
         if iss is None:
             iss = cfg.isn(key, now) if cfg.isn is not None else self._isn.isn(key, now)
         conn = Connection(key, cid, cfg, iss & 0xFFFFFFFF, self._isn.ts_offset(key), now, passive, listen_port)
+        conn.recv.pool = conn.send_buf.pool = self.ctx.memory  # their bytes count toward tcp_mem (stack.tcp.budget)
         conn.handle = ConnectionHandle(self, conn)
         self.connections[key] = conn
         self._owners[cid] = conn
@@ -373,32 +387,47 @@ class Host:
         listen_arrives(conn, seg, ctx)
 
     def _send_cookie(self, listener: Listener, syn: Segment, now: float) -> None:
-        """The SYN backlog is full: answer with a stateless SYN cookie SYN-ACK (RFC 4987 §3.6)."""
+        """The SYN backlog is full: answer with a stateless SYN cookie SYN-ACK (RFC 4987 §3.6).
+        With timestamps, window scaling and SACK ride in our TSval (stack.tcp.syncookie)."""
         key = (syn.dst_addr, syn.dst_port, syn.src_addr, syn.src_port)
-        cookie = make_cookie(self._isn.secret, key, syn.seq, syn.options.mss or 536, now)
-        window = min(listener.config.recv_buffer, 65535)
+        cfg = listener.config
+        opts = syn.options
+        ts_clock = (int(now * 1000.0) + self._isn.ts_offset(key)) & MASK if cfg.timestamps and opts.timestamp else None
+        wscale = opts.wscale if cfg.window_scaling else None
+        sack = cfg.sack and opts.sack_permitted
+        cookie, tsval = make_cookie(self._isn.secret, key, syn.seq, opts.mss or 536, now, wscale=wscale, sack=sack,
+                                    ts_clock=ts_clock)
+        options = TcpOptions(mss=cfg.mss)
+        if tsval is not None and opts.timestamp is not None:
+            options = TcpOptions(mss=cfg.mss, wscale=_window_shift(cfg.recv_buffer) if wscale is not None else None,
+                                 sack_permitted=sack, timestamp=(tsval, opts.timestamp[0]))
+        window = min(cfg.recv_buffer, 65535)
         reply = Segment(syn.dst_addr, syn.src_addr, syn.dst_port, syn.src_port, cookie, seq_add(syn.seq, 1),
-                        SYN | ACK, window, 0, TcpOptions(mss=listener.config.mss))
+                        SYN | ACK, window, 0, options)
+        listener.cookie_sent = now
         self.counters.inc("SyncookiesSent")
         self.ctx.transmit(reply)
 
     def _cookie_ack(self, listener: Listener, seg: Segment, now: float) -> bool:
-        """An ACK to a listener: if it returns one of our cookies, the connection is born now."""
+        """An ACK to a listener: if it returns one of our recent cookies, the connection is born now."""
+        if not recently_sent(listener.cookie_sent, now):
+            return False  # no cookie out there: nothing to check (Linux: no recent overflow)
         key = (seg.dst_addr, seg.dst_port, seg.src_addr, seg.src_port)
+        cfg = listener.config
         iss = (seg.ack - 1) & MASK
         peer_isn = (seg.seq - 1) & MASK
-        mss = check_cookie(self._isn.secret, key, peer_isn, iss, now)
-        if mss is None:
-            if self.counters["SyncookiesSent"]:
-                self.counters.inc("SyncookiesFailed")
+        ts = seg.options.timestamp if cfg.timestamps else None
+        info = check_cookie(self._isn.secret, key, peer_isn, iss, now, ts[1] if ts else None)
+        if info is None:
+            self.counters.inc("SyncookiesFailed")
             return False
         self.counters.inc("SyncookiesRecv")
-        cfg = listener.config
         ctx = self.ctx
         conn = self._new_connection(key, cfg, now, passive=True, listen_port=listener.port, iss=iss)
-        # Rebuild what the SYN told us; the cookie kept only its MSS.
+        # Rebuild what the SYN told us from what the cookie kept.
         negotiate(conn, Segment(seg.src_addr, seg.dst_addr, seg.src_port, seg.dst_port, peer_isn, 0, SYN,
-                                seg.window, 0, TcpOptions(mss=mss)), now)
+                                seg.window, 0, TcpOptions(mss=info.mss, wscale=info.wscale, sack_permitted=info.sack,
+                                                          timestamp=(ts[0], 0) if ts else None)), now)
         conn.snd_nxt = conn.snd_max = seq_add(iss, 1)
         conn.rcv_adv = seq_add(conn.rcv_nxt, min(cfg.recv_buffer, 65535))  # what the SYN-ACK offered
         conn.set_state(S.SYN_RECEIVED, "ACK returns a SYN cookie", ctx)
@@ -410,11 +439,12 @@ class Host:
         """Whether `seg`, unacceptable to a half-open connection, completes a SYN cookie we sent for
         the same 4-tuple; if so that connection replaces the embryo."""
         listener = self.listeners.get(embryo.listen_port) if embryo.listen_port is not None else None
-        if listener is None or not listener.config.syn_cookies or not self.counters["SyncookiesSent"]:
-            return False
         now = self.ctx.now
-        if check_cookie(self._isn.secret, embryo.four_tuple, (seg.seq - 1) & MASK, (seg.ack - 1) & MASK,
-                        now) is None:
+        if listener is None or not listener.config.syn_cookies or not recently_sent(listener.cookie_sent, now):
+            return False
+        ts = seg.options.timestamp if listener.config.timestamps else None
+        if check_cookie(self._isn.secret, embryo.four_tuple, (seg.seq - 1) & MASK, (seg.ack - 1) & MASK, now,
+                        ts[1] if ts else None) is None:
             return False
         self.act(embryo, return_to_listen(embryo, "the peer completed our SYN cookie instead", self.ctx))
         return self._cookie_ack(listener, seg, now)

@@ -8,6 +8,7 @@ before it has arrived (eighth step of §3.10.7.4).
 
 from __future__ import annotations
 
+from stack.tcp import budget
 from stack.tcp.context import Context
 from stack.tcp.events import EndOfStream, Readable
 from stack.tcp.outcome import Outcome, ToTimeWait
@@ -22,6 +23,8 @@ S = State
 def accept_text(c: Tcb, seq: int, payload: bytes, ctx: Context) -> None:
     recv = c.recv
     if seq == c.rcv_nxt:
+        if not budget.in_order_fits(c, len(payload), ctx):
+            return  # no memory for it (stack.tcp.budget): dropped, the peer sends it again
         had_gap = bool(recv.ooo)
         recv.add(payload)
         c.rcv_nxt = seq_add(seq, len(payload))
@@ -33,19 +36,31 @@ def accept_text(c: Tcb, seq: int, payload: bytes, ctx: Context) -> None:
         c.bytes_received += seq_sub(c.rcv_nxt, seq)  # this text and what it joined to
         if c.handle is not None:
             ctx.events.append(Readable(c.handle))
-    else:
-        recv.insert_ooo(c.rcv_nxt, seq, payload)
-        ctx.counters.inc("TCPOFOQueue")
+    elif budget.queue_out_of_order(c, seq, payload, ctx):
         ctx.request_ack(c)  # out of order: immediate duplicate ACK with SACK blocks (RFC 5681 §4.2)
+
+
+MAX_QUICK_ACKS = 16  # Linux TCP_MAX_QUICKACKS
 
 
 def _delayed_ack(c: Tcb, ctx: Context) -> None:
     """ACK at least every second full-sized segment, else within the delayed-ACK timeout (§3.8.6.3).
-    Counted in bytes, as Linux does, so that one 64 KB GSO segment counts as the many it stands for."""
-    if not c.cfg.delayed_ack or seq_sub(c.rcv_nxt, c.last_ack_sent) >= 2 * c.snd_mss:
+    Counted in bytes, as Linux does, so that one 64 KB GSO segment counts as the many it stands for.
+    In quick-ACK mode every segment is acknowledged at once (Linux tcp_event_data_recv: at the
+    first data and after an idle period longer than the RTO, the sender may be in slow start and
+    waiting for every ACK)."""
+    now = ctx.now
+    last = c.last_data_time
+    if last is None or now - last > c.rtt.rto:
+        quick = min(max(c.rcv_wnd // (2 * c.snd_mss), 2), MAX_QUICK_ACKS)
+        if quick > c.quick_acks:
+            c.quick_acks = quick
+    c.last_data_time = now
+    if (not c.cfg.delayed_ack or seq_sub(c.rcv_nxt, c.last_ack_sent) >= 2 * c.snd_mss
+            or (c.quick_acks and not c.pingpong)):
         ctx.request_ack(c)
     elif c.deadlines[Timer.DELACK] == INF:
-        c.set_timer(Timer.DELACK, ctx.now + c.cfg.delayed_ack_timeout, ctx)
+        c.set_timer(Timer.DELACK, now + c.cfg.delayed_ack_timeout, ctx)
 
 
 def fin_received(c: Tcb, ctx: Context) -> Outcome | None:

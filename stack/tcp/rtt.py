@@ -34,7 +34,9 @@ class RttEstimator:
         else:
             self.rttvar = (1 - self.BETA) * self.rttvar + self.BETA * abs(self.srtt - rtt)
             self.srtt = (1 - self.ALPHA) * self.srtt + self.ALPHA * rtt
-        self._rto = self.srtt + max(self.CLOCK_GRANULARITY, self.K * self.rttvar)
+        # RFC 6298 (2.3) with Linux's floor: rto_min bounds the variance term, not the sum
+        # (tcp_set_rto: srtt + max(4 * mdev, rto_min)), so a fast path's RTO is SRTT + 200 ms.
+        self._rto = self.srtt + max(self.CLOCK_GRANULARITY, self.K * self.rttvar, self.rto_min)
         self.backoff = 0
 
     @property

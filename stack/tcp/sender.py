@@ -36,6 +36,8 @@ def emit(c: Tcb, flags: int, seq: int, payload: bytes, ctx: Context, options: Tc
         if not flags & SYN:
             window = c.advertise()
         c.last_ack_sent = ack
+        if c.quick_acks:
+            c.quick_acks -= 1  # Linux tcp_event_ack_sent: every ACK sent counts against quick-ACK mode
         if ctx.ack_pending:
             ctx.ack_pending.pop(c, None)  # this segment carries the ACK that was asked for
         if c.deadlines[Timer.DELACK] != INF:
@@ -110,6 +112,11 @@ def push(c: Tcb, ctx: Context) -> None:
     mss = c.snd_mss
     size = max(mss, ctx.tso_size)  # the link may split large segments itself (TSO)
     recovery = c.recovery
+    cwnd = c.cc.cwnd
+    if not recovery.in_recovery and recovery.dupacks:
+        # Limited Transmit (RFC 3042, RFC 5681 §3.2): one new segment for each of the first two
+        # duplicate ACKs, beyond cwnd, so a small flight can still produce a third one.
+        cwnd += min(recovery.dupacks, 2) * mss
     sent_any = False
     while True:
         avail = len(buf) - seq_sub(c.snd_nxt, buf.seq)
@@ -120,7 +127,7 @@ def push(c: Tcb, ctx: Context) -> None:
             break
         # In recovery the loss-recovery algorithm says what is in flight (RFC 6675 §5: the pipe).
         flight = recovery.pipe(c) if recovery.in_recovery else seq_sub(c.snd_nxt, c.snd_una)
-        usable = min(c.snd_wnd, c.cc.cwnd) - flight
+        usable = min(c.snd_wnd, cwnd) - flight
         n = min(avail, size, usable)
         if n <= 0:
             break
@@ -129,13 +136,17 @@ def push(c: Tcb, ctx: Context) -> None:
             if not last:
                 if n < c.max_snd_wnd // 2:
                     break  # a window-limited runt: wait for the window to open further
-            elif c.cfg.nagle and c.snd_nxt != c.snd_una and not c.fin_queued:
-                break  # Nagle: a small segment waits while data is unacknowledged
+            elif (c.cfg.nagle and seq_gt(c.snd_sml, c.snd_una) and not seq_gt(c.snd_sml, c.snd_nxt)
+                  and not c.fin_queued):
+                # Nagle, Minshall's variant as Linux (tcp_minshall_check): a small segment waits
+                # while an earlier small one is unacknowledged, not behind full-sized ones.
+                break
         _send_data(c, buf.slice(c.snd_nxt, n), FIN if last and c.fin_queued else 0, ctx)
         sent_any = True
-    if (
-        not sent_any
-        and c.snd_nxt == c.snd_una
+    if sent_any:
+        schedule_loss_probe(c, ctx)
+    elif (
+        c.snd_nxt == c.snd_una
         and c.unsent() > 0
         and c.deadlines[Timer.PERSIST] == INF
         and c.snd_wnd < c.snd_mss
@@ -147,10 +158,12 @@ def push(c: Tcb, ctx: Context) -> None:
 def _send_data(c: Tcb, payload: bytes, extra_flags: int, ctx: Context) -> None:
     seq = c.snd_nxt
     flags = ACK | extra_flags
-    if payload and seq_add(seq, len(payload)) == c.send_buf.end_seq():
-        flags |= PSH
+    if payload and c.send_buf.push_in(seq, len(payload)):
+        flags |= PSH  # the segment ends a write (Linux tcp_push)
     n = len(payload) + (1 if extra_flags & FIN else 0)
     end = seq_add(seq, n)
+    if 0 < len(payload) < c.snd_mss:
+        c.snd_sml = end  # Linux tcp_minshall_update
     if extra_flags & FIN:
         c.fin_seq = seq_add(seq, len(payload))
     now = ctx.now
@@ -159,16 +172,53 @@ def _send_data(c: Tcb, payload: bytes, extra_flags: int, ctx: Context) -> None:
         ctx.counters.inc("RetransSegs")
         c.bytes_retrans += len(payload)
         c.total_retrans += 1
-    elif c.rtt_seq is None and not c.ts_ok:
-        c.rtt_seq, c.rtt_time = end, now  # time this one (RFC 6298 §3, Karn)
+    else:
+        if c.rtt_seq is None and not c.ts_ok:
+            c.rtt_seq, c.rtt_time = end, now  # time this one (RFC 6298 §3, Karn)
+        last = c.last_data_time
+        if payload and last is not None and now - last < c.cfg.delayed_ack_timeout:
+            c.pingpong = True  # an answer right after data arrived: interactive (Linux pingpong)
     emit(c, flags, seq, payload, ctx)
     c.snd_nxt = end
     if seq_gt(end, c.snd_max):
         c.snd_max = end
-    if c.first_unacked_time is None:
-        c.first_unacked_time = now
     if c.deadlines[Timer.RTX] == INF:
         c.set_timer(Timer.RTX, now + c.rtt.rto, ctx)
+
+
+def send_new_segment(c: Tcb, ctx: Context) -> bool:
+    """One segment of unsent data, as far as the peer's window allows, whatever cwnd says (what
+    a tail loss probe sends first). Whether one went out."""
+    buf = c.send_buf
+    avail = len(buf) - seq_sub(c.snd_nxt, buf.seq)
+    n = min(avail, c.snd_mss, c.snd_wnd - seq_sub(c.snd_nxt, c.snd_una))
+    if n <= 0:
+        return False
+    _send_data(c, buf.slice(c.snd_nxt, n), FIN if n == avail and c.fin_queued else 0, ctx)
+    return True
+
+
+TLP_MIN_EXTRA = 0.002  # Linux TCP_TIMEOUT_MIN (2 jiffies at HZ=1000) added to 2*SRTT
+
+
+def schedule_loss_probe(c: Tcb, ctx: Context) -> None:
+    """Arm the tail loss probe (RFC 8985 §7.2) as Linux's tcp_schedule_loss_probe does: with SACK,
+    an RTT sample, data in flight and no loss being repaired, PTO = 2*SRTT (plus rto_min when one
+    segment is out, for the peer's delayed ACK), never later than the RTO."""
+    if not c.sack_ok or c.tlp_high_seq is not None or not c.cfg.tail_loss_probe:
+        return
+    recovery = c.recovery
+    srtt = c.rtt.srtt
+    flight = seq_sub(c.snd_max, c.snd_una)
+    # Only in Linux's "Open" state: no loss being repaired, neither by recovery nor after an RTO.
+    if recovery.in_recovery or recovery.dupacks or c.retries or srtt is None or flight <= 0:
+        return
+    pto = 2.0 * srtt + (c.rtt.rto_min if flight <= c.snd_mss else TLP_MIN_EXTRA)
+    now = ctx.now
+    rto_at = c.deadlines[Timer.RTX]
+    if rto_at != INF and rto_at - now < pto:
+        pto = rto_at - now
+    c.set_timer(Timer.LOSS_PROBE, now + pto, ctx)
 
 
 def retransmit_first(c: Tcb, ctx: Context) -> None:
@@ -183,6 +233,8 @@ def retransmit(c: Tcb, seq: int, n: int, ctx: Context) -> None:
         flags |= FIN
     if n == 0 and not flags & FIN:
         return
+    if n and c.send_buf.push_in(seq, n):
+        flags |= PSH  # as when it was first sent
     ctx.counters.inc("RetransSegs")
     c.bytes_sent += n
     c.bytes_retrans += n
@@ -198,6 +250,13 @@ def send_syn(c: Tcb, ctx: Context) -> None:
         ctx.counters.inc("RetransSegs")
         ctx.counters.inc("TCPSynRetrans")
         c.total_retrans += 1
+        c.rtt_seq = None  # Karn: an answer to a retransmitted SYN times nothing
+    elif not c.syn_flags_sent:
+        # Time the handshake (Linux does, timestamps or not): the first RTO then follows the
+        # path instead of RFC 6298's 1 s. Only our very first SYN or SYN,ACK (Karn).
+        c.rtt_seq, c.rtt_time = seq_add(c.iss, 1), ctx.now
+    else:
+        c.rtt_seq = None  # a SYN,ACK after our SYN (simultaneous open): ambiguous
     c.syn_flags_sent = flags
     emit(c, flags, c.iss, b"", ctx)
     c.snd_nxt = c.snd_max = seq_add(c.iss, 1)

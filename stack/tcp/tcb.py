@@ -14,7 +14,7 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from stack.tcp import congestion
+from stack.tcp import budget, congestion
 from stack.tcp.buffers import ReceiveQueue, SendBuffer
 from stack.tcp.config import Config, FourTuple
 from stack.tcp.context import Context
@@ -38,6 +38,7 @@ class Timer(IntEnum):
     DELACK = 2  # delayed ACK (RFC 9293 §3.8.6.3)
     KEEPALIVE = 3  # RFC 9293 §3.8.4
     FIN_WAIT_2 = 4  # orphan FIN-WAIT-2 reaping (Linux tcp_fin_timeout)
+    LOSS_PROBE = 5  # tail loss probe (RFC 8985 §7)
 
 
 N_TIMERS = len(Timer)  # a timer-wheel entry's id is cid * N_TIMERS + kind
@@ -63,14 +64,14 @@ class Tcb:
         "deadlines",
         "fin_queued",
         "fin_seq",
-        "first_unacked_time",
-        "four_tuple",
+                "four_tuple",
         "handle",
         "history",
         "irs",
         "iss",
         "keepalive_sent",
         "last_ack_sent",
+        "last_data_time",
         "last_recv_time",
         "linger0",
         "listen_port",
@@ -78,12 +79,17 @@ class Tcb:
         "orphan",
         "passive",
         "peer_fin",
+        "pingpong",
+        "probes_out",
+        "probes_start",
+        "quick_acks",
         "rcv_adv",
         "rcv_nxt",
         "rcv_wscale",
         "read_closed",
         "recovery",
         "recv",
+        "retrans_stamp",
         "retries",
         "rtt",
         "rtt_seq",
@@ -93,6 +99,7 @@ class Tcb:
         "snd_max",
         "snd_mss",
         "snd_nxt",
+        "snd_sml",
         "snd_una",
         "snd_wl1",
         "snd_wl2",
@@ -100,6 +107,7 @@ class Tcb:
         "snd_wscale",
         "state",
         "syn_flags_sent",
+        "tlp_high_seq",
         "total_retrans",
         "ts_offset",
         "ts_ok",
@@ -165,10 +173,22 @@ class Tcb:
         self.retries = 0
         self.rtt_seq: int | None = None  # the segment being timed (RFC 6298 §3), if any
         self.rtt_time = 0.0
-        self.first_unacked_time: float | None = None
+        # When the retransmission timer first resent data since the last new ACK (Linux
+        # retrans_stamp): the user timeout counts from there.
+        self.retrans_stamp: float | None = None
+        self.snd_sml = iss  # end of the last segment smaller than the MSS (Minshall's Nagle)
         self.last_recv_time = now
         self.keepalive_sent = 0
+        self.probes_out = 0  # zero-window probes the peer has not answered (Linux icsk_probes_out)
+        self.probes_start: float | None = None  # when the window has been zero since, probing
+        self.tlp_high_seq: int | None = None  # SND.NXT when a tail loss probe went out (one at a time)
         self.challenge_time = -INF
+        # ACK policy, after Linux's icsk_ack: ACK every data segment at once while `quick_acks`
+        # last (from the first data, and after an idle RTO), unless the exchange is interactive
+        # (`pingpong`: we answered within the delayed-ACK time, so the ACK may ride on an answer).
+        self.quick_acks = 0
+        self.pingpong = False
+        self.last_data_time: float | None = None  # when in-order data last arrived
         self.want_writable = False
         self.syn_flags_sent = 0  # SYN or SYN|ACK, once sent: a second one is a retransmission
         # What TCP_INFO reports (RFC 4898's names, as Linux's tcpi_*): data octets put on the wire
@@ -225,7 +245,7 @@ class Tcb:
 
     # ------------------------------------------------------------------ the receive window
     def window_free(self) -> int:
-        return max(0, self.cfg.recv_buffer - self.recv.ready_len - self.recv.ooo_bytes)
+        return budget.window_cap(self, max(0, self.cfg.recv_buffer - self.recv.ready_len - self.recv.ooo_bytes))
 
     def advertise(self) -> int:
         """The window field of an outgoing ACK. The right edge never moves left (RFC 9293 §3.8.6.2.2

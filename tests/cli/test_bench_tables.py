@@ -34,15 +34,18 @@ def test_cps_table_has_one_row_per_case_and_a_unit_under_each_name() -> None:
 
 def test_bulk_tables() -> None:
     case = {"to_stack_MBps": 1012.3, "from_stack_MBps": 730.1, "to_stack_cpu": 1.0, "from_stack_cpu": 0.98,
-            "to_stack_retransmits": 0, "from_stack_retransmits": 3}
-    result = {"megabytes": 64, "mtu1500": case, "mtu1500_no_offload": case, "mtu65000": case,
+            "to_stack_retransmits": 0, "from_stack_retransmits": 3, "to_stack_seconds": 0.066,
+            "from_stack_seconds": 0.092}
+    result = {"megabytes": 64, "faults": ["drop 1% seed=3"],
+              "mtu1500": case, "mtu1500_no_offload": case, "mtu65000": case,
               "kernel_to_kernel": {"MBps": 4100.0, "path": "loopback in the namespace"},
               "raw_tun": {"mtu1500": {"mtu": 1500, "MBps": 900.5, "note": "read + write-back, no TCP"}}}
     lines = format_result(result)
     first = lines.index(next(line for line in lines if line.startswith("case")))
     assert "to the stack" in lines[first] and "MB/s" in lines[first + 1] and "segments" in lines[first + 1]
     assert [line.split()[0] for line in lines[first + 2: first + 5]] == ["mtu1500", "mtu1500_no_offload", "mtu65000"]
-    assert lines[first + 2].split()[1:] == ["1,012.3", "730.1", "1.00", "0.98", "3"]
+    assert lines[first + 2].split()[1:] == ["1,012.3", "730.1", "0.066", "0.092", "1.00", "0.98", "3"]
+    assert "faults: drop 1% seed=3" in lines[:first]
     refs = lines[lines.index("references, without tcpstack:") + 2:]
     assert refs[0].split()[:2] == ["case", "throughput"] and refs[1].split() == ["MB/s"]
     assert refs[2].startswith("kernel_to_kernel") and "4,100.0" in refs[2] and refs[3].startswith("raw_tun mtu1500")

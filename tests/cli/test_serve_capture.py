@@ -23,15 +23,8 @@ import pytest
 
 from stack.observe.pcap import read_pcap
 from stack.observe.trace import read_trace
-from tests.cli.test_serve_ss_stats import (
-    REPO,
-    Serve,
-    kernel_closes_first,
-    needs_kernel,
-    netns_exists,
-    stack_closes_first,
-    unique_netns,
-)
+from tests.cli.serving import REPO, Serve, needs_kernel, netns_exists, unique_netns
+from tests.cli.test_serve_ss_stats import kernel_closes_first, stack_closes_first
 
 STACK = "198.18.0.2"
 TCPDUMP = shutil.which("tcpdump")

@@ -13,129 +13,32 @@ assertions did.
 from __future__ import annotations
 
 import json
-import os
 import re
-import select
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from stack.link.nsenter import netns_socket
-from stack.link.tun import kernel_link_available
+from tests.cli.serving import (
+    CONTROL_DIR,
+    STACK_ADDR,
+    Serve,
+    kernel_connect,
+    needs_kernel,
+    netns_exists,
+    read_to_eof,
+    ss_lines,
+    tcpstack,
+    unique_netns,
+    wait_for,
+)
 
-KERNEL_LINK_OK, KERNEL_LINK_REASON = kernel_link_available()
-REPO = Path(__file__).resolve().parents[2]
-STACK_ADDR = "198.18.0.2"
-CONTROL_DIR = "/run/tcpstack"
 N_STACK_CLOSES = 3  # connections to reply-close (port 8): the stack closes first -> its TIME-WAIT
 M_KERNEL_CLOSES = 2  # connections to echo (port 7): the kernel closes first -> the kernel's TIME-WAIT
-READY_TIMEOUT = 20.0
-
-needs_kernel = pytest.mark.skipif(not KERNEL_LINK_OK, reason=KERNEL_LINK_REASON or "n/a")
-
-
-def tcpstack(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stack", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
-
-def netns_exists(name: str) -> bool:
-    return os.path.exists(f"/run/netns/{name}")
-
-
-class Serve:
-    def __init__(self, proc: subprocess.Popen[str], netns: str | None) -> None:
-        self.proc = proc
-        self.netns = netns
-        self.ready_line = ""
-
-    def wait_ready(self) -> str:
-        """The ready line; fails with serve's stderr if it exits or stays silent."""
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
-            if ready:
-                line = self.proc.stdout.readline()
-                if line:
-                    self.ready_line = line.rstrip("\n")
-                    m = re.fullmatch(r"ready netns=(\S+) addr=(\S+) peer=(\S+)", self.ready_line)
-                    assert m, f"unexpected first line from serve: {self.ready_line!r}"
-                    self.netns = m.group(1)
-                    return self.ready_line
-            if self.proc.poll() is not None:
-                break
-        self.stop(signal.SIGKILL)
-        stderr = self.proc.stderr.read() if self.proc.stderr else ""
-        pytest.fail(f"serve did not get ready (exit {self.proc.returncode}): {stderr}")
-
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signum)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., Serve]]:
-    """Start `tcpstack serve ARGS`; every one is killed and its namespace removed at teardown."""
-    started: list[Serve] = []
-
-    def start(*args: str, netns: str | None = None) -> Serve:
-        argv = [sys.executable, "-m", "stack", "serve", *args]
-        if netns is not None:
-            argv += ["--netns", netns]
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        s = Serve(proc, netns)
-        started.append(s)
-        return s
-
-    try:
-        yield start
-    finally:
-        for s in started:
-            s.stop(signal.SIGTERM, timeout=10.0)
-            for stream in (s.proc.stdout, s.proc.stderr):
-                if stream is not None:
-                    stream.close()
-        for s in started:
-            # A serve that had to be SIGKILLed leaves its namespace and socket: clear them here.
-            if s.netns and netns_exists(s.netns):
-                subprocess.run(["ip", "netns", "del", s.netns], check=False, capture_output=True)
-            if s.netns:
-                sock = Path(CONTROL_DIR, f"{s.netns}.sock")
-                if sock.exists() and s.proc.returncode != 0:
-                    sock.unlink()
-
-
-def unique_netns(tag: str) -> str:
-    # Not in stack.link.netns's `tcps-<pid>-<n>` pattern, so reap_stale() elsewhere never touches it.
-    return f"tcpcli-{tag}-{os.getpid()}"
-
-
-def kernel_connect(netns: str, port: int) -> socket.socket:
-    sock = netns_socket(netns)
-    sock.setblocking(True)
-    sock.settimeout(5.0)
-    sock.connect((STACK_ADDR, port))
-    return sock
-
-
-def read_to_eof(sock: socket.socket) -> bytes:
-    data = bytearray()
-    while chunk := sock.recv(65536):
-        data += chunk
-    return bytes(data)
 
 
 def stack_closes_first(netns: str, i: int) -> None:
@@ -144,6 +47,7 @@ def stack_closes_first(netns: str, i: int) -> None:
     with kernel_connect(netns, 8) as sock:
         sock.sendall(msg)
         assert read_to_eof(sock) == msg
+
 
 
 def kernel_closes_first(netns: str, i: int) -> None:
@@ -160,20 +64,6 @@ def kernel_closes_first(netns: str, i: int) -> None:
         sock.shutdown(socket.SHUT_WR)
         assert read_to_eof(sock) == b""
 
-
-def ss_lines(*args: str) -> list[str]:
-    result = tcpstack("ss", *args)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.splitlines()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def check_fin_exchange(pcap: Path) -> None:
@@ -281,7 +171,8 @@ def test_default_name_and_sigint(serve: Callable[..., Serve]) -> None:
         assert read_to_eof(sock) == b""
     lines = ss_lines("--netns", s.netns, "state", "listening")
     assert len(lines) == 2 and lines[1].split() == ["0", "256", f"{STACK_ADDR}:9", "0.0.0.0:*"]
-    assert s.stop(signal.SIGINT) == 0
+    assert s.stop(signal.SIGINT) == 130  # Ctrl-C: interrupted, like every command
+    assert s.proc.stderr is not None and s.proc.stderr.read() == "tcpstack serve: interrupted\n"
     assert not netns_exists(s.netns)
     assert not Path(CONTROL_DIR, f"{s.netns}.sock").exists()
 

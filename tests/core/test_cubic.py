@@ -443,7 +443,9 @@ def test_cubic_bulk_transfer_with_periodic_loss() -> None:
         rises = [b - a for a, b in pairwise(w_at)]
         if len(rises) >= 3:
             assert all(r > 0 for r in rises), rises
-            assert all(b <= a + run.mss // 100 for a, b in pairwise(rises)), rises  # slack: maxima sampled at ACKs
+            # Slack: maxima are sampled at ACKs, and the first rise after recovery is left out too:
+            # Limited Transmit's two extra segments at the loss shift that round's ACKs.
+            assert all(b <= a + run.mss // 100 for a, b in pairwise(rises[1:])), rises
             assert rises[0] > rises[-1]
             checked += 1
     assert checked >= 2

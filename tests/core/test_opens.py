@@ -194,17 +194,28 @@ def test_close_in_syn_sent_deletes_tcb() -> None:
     assert h.c.state is S.CLOSED and not h.host.connections and len(h.host.wheel) == 0
 
 
-def test_syn_is_retransmitted_with_backoff_then_times_out() -> None:
-    h = Harness(plain_config(syn_retries=3)).syn_sent()
+def _syn_gaps(h: Harness) -> list[int]:
     sent_at = []
-    for _ in range(40):
+    for _ in range(400):
         for seg in h.advance(0.5):
             assert seg.flags == SYN and seg.seq == ISS
             sent_at.append(h.now)
-    gaps = [round(b - a) for a, b in zip([0.0, *sent_at], sent_at, strict=False)]
-    assert gaps == [1, 2, 4]  # RFC 6298 §5.5: initial RTO 1 s, doubled each time
+    return [round(b - a) for a, b in zip([0.0, *sent_at], sent_at, strict=False)]
+
+
+def test_syn_is_retransmitted_with_backoff_then_times_out() -> None:
+    h = Harness(plain_config(syn_retries=3, syn_linear_timeouts=0)).syn_sent()
+    assert _syn_gaps(h) == [1, 2, 4]  # RFC 6298 §5.5: initial RTO 1 s, doubled each time
     assert h.c.state is S.CLOSED and h.c.close_reason is CloseReason.TIMED_OUT
     assert h.host.counters["TCPSynRetrans"] == 3
+
+
+def test_the_first_syn_retransmissions_keep_the_initial_rto() -> None:
+    """Linux's tcp_syn_linear_timeouts (4 by default): four more SYNs a second apart, then the
+    timer doubles."""
+    h = Harness(plain_config(syn_retries=7)).syn_sent()
+    assert _syn_gaps(h) == [1, 1, 1, 1, 1, 2, 4]  # seven retransmissions
+    assert h.c.state is S.CLOSED
 
 
 # ---------------------------------------------------------------- a fully specified passive OPEN

@@ -67,7 +67,7 @@ def test_other_spellings_parse_to_the_canonical_rule() -> None:
         "drop out state=TIME-WAIT nth=1"]
     assert parse_rule("dup in p=10% seed=7").p == pytest.approx(0.1)
     assert parse_rule("drop in state=ESTAB").states == ("ESTABLISHED",)
-    assert parse_rule("delay in 2").action == Delay(2.0)
+    assert parse_rule("delay in 2s").action == Delay(2.0)
     assert parse_rule("drop in flags=fa").flags == FIN | ACK
     assert parse_rule("drop in flags==.").flags_exact == 0
     assert parse_rule("rewrite in seq-=5").action == Rewrite(seq=-5)
@@ -102,6 +102,8 @@ def test_other_spellings_parse_to_the_canonical_rule() -> None:
         ("drop in =5", 9, "expected key=value"),
         ("delay out", 11, "delay needs a duration"),
         ("delay out soon", 11, "bad duration 'soon'"),
+        ("delay in 50", 10, "duration '50' needs a unit: 50ms, 50s or 50us"),
+        ("delay out 5ms jitter=3", 22, "needs a unit"),
         ("delay out 5ms 6ms", 15, "unexpected '6ms' (delay takes one duration)"),
         ("delay out 5ms jitter=-1ms", 22, "bad duration"),
         ("dup in copies=0", 15, "copies must be from 1 to 1000"),
@@ -187,7 +189,7 @@ def test_python_construction_validates() -> None:
             bad()
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("50ms", 0.05), ("1.5s", 1.5), ("200us", 200e-6), ("2", 2.0),
+@pytest.mark.parametrize(("text", "seconds"), [("50ms", 0.05), ("1.5s", 1.5), ("200us", 200e-6), ("0", 0.0),
                                                 ("0s", 0.0), (".5s", 0.5), ("10ms", 0.01)])
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds

@@ -194,19 +194,57 @@ def test_caller_owned_namespace_outlives_link_and_dead_device_is_counted_not_rai
     assert ns.name not in netns_names()
 
 
-def test_reap_stale_removes_namespaces_of_dead_processes_only() -> None:
+def _namespace_of_a_killed_creator() -> tuple[str, int]:
+    """A namespace made by a process that was then SIGKILLed (so its cleanup never ran)."""
+    code = "from stack.link.netns import Netns; print(Netns().create().name, flush=True); import time; time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    name = proc.stdout.readline().strip()
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    return name, proc.pid
+
+
+def test_reap_stale_removes_namespaces_of_dead_creators_only() -> None:
+    stale, _pid = _namespace_of_a_killed_creator()
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = f"tcps-{dead.pid}-1"
-    subprocess.run(["ip", "netns", "add", stale], check=True)
+    # Named like ours but made by someone else: no owner record, so never ours to delete.
+    foreign = f"tcps-{dead.pid}-1"
+    subprocess.run(["ip", "netns", "add", foreign], check=True)
     try:
+        assert stale in netns_names()
         with Netns() as mine:
             reaped = reap_stale()
             assert stale in reaped
             assert mine.name not in reaped and mine.name in netns_names()
+            assert foreign not in reaped and foreign in netns_names()
     finally:
+        subprocess.run(["ip", "netns", "del", foreign], capture_output=True)
         subprocess.run(["ip", "netns", "del", stale], capture_output=True)
     assert stale not in netns_names()
+
+
+def test_existing_namespace_is_borrowed_and_left_as_it_was() -> None:
+    name = f"tcpuser-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    sleeper = subprocess.Popen(["ip", "netns", "exec", name, "sleep", "60"])
+    try:
+        before = subprocess.run(["ip", "-n", name, "-o", "link"], capture_output=True, text=True).stdout
+        ns = Netns(name).create()
+        assert ns.borrowed
+        with TunLink(ns) as link:
+            assert link.name in ns.links()
+        ns.delete()
+        assert name in netns_names()
+        assert sleeper.poll() is None  # the user's process lives on
+        after = subprocess.run(["ip", "-n", name, "-o", "link"], capture_output=True, text=True).stdout
+        assert after == before  # the TUN device went with its fd; `lo` untouched (still down)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 # -- (2) kernel -> stack --------------------------------------------------------------------------

@@ -80,12 +80,24 @@ def test_survivor_still_works_and_everything_drains(report: Any) -> None:
 def test_tables_stay_bounded(report: Any) -> None:
     """Every connection the fuzzer makes is held by the application's leftover list (capped, the
     oldest aborted) or is an embryo of the small listener (its backlog; beyond it, SYN cookies):
-    survivor + one connection per slot + leftovers + that backlog. TIME-WAIT records come only from
-    those connections and expire after 2MSL; the 1,000,000-segment run stays at the same size."""
-    assert 1 + len(fuzz.SLOT_STATES) + fuzz.LEFTOVER_CAP + fuzz.LISTEN_BACKLOG == fuzz.CONNECTION_BOUND
+    survivor + the flooded connection + one connection per slot + leftovers + that backlog. TIME-WAIT
+    records come only from those connections and expire after 2MSL; the 1,000,000-segment run stays
+    at the same size."""
+    assert 2 + len(fuzz.SLOT_STATES) + fuzz.LEFTOVER_CAP + fuzz.LISTEN_BACKLOG == fuzz.CONNECTION_BOUND
     assert report.max_connections <= fuzz.CONNECTION_BOUND, report.max_connections
     assert report.max_time_wait <= fuzz.TIME_WAIT_BOUND, report.max_time_wait
     assert report.max_connections > fuzz.LEFTOVER_CAP  # the bound is reached for real, not by a quiet run
+
+
+def test_hostile_peers_the_flood_stays_within_its_budget_and_no_forged_cookie_passes(report: Any) -> None:
+    """The out-of-order flood reached its connection's receive memory limit (blocks dropped at the
+    top, pruned for lower ones) without passing it; every forged cookie ACK failed."""
+    c = report.counters
+    assert report.flood_segments > 500 and report.flood_max_blocks > 400
+    assert 0 < report.flood_max_mem <= report.flood_limit
+    assert c["TCPOFODrop"] > 0 and c["PruneCalled"] >= c["TCPOFODrop"] and c["OfoPruned"] > 0
+    assert report.forged_cookies > 100 and report.forged_accepted == 0
+    assert c["SyncookiesFailed"] >= report.forged_cookies  # each was checked, and failed (random ACKs fail too)
 
 
 def test_same_seed_same_run() -> None:

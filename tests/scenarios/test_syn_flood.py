@@ -48,7 +48,12 @@ def test_syn_flood_is_absorbed_by_the_backlog_and_cookies() -> None:
     p.link.run(0.1)
     assert host.counters["SyncookiesRecv"] == 1
     accepted = host.connections[(B_ADDR, PORT, late.four_tuple[0], late.four_tuple[1])]
-    assert accepted.state is S.ESTABLISHED and not accepted.ts_ok  # only the MSS survives a cookie
+    assert accepted.state is S.ESTABLISHED
+    # Window scaling and SACK rode in the cookie's TSval: both ends agree on them.
+    mine = late.info()
+    assert accepted.ts_ok and accepted.sack_ok and mine.sack and mine.timestamps
+    assert accepted.wscale_ok and mine.snd_wscale > 0
+    assert (accepted.snd_wscale, accepted.rcv_wscale) == (mine.rcv_wscale, mine.snd_wscale)
     late.send(b"via cookie", p.now)
     p.link.run(0.1)
     assert accepted.receive(p.now) == b"via cookie"

@@ -130,7 +130,12 @@ class SackRecovery(LossRecovery):
 
     def _enter(self, c: Tcb, ctx: Context) -> None:
         c.cc.limit_to_ssthresh()  # cwnd = ssthresh, no NewReno inflation
-        self.high_rxt = c.snd_una
+        # Step (4.3): the first segment presumed lost goes out now, whatever the pipe says;
+        # HighRxt marks it retransmitted. Then step C fills what cwnd - pipe allows.
+        una = c.snd_una
+        n = min(c.snd_mss, max(0, seq_sub(c.send_buf.end_seq(), una)))
+        retransmit(c, una, n, ctx)
+        self.high_rxt = seq_add(una, n)
         self._send(c, ctx)
 
     def _partial_ack(self, c: Tcb, acked: int, ctx: Context) -> None:

@@ -1,0 +1,1 @@
+"""`tcpstack drill`: packetdrill-language scripts run against the Linux kernel and against tcpstack."""
