@@ -37,3 +37,15 @@ def test_readme_example_runs(index: int, tmp_path: Path) -> None:
 def test_readme_starts_with_the_two_commands() -> None:
     head = "\n".join(README.read_text().splitlines()[:20])
     assert "make demo" in head and "make test" in head
+
+
+def test_the_configuration_table_names_every_config_field() -> None:
+    """The README's knob table is written by hand: it must not lose a field that Config gains."""
+    import dataclasses
+
+    from stack.tcp.config import Config
+
+    section = README.read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([a-z_0-9]+)`", section))
+    missing = [f.name for f in dataclasses.fields(Config) if f.name not in named]
+    assert not missing, f"README's Configuration table lacks: {missing}"

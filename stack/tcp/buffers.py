@@ -52,14 +52,30 @@ class SendBuffer:
             room = min(room, SNDBUF_MIN - len(self.data))
         return max(0, room)
 
-    def append(self, payload: bytes | bytearray | memoryview) -> int:
-        """Queue as much of `payload` as fits; returns how many bytes were taken."""
+    def append(self, payload: bytes | bytearray | memoryview, segment: int = 0, half_window: int = 0) -> int:
+        """Queue as much of `payload` as fits; returns how many bytes were taken.
+
+        The write's end is a push mark. With `segment` and `half_window` (half the peer's largest
+        window), so is every `segment`-sized piece of it that ends more than `half_window` bytes
+        after the previous mark: Linux's forced_push in tcp_sendmsg, which lets a receiver with a
+        small window deliver a long write early."""
         take = min(len(payload), self.free)
         if take:
+            start = self._acked + len(self.data)
             self.data += payload[:take] if take < len(payload) else payload
-            if self._marks is None:
-                self._marks = deque()
-            self._marks.append(self._acked + len(self.data))
+            marks = self._marks
+            if marks is None:
+                marks = self._marks = deque()
+            end = start + take
+            if segment > 0 and half_window > 0:
+                last = marks[-1] if marks else self._acked
+                at = start + segment
+                while at < end:
+                    if at - last > half_window:
+                        marks.append(at)
+                        last = at
+                    at += segment
+            marks.append(end)
             if self.pool is not None:
                 self.pool.charge(take)
         return take

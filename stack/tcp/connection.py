@@ -58,7 +58,7 @@ class Connection(Tcb):
             self.set_state(S.SYN_SENT, "SEND", ctx)
             ctx.counters.inc("ActiveOpens")
             send_syn(self, ctx)
-        n = self.send_buf.append(data)
+        n = self.send_buf.append(data, self.send_mss(), self.max_snd_wnd >> 1)
         if n < len(data):
             self.want_writable = True
         if self.state in SENDING_STATES:

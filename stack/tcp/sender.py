@@ -109,8 +109,8 @@ def push(c: Tcb, ctx: Context) -> None:
     if c.state not in SENDING_STATES:
         return
     buf = c.send_buf
-    mss = c.snd_mss
-    size = max(mss, ctx.tso_size)  # the link may split large segments itself (TSO)
+    mss = c.send_mss()
+    size = max(mss, ctx.tso_size) if mss == c.snd_mss else mss  # TSO: the link splits large segments
     recovery = c.recovery
     cwnd = c.cc.cwnd
     if not recovery.in_recovery and recovery.dupacks:

@@ -231,6 +231,16 @@ class Tcb:
         """Bytes in the send buffer not yet sent."""
         return len(self.send_buf) - seq_sub(self.snd_nxt, self.send_buf.seq)
 
+    def send_mss(self) -> int:
+        """The segment size the sender uses: the MSS, or for a peer with a tiny window half of the
+        largest window it offered, so that two segments can be in flight (Linux
+        tcp_bound_to_half_wnd; RFC 1122 §4.2.3.4 leaves the sizing to the sender)."""
+        mss = self.snd_mss
+        max_wnd = self.max_snd_wnd
+        if max_wnd and mss > max_wnd >> 1:
+            return max(max_wnd >> 1 if max_wnd > 536 else max_wnd, 48)
+        return mss
+
     def last_window(self) -> int:
         """The window field we advertised last (what a TIME-WAIT record keeps sending)."""
         return min(self.rcv_wnd >> self.rcv_wscale, 65535)
