@@ -113,7 +113,7 @@ def test_pcap_to_stdout_streams_into_tcpdump() -> None:
                                   stderr=subprocess.PIPE)
     assert serve_proc.stdout is not None and serve_proc.stderr is not None
     dump = subprocess.Popen([TCPDUMP, "-nlr", "-"], stdin=serve_proc.stdout, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.DEVNULL)
     serve_proc.stdout.close()  # tcpdump holds the read end now
     assert dump.stdout is not None
     try:
@@ -121,11 +121,17 @@ def test_pcap_to_stdout_streams_into_tcpdump() -> None:
         assert re.fullmatch(rf"ready netns={name} addr=\S+ peer=\S+\n", ready), ready
         kernel_closes_first(name, 0)
         # Live: tcpdump prints the exchange while serve still runs.
-        seen: list[str] = []
+        # Raw reads: a buffered readline() may take several lines at once, and select() would then
+        # wait for more on the pipe while they sit in the buffer.
+        got = b""
         deadline = time.monotonic() + 10
-        while len(seen) < 8 and time.monotonic() < deadline:
+        while got.count(b"\n") < 8 and time.monotonic() < deadline:
             if select.select([dump.stdout], [], [], 0.5)[0]:
-                seen.append(dump.stdout.readline())
+                chunk = os.read(dump.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                got += chunk
+        seen = got.decode().splitlines()
         assert len(seen) >= 8, seen
         assert serve_proc.poll() is None
         assert any(f"{STACK}.7 >" in line for line in seen)
