@@ -148,21 +148,19 @@ def _watch(args: argparse.Namespace, title: str, refresh: Callable[[], list[str]
     tty = sys.stdout.isatty()
     done = 0
     next_at = time.monotonic()
-    try:
-        while True:
-            lines = refresh()
-            stamp = time.strftime("%H:%M:%S")
-            if tty:
-                _output(CLEAR + f"Every {args.watch:g}s: {title}    {stamp}\n\n" + "\n".join(lines))
-            else:
-                _output("\n".join(f"{stamp} {line}" for line in lines if line.strip()))
-            done += 1
-            if args.count is not None and done >= args.count:
-                return 0
-            next_at += args.watch
-            time.sleep(max(0.0, next_at - time.monotonic()))
-    except KeyboardInterrupt:
-        return 0  # the way to stop watching, as with watch(1)
+    # Ctrl-C ends a watch as it ends every command (stack/cli/interrupt.py): one line, status 130.
+    while True:
+        lines = refresh()
+        stamp = time.strftime("%H:%M:%S")
+        if tty:
+            _output(CLEAR + f"Every {args.watch:g}s: {title}    {stamp}\n\n" + "\n".join(lines))
+        else:
+            _output("\n".join(f"{stamp} {line}" for line in lines if line.strip()))
+        done += 1
+        if args.count is not None and done >= args.count:
+            return 0
+        next_at += args.watch
+        time.sleep(max(0.0, next_at - time.monotonic()))
 
 
 # ---------------------------------------------------------------------------------------- ss

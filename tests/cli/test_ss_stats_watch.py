@@ -165,4 +165,4 @@ def test_watch_on_a_terminal_refreshes_in_place(running: tuple[Serve, list[socke
     text = out.decode()
     assert text.count("\033[H\033[2J") >= 2  # cleared and redrawn, like watch(1)
     assert "Every 0.3s: tcpstack ss -s" in text and "timewait 2" in text
-    assert proc.returncode == 0  # Ctrl-C ends a watch quietly
+    assert proc.returncode == 130  # Ctrl-C ends a watch as every command: one line, 130
