@@ -45,22 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _register_bulk(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("bulk", help="bulk throughput both ways, MTU 1500 (offloads on/off) and 65000",
                        description=bulk.__doc__)
-    p.add_argument("--mb", type=_megabytes, default=1024, metavar="N", help="megabytes each way (default 1024)")
+    p.add_argument("--mb", type=bounded_int("number of megabytes", 1, 16384), default=1024, metavar="N",
+                   help="megabytes each way (default 1024)")
     p.add_argument("--mtu", type=mtu_value, action="append", metavar="N",
                    help="an MTU to measure (repeatable; default 1500 and 65000)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_fault_arguments(p)
     p.set_defaults(func=_run_bulk)
-
-
-def _megabytes(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of megabytes: {text!r}") from None
-    if not 1 <= value <= 16384:
-        raise argparse.ArgumentTypeError(f"megabytes out of range 1..16384: {text!r}")
-    return value
 
 
 def _progress(line: str) -> None:

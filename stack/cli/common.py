@@ -100,14 +100,7 @@ def seconds_at_most(limit: float) -> Callable[[str], float]:
     return parse
 
 
-def port_number(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range 1..65535: {text!r}")
-    return value
+port_number = bounded_int("port number", 1, 65535)
 
 
 def ipv4_address(text: str) -> str:
