@@ -105,152 +105,13 @@ class LinkStats:
         return asdict(self)
 
 
-class TunLink:
-    """A non-blocking TUN fd carrying raw IPv4 packets to and from the kernel in a private netns.
+class _QueueIO:
+    """Reads and writes on one TUN queue fd (a single-queue device has exactly one)."""
 
-    With `netns=None` the link makes its own namespace and deletes it on close; a `Netns` passed in
-    must already be created and stays the caller's to delete.
-    """
-
-    def __init__(
-        self,
-        netns: Netns | None = None,
-        *,
-        addr: str = DEFAULT_ADDR,
-        peer_addr: str = DEFAULT_PEER_ADDR,
-        prefix: int = 24,
-        mtu: int = 1500,
-        name: str | None = None,
-        txqueuelen: int | None = DEFAULT_TXQUEUELEN,
-        offload: bool = False,
-    ) -> None:
-        self._fd = -1  # first, so repr/close work even if validation below raises
-        self._tun: Any = None
-        network = ipaddress.IPv4Network(f"{peer_addr}/{prefix}", strict=False)
-        stack_ip = ipaddress.IPv4Address(addr)
-        if stack_ip not in network:
-            # The kernel only routes its connected prefix into the TUN (no routes are ever added),
-            # so the stack's address has to sit inside it.
-            raise ValueError(f"addr {addr} is not inside the kernel side's network {network}")
-        if stack_ip == ipaddress.IPv4Address(peer_addr):
-            raise ValueError("addr and peer_addr must differ")
-        if not 68 <= mtu <= 65535:
-            raise ValueError(f"mtu {mtu} out of range 68..65535 (68 is IPv4's minimum)")
-        # IFNAMSIZ is 16 with the NUL; the charset also keeps the name one token in `ip -batch`.
-        if name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", name):
-            raise ValueError(f"bad interface name {name!r} (1..15 of letters, digits, '_', '.', '-')")
-        self.addr = addr
-        self.peer_addr = peer_addr
-        self.prefix = prefix
-        self.mtu = mtu
-        self.txqueuelen = txqueuelen  # None: leave the kernel's default (500)
-        # TSO/checksum offload through the virtio-net header (stack.link.vnet): every packet on the
-        # fd is then prefixed by that header, and segments may be up to 64 KB at any MTU.
-        self.offload = offload
-        self.name: str | None = name  # the kernel's choice (tunN) once open, if not given
-        self._owns_netns = netns is None
-        self.namespace: Netns = netns if netns is not None else Netns()
-        self.stats = LinkStats()
-        # TUN hands out whole packets, never more than the MTU (no IFF_VNET_HDR, so no GSO);
-        # reading 64 KiB stays correct even if someone raises the MTU inside the namespace later.
-        self._read_size = 65535 + 16  # the largest IPv4 packet, plus a virtio-net header
-
-    @property
-    def netns(self) -> str:
-        """The namespace's name (final once the link is open)."""
-        return self.namespace.name
-
-    @property
-    def is_open(self) -> bool:
-        return self._fd >= 0
-
-    # -- lifecycle --------------------------------------------------------------------------------
-
-    def open(self) -> TunLink:
-        if self.is_open:
-            return self
-        require_kernel_link()
-        import pytun  # imported late so the module loads (and tests can skip) without it
-
-        if self._owns_netns:
-            if self.namespace.deleted:  # reopened after close(): a fresh namespace
-                self.namespace = Netns()
-            self.namespace.create()
-        elif not self.namespace.active:
-            raise NetnsError(f"network namespace {self.netns} is not active: create() it first")
-        try:
-            try:
-                flags = pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if self.offload else 0)
-                tun = pytun.TunTapDevice(name=self.name or "", flags=flags)
-            except pytun.Error as exc:
-                raise LinkUnavailable(f"cannot create a TUN device: {exc}") from exc
-            if self.offload:
-                from stack.link.vnet import enable_offload
-
-                enable_offload(int(tun.fileno()))  # an ioctl on the fd: fine before or after the move
-            self._tun = tun
-            self.name = str(tun.name)
-            fd = int(tun.fileno())
-            os.set_blocking(fd, False)
-            self._fd = fd
-            # The move is done from the root namespace; from here on the device is configured only
-            # through `ip -n NS`, never by ioctl on our side (pytun's mtu/addr setters would act on
-            # the root namespace, where the device no longer is).
-            try:
-                subprocess.run(
-                    ["ip", "link", "set", "dev", self.name, "netns", self.netns],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                    timeout=10,
-                )
-            except subprocess.CalledProcessError as exc:
-                raise NetnsError(
-                    f"could not move {self.name} into namespace {self.netns}: {exc.stderr.strip()}"
-                ) from exc
-            dev = self.name
-            commands = [
-                f"link set dev {dev} mtu {self.mtu}",
-                # No IPv6 link-local address: otherwise the kernel sends router solicitations into
-                # the TUN a moment after it comes up, and the stack only speaks IPv4.
-                f"link set dev {dev} addrgenmode none",
-                f"addr add {self.peer_addr}/{self.prefix} dev {dev}",
-            ]
-            if self.txqueuelen is not None:
-                commands.append(f"link set dev {dev} txqueuelen {self.txqueuelen}")
-            commands.append(f"link set dev {dev} up")
-            self.namespace.ip_batch(commands)
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def close(self) -> None:
-        """Close the fd (which destroys the device), then delete our own namespace. Idempotent."""
-        tun, self._tun, self._fd = self._tun, None, -1
-        try:
-            if tun is not None:
-                tun.close()
-        finally:
-            if self._owns_netns:
-                self.namespace.delete()
-
-    def __enter__(self) -> TunLink:
-        return self.open()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "open" if self.is_open else "closed"
-        return (
-            f"TunLink({self.name or '?'} in {self.netns}, {self.addr} <-> "
-            f"{self.peer_addr}/{self.prefix}, mtu {self.mtu}, {state})"
-        )
-
-    # -- I/O --------------------------------------------------------------------------------------
+    _fd: int
+    name: str | None
+    stats: LinkStats
+    _read_size: int
 
     def fileno(self) -> int:
         if self._fd < 0:
@@ -326,6 +187,211 @@ class TunLink:
         else:
             self.stats.tx_errors += 1
             self.stats.last_tx_errno = exc.errno or 0
+
+
+class TunQueue(_QueueIO):
+    """Queue `index` of a multi-queue TUN link, as a link of its own for one worker (stack.runtime.
+    workers): it shares the device, the namespace and the offload setting, not the fd."""
+
+    def __init__(self, fd: int, index: int, *, name: str | None, netns: str, offload: bool) -> None:
+        self._fd = fd
+        self.index = index
+        self.name = name
+        self.netns = netns
+        self.offload = offload
+        self.stats = LinkStats()
+        self._read_size = 65535 + 16
+
+    def close(self) -> None:
+        """Close this process's copy of the fd (the queue stays attached while others hold it)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+class TunLink(_QueueIO):
+    """A non-blocking TUN fd carrying raw IPv4 packets to and from the kernel in a private netns.
+
+    With `netns=None` the link makes its own namespace and deletes it on close; a `Netns` passed in
+    must already be created and stays the caller's to delete.
+    """
+
+    def __init__(
+        self,
+        netns: Netns | None = None,
+        *,
+        addr: str = DEFAULT_ADDR,
+        peer_addr: str = DEFAULT_PEER_ADDR,
+        prefix: int = 24,
+        mtu: int = 1500,
+        name: str | None = None,
+        txqueuelen: int | None = DEFAULT_TXQUEUELEN,
+        offload: bool = False,
+        queues: int = 1,
+        steering: str = "ports",
+    ) -> None:
+        self._fd = -1  # first, so repr/close work even if validation below raises
+        self._tun: Any = None
+        self._more: list[Any] = []  # the devices of queues 1..N-1 (pytun objects, one fd each)
+        if not 1 <= queues <= 256:
+            raise ValueError(f"queues {queues} out of range 1..256")
+        # More than one: IFF_MULTI_QUEUE, and the kernel steers each TCP flow to the queue
+        # (src_port ^ dst_port) % queues (stack.link.steering).
+        self.queues = queues
+        # "ports": our eBPF program; "automq": tun's own flow table (kept only to measure it:
+        # docs/workers.md says why it is not the default).
+        if steering not in ("ports", "automq"):
+            raise ValueError(f"steering {steering!r}: 'ports' or 'automq'")
+        self.steering = steering
+        network = ipaddress.IPv4Network(f"{peer_addr}/{prefix}", strict=False)
+        stack_ip = ipaddress.IPv4Address(addr)
+        if stack_ip not in network:
+            # The kernel only routes its connected prefix into the TUN (no routes are ever added),
+            # so the stack's address has to sit inside it.
+            raise ValueError(f"addr {addr} is not inside the kernel side's network {network}")
+        if stack_ip == ipaddress.IPv4Address(peer_addr):
+            raise ValueError("addr and peer_addr must differ")
+        if not 68 <= mtu <= 65535:
+            raise ValueError(f"mtu {mtu} out of range 68..65535 (68 is IPv4's minimum)")
+        # IFNAMSIZ is 16 with the NUL; the charset also keeps the name one token in `ip -batch`.
+        if name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", name):
+            raise ValueError(f"bad interface name {name!r} (1..15 of letters, digits, '_', '.', '-')")
+        self.addr = addr
+        self.peer_addr = peer_addr
+        self.prefix = prefix
+        self.mtu = mtu
+        self.txqueuelen = txqueuelen  # None: leave the kernel's default (500)
+        # TSO/checksum offload through the virtio-net header (stack.link.vnet): every packet on the
+        # fd is then prefixed by that header, and segments may be up to 64 KB at any MTU.
+        self.offload = offload
+        self.name: str | None = name  # the kernel's choice (tunN) once open, if not given
+        self._owns_netns = netns is None
+        self.namespace: Netns = netns if netns is not None else Netns()
+        self.stats = LinkStats()
+        # TUN hands out whole packets, never more than the MTU (no IFF_VNET_HDR, so no GSO);
+        # reading 64 KiB stays correct even if someone raises the MTU inside the namespace later.
+        self._read_size = 65535 + 16  # the largest IPv4 packet, plus a virtio-net header
+
+    @property
+    def netns(self) -> str:
+        """The namespace's name (final once the link is open)."""
+        return self.namespace.name
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd >= 0
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def open(self) -> TunLink:
+        if self.is_open:
+            return self
+        require_kernel_link()
+        import pytun  # imported late so the module loads (and tests can skip) without it
+
+        if self._owns_netns:
+            if self.namespace.deleted:  # reopened after close(): a fresh namespace
+                self.namespace = Netns()
+            self.namespace.create()
+        elif not self.namespace.active:
+            raise NetnsError(f"network namespace {self.netns} is not active: create() it first")
+        try:
+            try:
+                flags = pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if self.offload else 0)
+                if self.queues > 1:
+                    flags |= pytun.IFF_MULTI_QUEUE
+                tun = pytun.TunTapDevice(name=self.name or "", flags=flags)
+                self._tun = tun
+                self.name = str(tun.name)
+                # Every queue is attached before the move: TUNSETIFF finds the device by name in
+                # the opener's namespace, and after the move it is no longer in ours.
+                for _ in range(self.queues - 1):
+                    self._more.append(pytun.TunTapDevice(name=self.name, flags=flags))
+            except pytun.Error as exc:
+                raise LinkUnavailable(f"cannot create a TUN device: {exc}") from exc
+            for dev in (tun, *self._more):
+                if self.offload:
+                    from stack.link.vnet import enable_offload
+
+                    enable_offload(int(dev.fileno()))  # an ioctl on the fd: fine before or after the move
+                os.set_blocking(int(dev.fileno()), False)
+            if self.queues > 1 and self.steering == "ports":
+                from stack.link.steering import attach_steering
+
+                attach_steering(int(tun.fileno()))
+            fd = int(tun.fileno())
+            os.set_blocking(fd, False)
+            self._fd = fd
+            # The move is done from the root namespace; from here on the device is configured only
+            # through `ip -n NS`, never by ioctl on our side (pytun's mtu/addr setters would act on
+            # the root namespace, where the device no longer is).
+            try:
+                subprocess.run(
+                    ["ip", "link", "set", "dev", self.name, "netns", self.netns],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
+            except subprocess.CalledProcessError as exc:
+                raise NetnsError(
+                    f"could not move {self.name} into namespace {self.netns}: {exc.stderr.strip()}"
+                ) from exc
+            dev = self.name
+            commands = [
+                f"link set dev {dev} mtu {self.mtu}",
+                # No IPv6 link-local address: otherwise the kernel sends router solicitations into
+                # the TUN a moment after it comes up, and the stack only speaks IPv4.
+                f"link set dev {dev} addrgenmode none",
+                f"addr add {self.peer_addr}/{self.prefix} dev {dev}",
+            ]
+            if self.txqueuelen is not None:
+                commands.append(f"link set dev {dev} txqueuelen {self.txqueuelen}")
+            commands.append(f"link set dev {dev} up")
+            self.namespace.ip_batch(commands)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Close the fd (which destroys the device), then delete our own namespace. Idempotent."""
+        tun, self._tun, self._fd = self._tun, None, -1
+        more, self._more = self._more, []
+        try:
+            for dev in more:
+                dev.close()
+            if tun is not None:
+                tun.close()
+        finally:
+            if self._owns_netns:
+                self.namespace.delete()
+
+    def queue(self, index: int) -> TunQueue:
+        """Queue `index` (0..queues-1) as a link of its own; queue 0 is this link's own fd."""
+        if not self.is_open:
+            raise LinkClosed(errno.EBADF, "TUN link is closed")
+        fd = self._fd if index == 0 else int(self._more[index - 1].fileno())
+        return TunQueue(fd, index, name=self.name, netns=self.netns, offload=self.offload)
+
+    def queue_fds(self) -> list[int]:
+        """The fd of every queue, in order (a worker closes the ones that are not its own)."""
+        return [self._fd, *(int(dev.fileno()) for dev in self._more)] if self.is_open else []
+
+    def __enter__(self) -> TunLink:
+        return self.open()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed"
+        return (
+            f"TunLink({self.name or '?'} in {self.netns}, {self.addr} <-> "
+            f"{self.peer_addr}/{self.prefix}, mtu {self.mtu}, {state})"
+        )
 
     # -- conveniences -----------------------------------------------------------------------------
 

@@ -57,8 +57,15 @@ class Stack:
                  peer_addr: str = "198.18.0.1", prefix: int = 24, netns: str | None = None,
                  mtu: int | None = None, faults: FaultEngine | None = None, offload: bool = True,
                  pcap: PcapTarget | None = None, trace: TraceTarget | None = None,
-                 stats_log: str | None = None, stats_interval: float = 1.0) -> None:
+                 stats_log: str | None = None, stats_interval: float = 1.0, workers: int = 1,
+                 app: Callable[[Stack], Any] | None = None) -> None:
         self.config = config or Config()
+        # workers > 1: `app(stack)` runs in each of that many processes, one per TUN queue
+        # (stack.runtime.workers); this object is then only their front (start, counters, aclose).
+        self.workers = workers
+        self.worker = 0  # which one this is, inside a worker
+        self._app = app
+        self.pool: Any = None
         if mtu is not None and mtu != self.config.mtu:
             self.config = self.config.with_changes(mtu=mtu)
         self.addr = addr
@@ -110,6 +117,9 @@ class Stack:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        if self.workers > 1:
+            await self._start_workers()
+            return
         pcap, trace = self._capture_targets
         if pcap is not None or trace is not None:
             # Opened first: an unwritable path fails before any namespace exists.
@@ -121,6 +131,20 @@ class Stack:
             if self.capture is not None:
                 self.capture.close()
             raise
+
+    async def _start_workers(self) -> None:
+        from stack.runtime.workers import WorkerOptions, Workers
+
+        if self._app is None or self.link is not None:
+            raise ValueError("Stack(workers=N) needs app= (run in every worker) and no link=")
+        pcap, trace = self._capture_targets
+        if not isinstance(pcap, str | None) or not isinstance(trace, str | None):
+            raise ValueError("with workers, pcap= and trace= are paths (or '-'): the parts are merged")
+        opts = WorkerOptions(config=self.config, addr=self.addr, peer_addr=self.peer_addr, prefix=self.prefix,
+                             offload=self.offload, faults=self.faults, pcap=pcap, trace=trace)
+        self.pool = Workers(self.workers, self._app, opts, netns=self._netns_name)
+        await self.pool.start()
+        self.link = self.pool.link
 
     async def _start_link(self) -> None:
         if self.link is None:
@@ -162,6 +186,10 @@ class Stack:
 
     async def aclose(self) -> None:
         """Reset whatever is still open, then tear the link (and its namespace) down."""
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            await pool.aclose()
+            return
         if self._closed or self.host is None:
             return
         self._closed = True

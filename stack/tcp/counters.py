@@ -49,6 +49,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     "TCPKeepAliveProbes",
     "TCPZeroWindowProbes",
     "TCPRcvNoListener",  # segment to a port nobody listens on (answered with RST)
+    "TCPMisrouted",  # another worker's flow reached this one (multi-queue TUN): dropped, no RST
 )
 
 # Counted drops of malformed input, one per wire reason: "InMalformed.<reason>".

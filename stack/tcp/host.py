@@ -11,6 +11,7 @@ and return an `Outcome`; the host acts on it (`act`): only here do connections e
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import NamedTuple
 
 from stack.native import TimerWheel
@@ -84,6 +85,10 @@ class Host:
         self._next_cid = 1
         self._isn = IsnGenerator(self.config.secret)
         self._port_cursor = 0
+        # With several workers on one multi-queue TUN (stack.runtime.workers), which flows are this
+        # host's: (local port, remote port) -> bool. A flow another worker owns is neither answered
+        # nor picked as a local port here. None: every flow is ours.
+        self.owns_flow: Callable[[int, int], bool] | None = None
 
     # ------------------------------------------------------------------ driver settings
     @property
@@ -133,6 +138,11 @@ class Host:
             if tw is not None:
                 self._time_wait_segment(tw, seg, now)
                 return
+        owns = self.owns_flow
+        if owns is not None and not owns(seg.dst_port, seg.src_port):
+            # Another worker's state: a RST from here would kill its connection. Count, drop.
+            self.counters.inc("TCPMisrouted")
+            return
         listener = self.listeners.get(seg.dst_port)
         if listener is not None and seg.dst_addr in self.addresses:
             self._listen_segment(listener, seg, now, None)
@@ -485,9 +495,10 @@ class Host:
         start = self._isn.port_offset(raddr, rport) + self._port_cursor
         self._port_cursor += 1
         time_wait = self.time_wait
+        owns = self.owns_flow
         for i in range(span):
             port = lo + (start + i) % span
-            if port in self.listeners:
+            if port in self.listeners or (owns is not None and not owns(port, rport)):
                 continue
             key = (laddr, port, raddr, rport)
             if key in self.connections:

@@ -1,0 +1,396 @@
+"""N worker processes on one multi-queue TUN device: a whole stack per core, sharing nothing.
+
+Python's interpreter lock makes a process, not a thread, the unit that runs on a core. So, as mTCP
+and F-Stack do per core, each worker owns one queue of the device (stack.link.tun, IFF_MULTI_QUEUE)
+and a whole `Host` — its own timer wheel, TIME-WAIT table and connections — with the application's
+listeners in every worker. The kernel steers each TCP flow to the queue `(sport ^ dport) % N`
+(stack.link.steering); a worker connecting out picks a local port that maps to itself, and a segment
+that reaches a worker with no state for it while the function names another worker is counted as
+`TCPMisrouted` (never answered with a RST, which would kill the owner's connection).
+
+The application is a callable `app(stack)` (an `async def` or a plain function) run in every worker
+with that worker's `Stack` (its `.worker` and `.workers` say which one it is); it starts servers or
+clients the way a single-process program does. Workers are forked after the device is open, so the
+callable may be a closure; keeping it a module-level function leaves room for a spawn start later.
+
+The parent keeps every queue's fd open (a queue whose last fd closes leaves the device, and the
+modulo would then move every flow), talks to each worker over a pipe (`ask`: counters, socket rows,
+CPU time, the application's result), notices a worker that died (`dead()`) while the others serve on,
+and on `aclose` stops them all (SIGTERM, then SIGKILL), closes the device and deletes the namespace.
+Captures: each worker writes its own pcap/trace beside the target; `aclose` merges them into the
+target in time order (stack.observe.merge).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import random
+import resource
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stack.faults.engine import FaultEngine
+from stack.link.steering import owner
+from stack.runtime.stack import Stack
+from stack.tcp.config import Config
+
+log = logging.getLogger("tcpstack")
+
+App = Callable[[Stack], Awaitable[Any] | Any]
+STOP_GRACE = 3.0  # seconds a worker gets to stop on SIGTERM before SIGKILL
+ASK_TIMEOUT = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+def worker_count(text: str | int) -> int:
+    """`--workers N` or `auto` (one per core)."""
+    if text == "auto":
+        return len(os.sched_getaffinity(0))
+    n = int(text)
+    if not 1 <= n <= 64:
+        raise ValueError(f"workers {n} out of range 1..64")
+    return n
+
+
+def part_path(path: str, index: int) -> str:
+    """Where worker `index` writes its share of a capture file that is merged at the end."""
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}.w{index}")
+
+
+def derive_seed(seed: int, index: int) -> int:
+    """Worker `index`'s fault seed: different per worker, the same on every run with `seed`."""
+    return random.Random(f"tcpstack-worker/{seed}/{index}").getrandbits(63)
+
+
+@dataclass
+class WorkerOptions:
+    """What every worker builds its Stack from (everything but the queue)."""
+
+    config: Config = field(default_factory=Config)
+    addr: str = "198.18.0.2"
+    peer_addr: str = "198.18.0.1"
+    prefix: int = 24
+    offload: bool = True
+    faults: FaultEngine | None = None
+    pcap: str | None = None  # a path; "-" is merged to standard output at the end
+    trace: str | None = None
+
+
+class Workers:
+    """The pool: the device, the namespace and N worker processes (see the module docstring)."""
+
+    def __init__(self, count: int, app: App, options: WorkerOptions | None = None, *,
+                 netns: str | None = None, steering: str = "ports") -> None:
+        if count < 1:
+            raise ValueError("at least one worker")
+        self.count = count
+        self.app = app
+        self.options = options or WorkerOptions()
+        self.steering = steering
+        self._netns_name = netns
+        self.link: Any = None
+        self._own_netns: Any = None
+        self._procs: list[multiprocessing.process.BaseProcess] = []
+        self._pipes: list[multiprocessing.connection.Connection] = []
+        self._reported_dead: set[int] = set()
+        self._asking = asyncio.Lock()  # one request at a time on the pipes: replies come in order
+        self.started_wall = time.time()
+
+    @property
+    def netns(self) -> str | None:
+        return getattr(self.link, "netns", None)
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [p.pid for p in self._procs]
+
+    async def __aenter__(self) -> Workers:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        from stack.link.netns import Netns
+        from stack.link.tun import TunLink
+
+        opts = self.options
+        ns = Netns(self._netns_name) if self._netns_name else None
+        if ns is not None:
+            ns.create()
+        self._own_netns = ns
+        link = TunLink(ns, addr=opts.addr, peer_addr=opts.peer_addr, prefix=opts.prefix, mtu=opts.config.mtu,
+                       offload=opts.offload, queues=self.count, steering=self.steering)
+        try:
+            link.open()
+        except BaseException:
+            if ns is not None:
+                ns.delete()
+            raise
+        self.link = link
+        ctx = multiprocessing.get_context("fork")
+        ready = []
+        try:
+            for index in range(self.count):
+                parent_end, child_end = ctx.Pipe()
+                proc = ctx.Process(target=_worker_main, name=f"tcpstack-worker-{index}", daemon=True,
+                                   args=(index, self.count, link, child_end, self.app, opts, self.steering))
+                proc.start()
+                child_end.close()
+                self._procs.append(proc)
+                self._pipes.append(parent_end)
+                ready.append(parent_end)
+            # Each worker says "ready" once its listeners exist: only then may the kernel connect.
+            for reply in await self._gather(ready, None):
+                if isinstance(reply, BaseException):
+                    raise reply
+        except BaseException:
+            await self.aclose()
+            raise
+
+    # ------------------------------------------------------------------ talking to workers
+    async def _gather(self, pipes: list[multiprocessing.connection.Connection], cmd: str | None,
+                      timeout: float = ASK_TIMEOUT) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = []
+        for pipe in pipes:
+            fut: asyncio.Future[Any] = loop.create_future()
+            futures.append(fut)
+            if cmd is not None:
+                try:
+                    pipe.send(cmd)
+                except OSError as exc:
+                    fut.set_result(WorkerGone(str(exc)))
+                    continue
+
+            def on_readable(pipe: multiprocessing.connection.Connection = pipe,
+                            fut: asyncio.Future[Any] = fut) -> None:
+                loop.remove_reader(pipe.fileno())
+                try:
+                    reply = pipe.recv()
+                except (EOFError, OSError) as exc:
+                    reply = WorkerGone(f"worker gone ({type(exc).__name__})")
+                if not fut.done():
+                    fut.set_result(reply)
+
+            loop.add_reader(pipe.fileno(), on_readable)
+        try:
+            done = await asyncio.wait_for(asyncio.gather(*futures), timeout)
+        finally:
+            for pipe in pipes:
+                with contextlib.suppress(OSError, ValueError):
+                    loop.remove_reader(pipe.fileno())
+        return list(done)
+
+    async def ask(self, cmd: str, timeout: float = ASK_TIMEOUT) -> list[Any]:
+        """Every live worker's answer to `cmd` ("stats", "rows", "cpu", "rss", "result"), in order
+        of the workers; a dead worker's entry is a WorkerGone."""
+        async with self._asking:
+            live = [i for i in range(len(self._procs)) if self._procs[i].is_alive()]
+            replies = await self._gather([self._pipes[i] for i in live], cmd, timeout)
+        out: list[Any] = [WorkerGone("dead")] * len(self._procs)
+        for i, reply in zip(live, replies, strict=True):
+            out[i] = reply
+        return out
+
+    async def counters(self) -> dict[str, int]:
+        """Every worker's counters summed (gauges like CurrEstab and TimeWait add up too)."""
+        total: dict[str, int] = {}
+        for stats in await self.ask("stats"):
+            if isinstance(stats, dict):
+                for name, value in stats.items():
+                    total[name] = total.get(name, 0) + value
+        return total
+
+    async def rows(self) -> list[dict[str, Any]]:
+        """Every worker's socket rows (stack.observe.snapshot), concatenated."""
+        rows: list[dict[str, Any]] = []
+        for part in await self.ask("rows"):
+            if isinstance(part, list):
+                rows.extend(part)
+        return rows
+
+    async def cpu_seconds(self) -> float:
+        """User + system CPU seconds of every worker process so far."""
+        return sum(x for x in await self.ask("cpu") if isinstance(x, float))
+
+    def dead(self) -> list[tuple[int, int | None]]:
+        """(worker, exit code) of every worker that is no longer running."""
+        return [(i, p.exitcode) for i, p in enumerate(self._procs) if not p.is_alive()]
+
+    def report_dead(self) -> list[tuple[int, int | None]]:
+        """The workers that died since the last call (for a supervisor to log once each)."""
+        new = [(i, code) for i, code in self.dead() if i not in self._reported_dead]
+        self._reported_dead.update(i for i, _ in new)
+        return new
+
+    # ------------------------------------------------------------------ teardown
+    async def aclose(self) -> None:
+        procs, self._procs = self._procs, []
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for proc in procs:
+            while proc.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            if proc.is_alive():
+                proc.kill()
+            proc.join(1.0)
+        for pipe in self._pipes:
+            pipe.close()
+        self._pipes = []
+        if self.link is not None:
+            self.link.close()
+            self.link = None
+        if self._own_netns is not None:
+            self._own_netns.delete()
+            self._own_netns = None
+        opts = self.options
+        if opts.pcap is not None or opts.trace is not None:
+            from stack.observe.merge import merge_pcaps, merge_traces
+
+            if opts.pcap is not None:
+                merge_pcaps([part_path(opts.pcap, i) for i in range(self.count)], opts.pcap)
+            if opts.trace is not None:
+                merge_traces([part_path(opts.trace, i) for i in range(self.count)], opts.trace)
+
+
+class WorkerGone(Exception):
+    """A worker did not answer: it exited (or died) before or while asked."""
+
+
+# ---------------------------------------------------------------------- inside a worker
+def _worker_main(index: int, count: int, link: Any, pipe: multiprocessing.connection.Connection, app: App,
+                 opts: WorkerOptions, steering: str) -> None:
+    # Forked from a process that may be inside its event loop: nothing of its loop is ours (its
+    # epoll fd and signal wake-up fd are shared with the parent: touching them would wake it).
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent stops us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    asyncio.set_event_loop_policy(None)
+    asyncio._set_running_loop(None)
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)  # the parent killed outright: do not linger
+    from stack.link.tun import TunQueue
+
+    fds = link.queue_fds()
+    for i, fd in enumerate(fds):
+        if i != index:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    queue = TunQueue(fds[index], index, name=link.name, netns=link.netns, offload=link.offload)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_serve(index, count, queue, pipe, app, opts, steering))
+    finally:
+        loop.close()
+    os._exit(0)
+
+
+async def _serve(index: int, count: int, queue: Any, pipe: multiprocessing.connection.Connection, app: App,
+                 opts: WorkerOptions, steering: str) -> None:
+    loop = asyncio.get_running_loop()
+    faults = opts.faults
+    if faults is not None:
+        faults = FaultEngine(faults.rules, seed=derive_seed(faults.seed, index))
+    stack = Stack(queue, config=opts.config, addr=opts.addr, peer_addr=opts.peer_addr, prefix=opts.prefix,
+                  faults=faults, pcap=part_path(opts.pcap, index) if opts.pcap else None,
+                  trace=part_path(opts.trace, index) if opts.trace else None)
+    stop = loop.create_future()
+
+    def on_sigterm() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    await stack.start()
+    stack.worker = index  # after start: a Stack with workers > 1 would start a pool of its own
+    stack.workers = count
+    assert stack.host is not None
+    if count > 1:
+        if steering == "ports":
+            stack.host.owns_flow = lambda lport, rport: owner(lport, rport, count) == index
+        else:
+            # tun's own steering: the queue of a flow is unknowable here; ports still decide what
+            # this worker opens, and a stray non-SYN is what a misrouted segment looks like.
+            stack.host.owns_flow = None
+    result: asyncio.Future[Any] = loop.create_future()
+
+    async def run_app() -> None:
+        try:
+            value = app(stack)
+            if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+                value = await value
+            result.set_result(value)
+        except Exception as exc:
+            log.exception("worker %d: the application failed", index)
+            result.set_result(WorkerGone(f"application failed: {type(exc).__name__}: {exc}"))
+
+    app_task = loop.create_task(run_app())
+    # "ready" once the application had its first turn (its listeners exist).
+    await asyncio.sleep(0)
+    for _ in range(3):
+        if app_task.done():
+            break
+        await asyncio.sleep(0)
+    pipe.send("ready")
+
+    def on_request() -> None:
+        # Read here, not in the task: the fd stays readable until the request is read.
+        try:
+            cmd = pipe.recv()
+        except (EOFError, OSError):
+            loop.remove_reader(pipe.fileno())
+            if not stop.done():
+                stop.set_result(None)  # the parent is gone
+            return
+        loop.create_task(_answer(cmd, pipe, stack, result))
+
+    loop.add_reader(pipe.fileno(), on_request)
+    try:
+        await stop
+    finally:
+        loop.remove_reader(pipe.fileno())
+        app_task.cancel()
+        with contextlib.suppress(BaseException):
+            await app_task
+        await stack.aclose()
+
+
+async def _answer(cmd: Any, pipe: multiprocessing.connection.Connection, stack: Stack,
+                  result: asyncio.Future[Any]) -> None:
+    reply: Any
+    if cmd == "stats":
+        reply = stack.counters()
+    elif cmd == "rows":
+        from stack.observe.snapshot import socket_rows
+
+        assert stack.host is not None
+        reply = [row.to_json() for row in socket_rows(stack.host, stack.now())]
+    elif cmd == "cpu":
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        reply = ru.ru_utime + ru.ru_stime
+    elif cmd == "rss":
+        with open("/proc/self/statm") as f:
+            reply = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    elif cmd == "result":
+        reply = await result
+    else:
+        reply = WorkerGone(f"unknown request {cmd!r}")
+    with contextlib.suppress(OSError):
+        pipe.send(reply)
