@@ -318,6 +318,7 @@ async def run_case(case: str, seconds: float, concurrency: int, *, msl: float = 
         "first_tenth_cps": first,
         "last_tenth_cps": last,
         "connections": conns,
+        "misrouted": stats.get("TCPMisrouted", 0),
         "errors": {k: gen.get(k, 0) for k in ("connect_errors", "addr_unavailable", "reset_errors", "short_reads")
                    if gen.get(k)},
         "latency_us": {k: round(v, 1) for k, v in gen["latency_us"].items()},
@@ -361,7 +362,7 @@ async def run_case(case: str, seconds: float, concurrency: int, *, msl: float = 
 
 async def run_cps(seconds: float = 10.0, concurrency: int = 16, *, c1_seconds: float | None = None,
                   cases: Iterable[str] = CASES, msl: float = 30.0, ports: int = DEFAULT_PORTS, impl: str = "auto",
-                  progress: Progress | None = None) -> dict[str, Any]:
+                  progress: Progress | None = None, workers: list[int] | None = None) -> dict[str, Any]:
     """Every case at `concurrency` for `seconds`, then at concurrency 1 for `c1_seconds`.
 
     Returns the contract object of `tcpstack bench cps --json`: one entry per case with `cps`,
@@ -389,6 +390,11 @@ async def run_cps(seconds: float = 10.0, concurrency: int = 16, *, c1_seconds: f
         k2k = report["kernel_to_kernel"]["cps"]
         report["kernel_to_kernel_ratio"] = {case: (k2k / report[case]["cps"] if report[case]["cps"] else None)
                                             for case in CASES[:3] if case in report}
+    if workers:
+        from stack.bench.cps_workers import add_worker_runs
+
+        await add_worker_runs(report, workers, seconds, concurrency, cases, msl=msl, ports=ports, impl=impl,
+                              progress=progress)
     return report
 
 

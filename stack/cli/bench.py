@@ -33,6 +33,21 @@ MAX_PORTS = 64
 _seconds = seconds_at_most(MAX_SECONDS)
 
 
+def worker_list(text: str) -> list[int]:
+    """argparse type of --workers: counts separated by commas, each 1..64 or `auto` (the cores)."""
+    from stack.runtime.workers import worker_count
+
+    counts = []
+    for item in text.split(","):
+        try:
+            n = worker_count(item.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad worker count {item!r}: a number 1..64 or 'auto'") from None
+        if n not in counts:
+            counts.append(n)
+    return counts
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("bench", help="benchmarks against the Linux kernel (measured, never asserted)",
                        description="Benchmarks of tcpstack against the Linux kernel in a private namespace.")
@@ -95,6 +110,9 @@ def _register_cps(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--loadgen", choices=IMPLS, default="auto",
                    help="kernel-side generator: C (stack/bench/loadgen.c, built with cc at run time) or Python "
                         "(default auto: C if it builds; the first line says which one runs, and why)")
+    p.add_argument("--workers", type=worker_list, metavar="N[,N...]",
+                   help="also run every stack case with the stack in N worker processes on a multi-queue TUN "
+                        "device, for each N given (e.g. 1,2; 'auto' = one per core)")
     p.add_argument("--profile", metavar="FILE",
                    help="cProfile the stack process and write pstats to FILE (slows the stack ~2.5x)")
     p.set_defaults(func=run_cps_command)
@@ -113,7 +131,8 @@ def run_cps_command(args: argparse.Namespace) -> int:
     if not args.json:
         _progress(f"load generator: {generator}")
     coro = run_cps(args.seconds, args.concurrency, c1_seconds=args.c1_seconds, cases=cases, msl=args.msl,
-                   ports=args.ports, impl=args.loadgen, progress=None if args.json else _progress)
+                   ports=args.ports, impl=args.loadgen, progress=None if args.json else _progress,
+                   workers=args.workers)
     try:
         if args.profile:
             import cProfile
@@ -130,5 +149,7 @@ def run_cps_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print(format_table(report))
+        from stack.bench.cps_workers import format_workers
+
+        print(format_table(report) + format_workers(report))
     return 0

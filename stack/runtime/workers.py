@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -91,20 +92,26 @@ class Workers:
     """The pool: the device, the namespace and N worker processes (see the module docstring)."""
 
     def __init__(self, count: int, app: App, options: WorkerOptions | None = None, *,
-                 netns: str | None = None, steering: str = "ports") -> None:
+                 netns: str | None = None, steering: str = "ports", hold: bool = False) -> None:
         if count < 1:
             raise ValueError("at least one worker")
         self.count = count
         self.app = app
         self.options = options or WorkerOptions()
         self.steering = steering
+        # hold: the application starts only on `go()` (a benchmark first starts the kernel side
+        # in the namespace the pool made); else at once, and "ready" waits for its first turn.
+        self.hold = hold
         self._netns_name = netns
         self.link: Any = None
         self._own_netns: Any = None
         self._procs: list[multiprocessing.process.BaseProcess] = []
         self._pipes: list[multiprocessing.connection.Connection] = []
         self._reported_dead: set[int] = set()
-        self._asking = asyncio.Lock()  # one request at a time on the pipes: replies come in order
+        self._ids = itertools.count()
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._owner: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._ready: list[asyncio.Future[Any]] = []
         self.started_wall = time.time()
 
     @property
@@ -141,19 +148,21 @@ class Workers:
             raise
         self.link = link
         ctx = multiprocessing.get_context("fork")
-        ready = []
+        loop = asyncio.get_running_loop()
         try:
             for index in range(self.count):
                 parent_end, child_end = ctx.Pipe()
                 proc = ctx.Process(target=_worker_main, name=f"tcpstack-worker-{index}", daemon=True,
-                                   args=(index, self.count, link, child_end, self.app, opts, self.steering))
+                                   args=(index, self.count, link, child_end, self.app, opts, self.steering,
+                                         self.hold))
                 proc.start()
                 child_end.close()
                 self._procs.append(proc)
                 self._pipes.append(parent_end)
-                ready.append(parent_end)
+                self._ready.append(loop.create_future())
+                self._listen(index)
             # Each worker says "ready" once its listeners exist: only then may the kernel connect.
-            for reply in await self._gather(ready, None):
+            for reply in await asyncio.wait_for(asyncio.gather(*self._ready), ASK_TIMEOUT):
                 if isinstance(reply, BaseException):
                     raise reply
         except BaseException:
@@ -161,49 +170,70 @@ class Workers:
             raise
 
     # ------------------------------------------------------------------ talking to workers
-    async def _gather(self, pipes: list[multiprocessing.connection.Connection], cmd: str | None,
-                      timeout: float = ASK_TIMEOUT) -> list[Any]:
+    # Requests are (id, cmd), replies (id, value): a slow answer ("result" waits for the
+    # application) does not hold up others on the same pipe. The first message is "ready".
+    def _listen(self, index: int) -> None:
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Any]] = []
-        for pipe in pipes:
-            fut: asyncio.Future[Any] = loop.create_future()
-            futures.append(fut)
-            if cmd is not None:
-                try:
-                    pipe.send(cmd)
-                except OSError as exc:
-                    fut.set_result(WorkerGone(str(exc)))
-                    continue
+        pipe = self._pipes[index]
 
-            def on_readable(pipe: multiprocessing.connection.Connection = pipe,
-                            fut: asyncio.Future[Any] = fut) -> None:
+        def on_readable() -> None:
+            try:
+                message = pipe.recv()
+            except (EOFError, OSError):
                 loop.remove_reader(pipe.fileno())
-                try:
-                    reply = pipe.recv()
-                except (EOFError, OSError) as exc:
-                    reply = WorkerGone(f"worker gone ({type(exc).__name__})")
-                if not fut.done():
-                    fut.set_result(reply)
+                self._fail_pending(index, WorkerGone(f"worker {index} is gone"))
+                return
+            fut: asyncio.Future[Any] | None
+            if message == "ready":
+                fut = self._ready[index]
+            else:
+                ident, message = message
+                fut = self._pending.pop(ident, None)
+            if fut is not None and not fut.done():
+                fut.set_result(message)
 
-            loop.add_reader(pipe.fileno(), on_readable)
-        try:
-            done = await asyncio.wait_for(asyncio.gather(*futures), timeout)
-        finally:
-            for pipe in pipes:
-                with contextlib.suppress(OSError, ValueError):
-                    loop.remove_reader(pipe.fileno())
-        return list(done)
+        loop.add_reader(pipe.fileno(), on_readable)
+
+    def _fail_pending(self, index: int, exc: WorkerGone) -> None:
+        if not self._ready[index].done():
+            self._ready[index].set_result(exc)
+        for ident, (worker, fut) in list(self._owner.items()):
+            if worker == index:
+                self._owner.pop(ident, None)
+                self._pending.pop(ident, None)
+                if not fut.done():
+                    fut.set_result(exc)
 
     async def ask(self, cmd: str, timeout: float = ASK_TIMEOUT) -> list[Any]:
-        """Every live worker's answer to `cmd` ("stats", "rows", "cpu", "rss", "result"), in order
+        """Every worker's answer to `cmd` ("stats", "rows", "cpu", "rss", "result", "go"), in order
         of the workers; a dead worker's entry is a WorkerGone."""
-        async with self._asking:
-            live = [i for i in range(len(self._procs)) if self._procs[i].is_alive()]
-            replies = await self._gather([self._pipes[i] for i in live], cmd, timeout)
-        out: list[Any] = [WorkerGone("dead")] * len(self._procs)
-        for i, reply in zip(live, replies, strict=True):
-            out[i] = reply
-        return out
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = []
+        for index, pipe in enumerate(self._pipes):
+            fut: asyncio.Future[Any] = loop.create_future()
+            futures.append(fut)
+            if not self._procs[index].is_alive():
+                fut.set_result(WorkerGone(f"worker {index} is not running"))
+                continue
+            ident = next(self._ids)
+            self._pending[ident] = fut
+            self._owner[ident] = (index, fut)
+            try:
+                pipe.send((ident, cmd))
+            except OSError as exc:
+                fut.set_result(WorkerGone(str(exc)))
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*futures), timeout))
+        finally:
+            for fut in futures:
+                for ident, (_w, f) in list(self._owner.items()):
+                    if f is fut:
+                        self._owner.pop(ident, None)
+                        self._pending.pop(ident, None)
+
+    async def go(self) -> None:
+        """Start the application in every worker of a pool made with hold=True."""
+        await self.ask("go")
 
     async def counters(self) -> dict[str, int]:
         """Every worker's counters summed (gauges like CurrEstab and TimeWait add up too)."""
@@ -250,7 +280,10 @@ class Workers:
             if proc.is_alive():
                 proc.kill()
             proc.join(1.0)
+        loop = asyncio.get_running_loop()
         for pipe in self._pipes:
+            with contextlib.suppress(OSError, ValueError):
+                loop.remove_reader(pipe.fileno())
             pipe.close()
         self._pipes = []
         if self.link is not None:
@@ -275,7 +308,7 @@ class WorkerGone(Exception):
 
 # ---------------------------------------------------------------------- inside a worker
 def _worker_main(index: int, count: int, link: Any, pipe: multiprocessing.connection.Connection, app: App,
-                 opts: WorkerOptions, steering: str) -> None:
+                 opts: WorkerOptions, steering: str, hold: bool) -> None:
     # Forked from a process that may be inside its event loop: nothing of its loop is ours (its
     # epoll fd and signal wake-up fd are shared with the parent: touching them would wake it).
     signal.set_wakeup_fd(-1)
@@ -296,14 +329,14 @@ def _worker_main(index: int, count: int, link: Any, pipe: multiprocessing.connec
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(_serve(index, count, queue, pipe, app, opts, steering))
+        loop.run_until_complete(_serve(index, count, queue, pipe, app, opts, steering, hold))
     finally:
         loop.close()
     os._exit(0)
 
 
 async def _serve(index: int, count: int, queue: Any, pipe: multiprocessing.connection.Connection, app: App,
-                 opts: WorkerOptions, steering: str) -> None:
+                 opts: WorkerOptions, steering: str, hold: bool) -> None:
     loop = asyncio.get_running_loop()
     faults = opts.faults
     if faults is not None:
@@ -323,15 +356,16 @@ async def _serve(index: int, count: int, queue: Any, pipe: multiprocessing.conne
     stack.workers = count
     assert stack.host is not None
     if count > 1:
-        if steering == "ports":
-            stack.host.owns_flow = lambda lport, rport: owner(lport, rport, count) == index
-        else:
-            # tun's own steering: the queue of a flow is unknowable here; ports still decide what
-            # this worker opens, and a stray non-SYN is what a misrouted segment looks like.
-            stack.host.owns_flow = None
+        # Also with steering="automq" (kept to measure it): the function still splits the local
+        # ports between the workers, and counts what tun delivered elsewhere than it says.
+        stack.host.owns_flow = lambda lport, rport: owner(lport, rport, count) == index
     result: asyncio.Future[Any] = loop.create_future()
+    go = asyncio.Event()
+    if not hold:
+        go.set()
 
     async def run_app() -> None:
+        await go.wait()
         try:
             value = app(stack)
             if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
@@ -350,6 +384,8 @@ async def _serve(index: int, count: int, queue: Any, pipe: multiprocessing.conne
         await asyncio.sleep(0)
     pipe.send("ready")
 
+    answering: set[asyncio.Task[None]] = set()  # referenced until done (asyncio keeps weak ones)
+
     def on_request() -> None:
         # Read here, not in the task: the fd stays readable until the request is read.
         try:
@@ -359,7 +395,12 @@ async def _serve(index: int, count: int, queue: Any, pipe: multiprocessing.conne
             if not stop.done():
                 stop.set_result(None)  # the parent is gone
             return
-        loop.create_task(_answer(cmd, pipe, stack, result))
+        ident, cmd = cmd
+        if cmd == "go":
+            go.set()
+        task = loop.create_task(_answer(ident, cmd, pipe, stack, result))
+        answering.add(task)
+        task.add_done_callback(answering.discard)
 
     loop.add_reader(pipe.fileno(), on_request)
     try:
@@ -372,7 +413,7 @@ async def _serve(index: int, count: int, queue: Any, pipe: multiprocessing.conne
         await stack.aclose()
 
 
-async def _answer(cmd: Any, pipe: multiprocessing.connection.Connection, stack: Stack,
+async def _answer(ident: int, cmd: Any, pipe: multiprocessing.connection.Connection, stack: Stack,
                   result: asyncio.Future[Any]) -> None:
     reply: Any
     if cmd == "stats":
@@ -390,7 +431,9 @@ async def _answer(cmd: Any, pipe: multiprocessing.connection.Connection, stack: 
             reply = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     elif cmd == "result":
         reply = await result
+    elif cmd == "go":
+        reply = True
     else:
         reply = WorkerGone(f"unknown request {cmd!r}")
     with contextlib.suppress(OSError):
-        pipe.send(reply)
+        pipe.send((ident, reply))
