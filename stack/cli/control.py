@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import errno
 import glob
+import inspect
 import json
 import os
 import re
@@ -282,7 +283,7 @@ class ControlServer:
         try:
             try:
                 line = await asyncio.wait_for(reader.readline(), CLIENT_TIMEOUT)
-                reply = self._answer(line)
+                reply = await self._answer(line)
             except (ValueError, asyncio.LimitOverrunError):
                 reply = {"ok": False, "error": f"request longer than {REQUEST_LIMIT} bytes"}
             writer.write(json.dumps(reply).encode() + b"\n")
@@ -294,7 +295,7 @@ class ControlServer:
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
-    def _answer(self, line: bytes) -> dict[str, Any]:
+    async def _answer(self, line: bytes) -> dict[str, Any]:
         try:
             req = json.loads(line)
         except ValueError:
@@ -306,7 +307,10 @@ class ControlServer:
         if handler is None:
             return {"ok": False, "error": f"unknown command {cmd!r} (known: {', '.join(sorted(self.handlers))})"}
         try:
-            return {"ok": True, "result": handler()}
+            result = handler()
+            if inspect.isawaitable(result):  # a stack of several workers asks each of them
+                result = await result
+            return {"ok": True, "result": result}
         except Exception as exc:  # a bug in a handler must not take the control channel down
             return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
 

@@ -30,6 +30,7 @@ import os
 import signal
 import sys
 import time
+from functools import partial
 from typing import Any
 
 from stack.cli import interrupt
@@ -55,6 +56,7 @@ from stack.observe.pcap import PcapWriter
 from stack.observe.snapshot import socket_rows
 from stack.observe.trace import TraceWriter
 from stack.runtime.stack import Server, Stack
+from stack.runtime.workers import WorkerGone, WorkerOptions, Workers
 from stack.tcp.config import Config
 from stack.tcp.host import PortInUse
 
@@ -90,10 +92,28 @@ def register(sub: Subcommands) -> None:
                         "(tcpstack plot draws it)")
     add_fault_arguments(p)
     add_offload_argument(p)
+    p.add_argument("--workers", type=_workers, default=1, metavar="N",
+                   help="worker processes, one per queue of a multi-queue TUN device, each a whole stack with "
+                        "every app (default 1; auto = one per core); ss and stats merge them")
     p.add_argument("--control", metavar="PATH",
                    help="control socket path (default /run/tcpstack/<netns>.sock)")
     add_config_arguments(p)
     p.set_defaults(func=run)
+
+
+def _workers(text: str) -> int:
+    from stack.runtime.workers import worker_count
+
+    try:
+        return worker_count(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad worker count {text!r}: a number 1..64 or 'auto'") from None
+
+
+async def serve_apps(apps: list[tuple[str, int]], stack: Stack) -> None:
+    """What every worker runs: the apps on their ports (a module-level function: a worker's app)."""
+    for app, port in apps:
+        await stack.start_server(APPS[app], port)
 
 
 def _apps(args: argparse.Namespace) -> list[tuple[str, int]]:
@@ -135,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
     for option, path in (("--pcap", args.pcap), ("--trace", args.trace), ("--stats-log", args.stats_log)):
         if path and path != STDOUT:
             check_writable(path, option)
+    if args.workers > 1 and args.stats_log:
+        raise UsageError("--stats-log records one stack: not with --workers above 1 (use tcpstack stats)")
     require_kernel_link()
     # Before anything is created: a second serve of the same name must leave the first alone.
     control_path = args.control or (default_path(args.netns) if args.netns else None)
@@ -165,6 +187,8 @@ class Session:
         self.apps = apps
         self.config = config
         self.stack: Stack | None = None
+        self.pool: Workers | None = None
+        self._watch: asyncio.Task[None] | None = None
         self.control: ControlServer | None = None
         self.pcap: PcapWriter | None = None
         self.trace: TraceWriter | None = None
@@ -172,7 +196,10 @@ class Session:
         self._open_files()
 
     def _open_files(self) -> None:
-        # Opened first: an unwritable path is an error before any namespace exists.
+        # Opened first: an unwritable path is an error before any namespace exists. With workers
+        # each one writes a part file and the pool merges them into the path at the end.
+        if self.args.workers > 1:
+            return
         try:
             if self.args.pcap:
                 self.pcap, _ = pcap_writer(self.args.pcap)
@@ -227,7 +254,8 @@ class Session:
             await self._start(asyncio.get_running_loop())
             # stdout may carry the capture itself (--pcap -): then the line goes to stderr.
             to = sys.stderr if STDOUT in (self.args.pcap, self.args.trace) else sys.stdout
-            print(f"ready netns={self.stack.netns if self.stack else '?'} addr={self.args.addr} "
+            netns = self.stack.netns if self.stack else self.pool.netns if self.pool else "?"
+            print(f"ready netns={netns} addr={self.args.addr} "
                   f"peer={self.args.peer_addr}", file=to, flush=True)
             await asyncio.Event().wait()
             return 0  # not reached: only a signal ends a serve
@@ -236,6 +264,9 @@ class Session:
 
     async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         args = self.args
+        if args.workers > 1:
+            await self._start_workers()
+            return
         stack = Stack(config=self.config, addr=args.addr, peer_addr=args.peer_addr, prefix=PREFIX, netns=args.netns,
                       faults=self.faults, offload=args.offload, pcap=self.pcap, trace=self.trace,
                       stats_log=args.stats_log)
@@ -256,7 +287,58 @@ class Session:
                 raise CliError(f"cannot listen on port {port}: {exc}") from None
         netns = stack.netns or "?"
         path = args.control or default_path(netns)
-        control = ControlServer(path, self._handlers(stack, path))
+        await self._start_control(path, self._handlers(stack, path))
+
+    async def _start_workers(self) -> None:
+        args = self.args
+        opts = WorkerOptions(config=self.config, addr=args.addr, peer_addr=args.peer_addr, prefix=PREFIX,
+                             offload=args.offload, faults=self.faults, pcap=args.pcap, trace=args.trace)
+        pool = Workers(args.workers, partial(serve_apps, self.apps), opts, netns=args.netns)
+        try:
+            await pool.start()
+        except NetnsBusy as exc:
+            raise CliError(f"{exc}") from None
+        except LinkUnavailable as exc:
+            raise CliError(exc.reason) from None
+        except (NetnsError, OSError, ValueError, WorkerGone) as exc:
+            raise CliError(f"cannot start the workers: {exc}") from None
+        self.pool = pool
+        self._watch = asyncio.get_running_loop().create_task(self._watch_workers(pool))
+        path = args.control or default_path(pool.netns or "?")
+        await self._start_control(path, self._pool_handlers(pool, path))
+
+    async def _watch_workers(self, pool: Workers) -> None:
+        """Report a worker that died, once; the others keep serving their flows."""
+        while True:
+            self._report_dead(pool)
+            await asyncio.sleep(0.5)
+
+    @staticmethod
+    def _report_dead(pool: Workers) -> None:
+        for index, code in pool.report_dead():
+            log.warning("worker %d exited (code %s); its connections are lost, the other %d keep serving",
+                        index, code, pool.count - len(pool.dead()))
+
+    def _pool_handlers(self, pool: Workers, control_path: str) -> dict[str, Any]:
+        async def ss() -> dict[str, Any]:
+            return {"rows": await pool.rows()}
+
+        async def stats() -> dict[str, Any]:
+            return {"stats": await pool.counters()}
+
+        def info() -> dict[str, Any]:
+            cfg = self.config
+            return {"pid": os.getpid(), "netns": pool.netns, "addr": self.args.addr, "peer": self.args.peer_addr,
+                    "control": control_path, "apps": [[app, port] for app, port in self.apps],
+                    "msl": cfg.msl, "fin_timeout": cfg.fin_timeout, "rfc1337": cfg.rfc1337, "mtu": cfg.mtu,
+                    "config": config_summary(cfg), "uptime": round(time.time() - self.started_wall, 3),
+                    "started": self.started_wall, "workers": pool.count, "worker_pids": pool.pids,
+                    "dead_workers": [index for index, _ in pool.dead()]}
+
+        return {"ss": ss, "stats": stats, "info": info}
+
+    async def _start_control(self, path: str, handlers: dict[str, Any]) -> None:
+        control = ControlServer(path, handlers)
         try:
             await control.start()
         except ControlError as exc:
@@ -270,6 +352,16 @@ class Session:
             with contextlib.suppress(Exception):
                 await self.control.close()
             self.control = None
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        if self.pool is not None:
+            self._report_dead(self.pool)  # one that died since the last look, before all are stopped
+            try:
+                await self.pool.aclose()
+            except Exception as exc:  # teardown goes on
+                log.warning("workers teardown: %s", exc)
+            self.pool = None
         if self.stack is not None:
             try:
                 await self.stack.aclose()

@@ -2,9 +2,8 @@
 
 Each worker process (stack.runtime.workers) records what crossed its own queue into a part file of
 its own; the times in all of them come from the one monotonic clock of the machine turned into wall
-time, so sorting by time interleaves them as they happened. Within one part the order is kept (a
-part is already in time order, and ties between parts go to the lower worker), then the parts are
-deleted.
+time, so sorting by time interleaves them as they happened (ties keep each worker's own order, the
+lower worker first); then the parts are deleted.
 """
 
 from __future__ import annotations
@@ -56,7 +55,12 @@ def merge_traces(parts: list[str], target: str) -> int:
     n = 0
     out = sys.stdout if target == STDOUT else open(target, "w")  # noqa: SIM115 -- closed below
     try:
-        for _when, line in heapq.merge(*(_trace_lines(p) for p in parts), key=lambda r: r[0]):
+        # Not heapq.merge: within one worker a state change carries the time the core saw it, which
+        # can be a little before the segment recorded just ahead of it; a stable sort by time
+        # keeps ties in each worker's order.
+        lines = [line for part in parts for line in _trace_lines(part)]
+        lines.sort(key=lambda r: r[0])
+        for _when, line in lines:
             out.write(line)
             n += 1
     finally:
