@@ -40,7 +40,11 @@ if mode == "serve-sink":
     s, _ = ls.accept(); n = 0; t = time.perf_counter()
     while (d := s.recv(1 << 20)): n += len(d)
     print(n, time.perf_counter() - t, flush=True); sys.exit()
-s = socket.create_connection((host, port))
+if len(sys.argv) > 5:  # a source port chosen by the caller (bench bulk --workers: one flow per worker)
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("", int(sys.argv[5]))); s.connect((host, port))
+else:
+    s = socket.create_connection((host, port))
 t = time.perf_counter(); n = 0
 if mode == "send":
     buf = b"k" * (1 << 20)

@@ -65,6 +65,11 @@ def _register_bulk(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--mtu", type=mtu_value, action="append", metavar="N",
                    help="an MTU to measure (repeatable; default 1500 and 65000)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--workers", type=worker_list, metavar="N[,N...]",
+                   help="instead: --flows parallel flows each way with the stack in N worker processes (multi-queue "
+                        "TUN), for each N given, beside as many kernel-to-kernel flows")
+    p.add_argument("--flows", type=bounded_int("flow count", 1, 64), default=2, metavar="N",
+                   help="parallel flows with --workers (default 2)")
     add_fault_arguments(p)
     p.set_defaults(func=_run_bulk)
 
@@ -76,6 +81,15 @@ def _progress(line: str) -> None:
 def _run_bulk(args: argparse.Namespace) -> int:
     require_kernel_link()
     engine = fault_engine(args)  # checked before anything starts
+    if args.workers:
+        from stack.bench import bulk_workers
+
+        if engine is not None:
+            raise CliError("--fault is not measured with --workers")
+        result = bulk_workers.run_bulk_workers(args.mb, args.workers, args.flows,
+                                               None if args.json else _progress, interrupt.run)
+        print(json.dumps(result) if args.json else "\n".join(bulk_workers.format_workers(result)))
+        return 0
     result = bulk.run_bulk(args.mb, args.mtu or [1500, 65000], None if args.json else _progress, interrupt.run,
                            faults=list(engine.rules) if engine is not None else None)
     if args.json:
