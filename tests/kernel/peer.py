@@ -4,13 +4,16 @@ view of them (`ss`), and the stack's transitions recorded per connection."""
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import subprocess
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from stack.link.nsenter import netns_socket
+from stack.link.steering import owner
 from stack.runtime import Stack
 from stack.tcp.config import Config
 from stack.tcp.events import StateChanged
@@ -39,13 +42,65 @@ class Transitions:
         return [changes[0][0], *(new for _, new in changes)] if changes else []
 
 
+# Set inside worker TARGET of a pool while a test runs there (run_test with workers=2): the queue
+# link of that worker, its index and the worker count.
+_IN_WORKER: tuple[Any, int, int] | None = None
+_MISROUTED = [0]  # what the test's stacks in the worker counted
+WORKERS = [1]  # the interop suite sets 2 to run each test inside a worker of a 2-worker pool
+TARGET = 1  # the worker the test runs in (not 0: queue 0 is also where anything not TCP goes)
+
+
 @asynccontextmanager
 async def running_stack(config: Config | None = None, **kw: object) -> AsyncIterator[tuple[Stack, Transitions]]:
     log = Transitions()
-    stack = Stack(config=config or Config(msl=0.5, secret=b"t" * 16), **kw)  # type: ignore[arg-type]
+    link = None
+    if _IN_WORKER is not None:
+        link, index, count = _IN_WORKER
+    stack = Stack(link, config=config or Config(msl=0.5, secret=b"t" * 16), **kw)  # type: ignore[arg-type]
     stack.observers.append(log)
     async with stack:
-        yield stack, log
+        if _IN_WORKER is not None:
+            assert stack.host is not None
+            stack.host.owns_flow = lambda lport, rport: owner(lport, rport, count) == index
+        try:
+            yield stack, log
+        finally:
+            if stack.host is not None:
+                _MISROUTED[0] += stack.host.counters["TCPMisrouted"]
+
+
+def run_test(coro: Coroutine[Any, Any, None], timeout: float = 60) -> None:
+    """Run a test's coroutine: in this process, or (WORKERS = 2) inside worker TARGET of a pool of
+    two on a multi-queue TUN device, where `running_stack` makes its stack on that worker's queue
+    and `kernel_connect` picks kernel ports the steering maps to it. Every worker must count no
+    misrouted segment."""
+    if WORKERS[0] == 1:
+        asyncio.run(asyncio.wait_for(coro, timeout))
+        return
+    from stack.runtime.workers import Workers
+
+    async def app(stack: Stack) -> int:
+        if stack.worker != TARGET:
+            return 0
+        global _IN_WORKER
+        stack.pause_input()  # the test's own stack reads this queue now
+        _IN_WORKER = (stack.link, stack.worker, stack.workers)
+        await asyncio.wait_for(coro, timeout)
+        return _MISROUTED[0]
+
+    async def main() -> None:
+        async with Workers(WORKERS[0], app) as pool:
+            results = await pool.ask("result", timeout + 10)
+            counters = await pool.counters()
+        for result in results:
+            if not isinstance(result, int):
+                raise AssertionError(f"in the worker: {result}")
+        assert sum(results) + counters["TCPMisrouted"] == 0
+
+    try:
+        asyncio.run(main())
+    finally:
+        coro.close()  # this process's copy never ran: the worker's did
 
 
 def kernel_states(netns: str) -> list[tuple[str, str, str]]:
@@ -83,12 +138,38 @@ async def kernel_connect(netns: str, port: int, addr: str = STACK_ADDR,
                          linger0: bool = False) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
     """A kernel client connected to the stack; returns the streams and the kernel's local port."""
     sock = netns_socket(netns)
+    if _IN_WORKER is not None:
+        _bind_owned(sock, port)
     if linger0:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     loop = asyncio.get_running_loop()
     await loop.sock_connect(sock, (addr, port))
     reader, writer = await asyncio.open_connection(sock=sock)
     return reader, writer, sock.getsockname()[1]
+
+
+def _bind_owned(sock: socket.socket, port: int) -> None:
+    """Bind a kernel client to a source port whose flow the steering sends to this worker."""
+    assert _IN_WORKER is not None
+    _link, index, count = _IN_WORKER
+    for kport in random.sample(range(20000, 60000), 40000):
+        if owner(kport, port, count) != index:
+            continue
+        try:
+            sock.bind((KERNEL_ADDR, kport))
+            return
+        except OSError:
+            continue
+    raise AssertionError("no free kernel port for this worker")
+
+
+def kernel_socket(netns: str, port: int) -> socket.socket:
+    """A kernel socket in `netns` about to connect to the stack's `port` (bound to a port of the
+    test's worker when the test runs in one)."""
+    sock = netns_socket(netns)
+    if _IN_WORKER is not None:
+        _bind_owned(sock, port)
+    return sock
 
 
 async def kernel_server(netns: str, port: int, handler):  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -13,6 +14,7 @@ from stack.link.nsenter import netns_socket
 from stack.runtime import Stack
 from stack.tcp.config import Config
 from stack.tcp.states import State
+from tests.kernel import peer
 from tests.kernel.conftest import requires_kernel_link
 from tests.kernel.peer import (
     KERNEL_ADDR,
@@ -30,8 +32,17 @@ S = State
 PORT = 7
 
 
+@pytest.fixture(autouse=True, params=[1, 2], ids=["1worker", "2workers"])
+def workers(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Every test twice: the stack in this process, then inside one worker of a pool of two on a
+    multi-queue TUN device (tests.kernel.peer.run_test), where no segment may be misrouted."""
+    peer.WORKERS[0] = request.param
+    yield request.param
+    peer.WORKERS[0] = 1
+
+
 def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(asyncio.wait_for(coro, 60))
+    peer.run_test(coro, 60)
 
 
 async def echo_until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -274,7 +285,7 @@ def test_7_data_after_stack_fully_closed_gets_rst() -> None:
 
             await stack.start_server(app, PORT)
             loop = asyncio.get_running_loop()
-            sock = netns_socket(ns)
+            sock = peer.kernel_socket(ns, PORT)
             await loop.sock_connect(sock, (STACK_ADDR, PORT))
             kport = sock.getsockname()[1]
             assert await loop.sock_recv(sock, 100) == b""  # our FIN: the kernel is in CLOSE-WAIT
@@ -372,7 +383,7 @@ def test_namespace_is_removed() -> None:
             assert stack.netns is not None
             return stack.netns
 
-    name = run(main())
+    name = asyncio.run(main())  # a plain Stack: what it made, it removes
     import subprocess
 
     assert name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
