@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from stack.link.nsenter import netns_socket
 from stack.runtime import Stack
 from stack.tcp.config import Config
 from stack.tcp.states import State
