@@ -30,6 +30,7 @@ from stack.cli.common import (
 from stack.cli.knobs import add_config_arguments, config_from_args
 from stack.faults import FaultEngine
 from stack.link.nsenter import netns_socket
+from stack.link.steering import owner
 from stack.observe.conversation import Conversations, plain_cause
 from stack.observe.ladder import render_text
 from stack.observe.ladder_svg import render_svg
@@ -50,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--svg", metavar="FILE", help="also draw the ladder diagrams into this SVG file")
     p.add_argument("--pcap", metavar="FILE", help="also record every packet, live (classic pcap)")
     p.add_argument("--trace", metavar="FILE", help="also write state changes, segments and faults as JSON lines")
+    p.add_argument("--workers", type=int, choices=range(1, 9), default=1, metavar="N",
+                   help="run the stack as N worker processes on a multi-queue TUN device; part i runs on "
+                        "worker i mod N (default 1)")
     add_fault_arguments(p)
     add_offload_argument(p)
     # The demo's MSL is 1 s (2MSL = 2 s; Linux uses 60 s for 2MSL), so TIME-WAIT ends during it.
@@ -61,8 +65,17 @@ def _rfc(ss_name: str) -> str:
     return {"ESTAB": "ESTABLISHED", "SYN-RECV": "SYN-RECEIVED", "UNCONN": "CLOSED"}.get(ss_name, ss_name)
 
 
+# Inside worker `index` of `count` (demo --workers): the kernel's client binds a source port the
+# steering sends to this worker (stack.link.steering).
+_WORKER: tuple[int, int] | None = None
+
+
 async def _kernel_client(netns: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
     sock = netns_socket(netns)
+    if _WORKER is not None:
+        index, count = _WORKER
+        kport = next(p for p in range(40000 + 100 * index, 65536) if owner(p, port, count) == index)
+        sock.bind((KERNEL_ADDR, kport))
     await asyncio.get_running_loop().sock_connect(sock, (STACK_ADDR, port))
     reader, writer = await asyncio.open_connection(sock=sock)
     return reader, writer, sock.getsockname()[1]
@@ -335,4 +348,9 @@ def run(args: argparse.Namespace) -> int:
         if value:
             check_writable(value, option)
     require_kernel_link()
+    if args.workers > 1:
+        from stack.cli.demo_workers import demo_workers
+
+        return interrupt.run(demo_workers(args.workers, config, args.svg, faults, args.offload, args.pcap,
+                                          args.trace))
     return interrupt.run(_demo(config, args.svg, faults, args.offload, args.pcap, args.trace))

@@ -204,12 +204,14 @@ class Workers:
                 if not fut.done():
                     fut.set_result(exc)
 
-    async def ask(self, cmd: str, timeout: float = ASK_TIMEOUT) -> list[Any]:
+    async def ask(self, cmd: Any, timeout: float = ASK_TIMEOUT, only: int | None = None) -> list[Any]:
         """Every worker's answer to `cmd` ("stats", "rows", "cpu", "rss", "result", "go"), in order
-        of the workers; a dead worker's entry is a WorkerGone."""
+        of the workers (or worker `only`'s alone); a dead worker's entry is a WorkerGone."""
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Any]] = []
         for index, pipe in enumerate(self._pipes):
+            if only is not None and index != only:
+                continue
             fut: asyncio.Future[Any] = loop.create_future()
             futures.append(fut)
             if not self._procs[index].is_alive():
@@ -230,6 +232,15 @@ class Workers:
                     if f is fut:
                         self._owner.pop(ident, None)
                         self._pending.pop(ident, None)
+
+    async def call(self, index: int, fn: Callable[..., Any], *args: Any, timeout: float = ASK_TIMEOUT) -> Any:
+        """`fn(stack, *args)` (awaited if it is a coroutine function) in worker `index`, with that
+        worker's Stack; its return value, or a WorkerGone raised. `fn` and the arguments travel
+        by pickle: a module-level function."""
+        reply = (await self.ask(("call", fn, args), timeout, only=index))[0]
+        if isinstance(reply, WorkerGone):
+            raise reply
+        return reply
 
     async def go(self) -> None:
         """Start the application in every worker of a pool made with hold=True."""
@@ -433,6 +444,15 @@ async def _answer(ident: int, cmd: Any, pipe: multiprocessing.connection.Connect
         reply = await result
     elif cmd == "go":
         reply = True
+    elif isinstance(cmd, tuple) and cmd[0] == "call":
+        _, fn, args = cmd
+        try:
+            reply = fn(stack, *args)
+            if asyncio.iscoroutine(reply):
+                reply = await reply
+        except Exception as exc:
+            log.exception("worker %d: %s failed", stack.worker, getattr(fn, "__name__", fn))
+            reply = WorkerGone(f"{getattr(fn, '__name__', fn)} failed: {type(exc).__name__}: {exc}")
     else:
         reply = WorkerGone(f"unknown request {cmd!r}")
     with contextlib.suppress(OSError):

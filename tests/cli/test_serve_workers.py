@@ -107,3 +107,14 @@ def _worker_pids(parent: int) -> list[int]:
         except OSError:
             pass
     return alive
+
+
+def test_demo_with_two_workers_runs_every_part_and_misroutes_nothing() -> None:
+    result = tcpstack("demo", "--workers", "2", timeout=90)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for title in ("1. The kernel closes first", "2. tcpstack closes first", "3. Simultaneous close"):
+        assert title in out
+    assert "(worker 0 of 2)" in out and "(worker 1 of 2)" in out
+    assert "2MSL expired: TIME-WAIT -> CLOSED" in out
+    assert out.rstrip().endswith("misrouted segments: 0.")
