@@ -182,6 +182,9 @@ async def run_case_workers(case: str, seconds: float, concurrency: int, workers:
     }
     if "cpu_seconds" in gen:
         result["loadgen_cpu"] = gen["cpu_seconds"] / elapsed
+    # As run_case: CPU used beyond this run's own processes means the machine was shared.
+    ours = result["cpu"] + result.get("loadgen_cpu", 0.0) + result["machine"]["softirq_cores"]
+    result["machine"]["other_cores"] = round(max(0.0, result["machine"]["busy_cores"] - ours), 2)
     if case == "kernel_closes_first":
         result.update(peak_time_wait=gen.get("peak_time_wait", -1), time_wait_side="kernel (/proc/net/sockstat)",
                       time_wait_by_tenth=sampler.by_tenth(seconds, 2))

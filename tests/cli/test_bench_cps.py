@@ -68,8 +68,31 @@ def test_json_run_prints_one_object_with_the_contract_keys() -> None:
     assert report["kernel_closes_first"]["time_wait_side"].startswith("kernel")
 
 
+@needs_kernel
+@pytest.mark.kernel
+def test_json_with_workers_holds_each_count_beside_kernel_to_kernel() -> None:
+    proc = tcpstack("bench", "cps", "--seconds", "1", "--c1-seconds", "1", "--case", "stack_closes_first",
+                    "--case", "stack_as_client", "--case", "kernel_to_kernel", "--workers", "1,2", "--json",
+                    timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("\n") == 1
+    report = json.loads(proc.stdout)
+    assert report["kernel_to_kernel"]["cps"] > 0
+    assert set(report["workers"]) == {"1", "2"}
+    for count in ("1", "2"):
+        for case in ("stack_closes_first", "stack_as_client"):
+            entry = report["workers"][count][case]
+            assert entry["cps"] > 0 and entry["cpu_us_per_conn"] > 0
+            assert entry["misrouted"] == 0
+    assert report["workers"]["2"]["stack_closes_first"]["workers"] == 2
+    assert report["workers"]["1"]["stack_closes_first"] is not None
+    assert report["stack_closes_first"] == report["workers"]["1"]["stack_closes_first"]  # what it held before
+
+
 @pytest.mark.parametrize("args", [
     ["--seconds", "0"],
+    ["--workers", "0"],
+    ["--workers", "two"],
     ["--seconds", "abc"],
     ["--seconds", "100000"],
     ["--concurrency", "0"],
