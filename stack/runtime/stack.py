@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time as _wall
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -57,12 +58,12 @@ class Stack:
                  peer_addr: str = "198.18.0.1", prefix: int = 24, netns: str | None = None,
                  mtu: int | None = None, faults: FaultEngine | None = None, offload: bool = True,
                  pcap: PcapTarget | None = None, trace: TraceTarget | None = None,
-                 stats_log: str | None = None, stats_interval: float = 1.0, workers: int = 1,
+                 stats_log: str | None = None, stats_interval: float = 1.0, workers: int | str = 1,
                  app: Callable[[Stack], Any] | None = None) -> None:
         self.config = config or Config()
-        # workers > 1: `app(stack)` runs in each of that many processes, one per TUN queue
-        # (stack.runtime.workers); this object is then only their front (start, counters, aclose).
-        self.workers = workers
+        # workers > 1 ("auto": one per core): `app(stack)` runs in each of that many processes, one
+        # per TUN queue (stack.runtime.workers); this object is then only their front (`pool`).
+        self.workers = workers if isinstance(workers, int) else len(os.sched_getaffinity(0))
         self.worker = 0  # which one this is, inside a worker
         self._app = app
         self.pool: Any = None

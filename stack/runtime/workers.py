@@ -184,7 +184,7 @@ class Workers:
                 self._fail_pending(index, WorkerGone(f"worker {index} is gone"))
                 return
             fut: asyncio.Future[Any] | None
-            if message == "ready":
+            if message == "ready" or isinstance(message, WorkerGone):  # started, or failed to
                 fut = self._ready[index]
             else:
                 ident, message = message
@@ -393,7 +393,9 @@ async def _serve(index: int, count: int, queue: Any, pipe: multiprocessing.conne
         if app_task.done():
             break
         await asyncio.sleep(0)
-    pipe.send("ready")
+    # An application that failed at once (a port in use) fails the start of the whole pool.
+    failed = result.result() if result.done() and isinstance(result.result(), WorkerGone) else None
+    pipe.send(failed or "ready")
 
     answering: set[asyncio.Task[None]] = set()  # referenced until done (asyncio keeps weak ones)
 

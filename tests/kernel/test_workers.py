@@ -110,3 +110,41 @@ def test_two_workers_steer_both_directions_and_after_idle(_kernel_link_session: 
     assert total["ActiveOpens"] == 2 * PER_WORKER
     # The kernel's connections were spread over both workers, not all steered to one.
     assert all(stats["PassiveOpens"] > FROM_KERNEL // 5 for stats in per_worker)
+
+
+async def _refuse(stack: Stack) -> None:
+    raise OSError("port 7 is taken")
+
+
+def _fault_seed(stack: Stack) -> int:
+    assert stack.faults is not None
+    return stack.faults.seed
+
+
+@pytest.mark.kernel
+def test_an_application_failing_at_start_fails_the_pool_and_leaves_nothing(_kernel_link_session: None) -> None:
+    from stack.link.netns import live_namespaces
+    from stack.runtime.workers import WorkerGone
+
+    before = set(live_namespaces())
+
+    async def main() -> None:
+        async with Stack(workers=2, app=_refuse):
+            pass
+
+    with pytest.raises(WorkerGone, match="port 7 is taken"):
+        asyncio.run(main())
+    assert set(live_namespaces()) <= before
+
+
+@pytest.mark.kernel
+def test_fault_rules_run_in_every_worker_with_a_seed_of_its_own(_kernel_link_session: None) -> None:
+    from stack.faults import FaultEngine
+    from stack.runtime.workers import derive_seed
+
+    async def main() -> list[int]:
+        engine = FaultEngine("drop in p=1%", seed=42)
+        async with Stack(workers=2, app=lambda stack: None, faults=engine) as front:
+            return [await front.pool.call(i, _fault_seed) for i in range(2)]
+
+    assert asyncio.run(main()) == [derive_seed(42, 0), derive_seed(42, 1)]
