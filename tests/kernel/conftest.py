@@ -39,3 +39,17 @@ def netns_tun(_kernel_link_session: None) -> Iterator[TunLink]:
         yield link
     finally:
         link.close()
+
+
+@pytest.fixture(params=[1, 2], ids=["1worker", "2workers"])
+def stack_workers(request: pytest.FixtureRequest, _kernel_link_session: None) -> Iterator[int]:
+    """A test that runs its coroutine with tests.kernel.peer.run_test runs twice: the stack in this
+    process, then inside one worker of a pool of two on a multi-queue TUN device, where no segment
+    may be misrouted (opt in with `pytest.mark.usefixtures("stack_workers")`)."""
+    from tests.kernel import peer
+
+    peer.WORKERS[0] = request.param
+    try:
+        yield request.param
+    finally:
+        peer.WORKERS[0] = 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from collections.abc import Iterator
 
 import pytest
 
@@ -26,18 +25,10 @@ from tests.kernel.peer import (
     wait_kernel_state,
 )
 
-pytestmark = [requires_kernel_link, pytest.mark.kernel]
+# Every test twice: in this process, and inside a worker of a pool of two (conftest.stack_workers).
+pytestmark = [requires_kernel_link, pytest.mark.kernel, pytest.mark.usefixtures("stack_workers")]
 S = State
 PORT = 7
-
-
-@pytest.fixture(autouse=True, params=[1, 2], ids=["1worker", "2workers"])
-def workers(request: pytest.FixtureRequest) -> Iterator[int]:
-    """Every test twice: the stack in this process, then inside one worker of a pool of two on a
-    multi-queue TUN device (tests.kernel.peer.run_test), where no segment may be misrouted."""
-    peer.WORKERS[0] = request.param
-    yield request.param
-    peer.WORKERS[0] = 1
 
 
 def run(coro):  # type: ignore[no-untyped-def]

@@ -9,16 +9,11 @@ import asyncio
 import pytest
 
 from stack.faults import FaultEngine
-from stack.runtime import Stack
 from stack.tcp.config import Config
 from tests.kernel.conftest import requires_kernel_link
-from tests.kernel.peer import kernel_connect
+from tests.kernel.peer import kernel_connect, run_test, running_stack
 
-pytestmark = [requires_kernel_link, pytest.mark.kernel]
-
-
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(asyncio.wait_for(coro, 60))
+pytestmark = [requires_kernel_link, pytest.mark.kernel, pytest.mark.usefixtures("stack_workers")]
 
 
 async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -32,7 +27,7 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 def test_offloaded_echo_of_8_megabytes(faults: str | None) -> None:
     async def main() -> None:
         engine = FaultEngine(faults) if faults else None
-        async with Stack(config=Config(msl=0.5, secret=b"o" * 16), offload=True, faults=engine) as stack:
+        async with running_stack(Config(msl=0.5, secret=b"o" * 16), offload=True, faults=engine) as (stack, _log):
             assert stack.netns is not None and stack.host is not None
             sizes: list[int] = []
             stack.observers.append(lambda kind, t, *rest: sizes.append(len(rest[0].payload))
@@ -56,4 +51,4 @@ def test_offloaded_echo_of_8_megabytes(faults: str | None) -> None:
                 assert engine.counters["FaultCorrupt"] > 0
                 assert stack.host.counters["InCsumErrors"] == engine.counters["FaultCorrupt"]
 
-    run(main())
+    run_test(main(), 60)

@@ -10,13 +10,12 @@ import socket
 
 import pytest
 
-from stack.link.nsenter import netns_socket
 from stack.tcp.config import Config
 from stack.tcp.states import State
 from tests.kernel.conftest import requires_kernel_link
-from tests.kernel.peer import STACK_ADDR, kernel_state_of, running_stack, wait_for
+from tests.kernel.peer import STACK_ADDR, kernel_socket, kernel_state_of, run_test, running_stack, wait_for
 
-pytestmark = [requires_kernel_link, pytest.mark.kernel]
+pytestmark = [requires_kernel_link, pytest.mark.kernel, pytest.mark.usefixtures("stack_workers")]
 S = State
 PORT = 7
 
@@ -35,7 +34,7 @@ def test_zero_window_orphan_is_aborted_though_the_kernel_answers_probes() -> Non
                 closed.set()
 
             await stack.start_server(flood_then_close, PORT)
-            sock = netns_socket(ns)
+            sock = kernel_socket(ns, PORT)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and it is never read
             sock.setblocking(False)
             await asyncio.get_running_loop().sock_connect(sock, (STACK_ADDR, PORT))
@@ -50,4 +49,4 @@ def test_zero_window_orphan_is_aborted_though_the_kernel_answers_probes() -> Non
             assert kernel_state_of(ns, kport) == "ESTAB"  # the kernel was told nothing
             sock.close()
 
-    asyncio.run(asyncio.wait_for(main(), 60))
+    run_test(main(), 60)
