@@ -13,7 +13,7 @@ from typing import NamedTuple
 from stack.faults.engine import Crossing, FaultEngine, Release
 from stack.tcp.config import FourTuple
 from stack.tcp.host import Host
-from stack.wire import MalformedPacket, parse_packet
+from stack.wire import MalformedPacket, Reason, parse_packet
 from stack.wire.segment import Segment
 
 IN = "in"  # toward the stack
@@ -67,6 +67,8 @@ class FaultAdapter:
         try:
             seg = parse_packet(packet)
         except MalformedPacket as bad:
+            if bad.reason is Reason.NOT_TCP:
+                return [(None, Crossing(packet, 0.0))]  # ICMP, or another protocol: the driver's to sort out
             self.host.on_malformed(bad.reason.value)
             return []
         return [(seg if c.packet is packet else None, c) for c in self.inbound(seg, packet, now)]

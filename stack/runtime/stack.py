@@ -27,7 +27,8 @@ from stack.tcp.events import Accepted, Closed, Connected, EndOfStream, Readable,
 from stack.tcp.handle import ConnectionHandle
 from stack.tcp.host import Host
 from stack.tcp.states import State
-from stack.wire import MalformedPacket, build_packet, parse_packet
+from stack.wire import MalformedPacket, Reason, build_packet, parse_packet
+from stack.wire.icmp import build_icmp, parse_icmp
 from stack.wire.segment import Segment
 
 log = logging.getLogger("tcpstack")
@@ -354,7 +355,10 @@ class Stack:
             except MalformedPacket as bad:
                 if capture is not None:
                     capture.packet("in", now, packet, None, note)  # it crossed, corrupt or not
-                host.on_malformed(bad.reason.value)
+                if bad.reason is Reason.NOT_TCP:
+                    self._receive_icmp(packet, now, verify)  # the one way to ICMP: off the TCP path
+                else:
+                    host.on_malformed(bad.reason.value)
                 return
         if capture is not None:
             capture.packet("in", now, packet, seg, note)
@@ -367,6 +371,29 @@ class Stack:
             self.internal_errors += 1
             host.counters.inc("InternalErrors")
             log.exception("core failed on %s", seg.summary())
+
+    def _receive_icmp(self, packet: bytes | bytearray, now: float, verify: bool) -> None:
+        """A datagram that carries no TCP: ICMP goes to the host (stack.tcp.icmp), and what it
+        answers (an echo reply) goes out at once; any other protocol is counted and dropped."""
+        host = self.host
+        assert host is not None
+        try:
+            msg = parse_icmp(packet, verify_checksums=verify)
+        except MalformedPacket as bad:
+            host.on_malformed(bad.reason.value, packet[0] >> 4)
+            return
+        try:
+            reply = host.on_icmp(msg, now)
+        except Exception:
+            self.internal_errors += 1
+            host.counters.inc("InternalErrors")
+            log.exception("core failed on %s", msg.summary())
+            return
+        if reply is not None:
+            out = build_icmp(reply)
+            if self.capture is not None:
+                self.capture.packet("out", now, out, None)
+            self.link.write_batch([vnet.PLAIN + out] if self._vnet else [out])
 
     def _receive_late(self, packet: bytes, note: FaultNote | None) -> None:
         """A packet a `delay` or `reorder` rule held: it reaches the host (and the observers) now."""

@@ -10,6 +10,7 @@ socket nobody reads.
 from __future__ import annotations
 
 import asyncio
+import errno
 from typing import TYPE_CHECKING, Any
 
 from stack.tcp.connection import InvalidCall
@@ -27,9 +28,20 @@ _EXCEPTIONS: dict[CloseReason, type[Exception] | None] = {
     CloseReason.REFUSED: ConnectionRefusedError,
     CloseReason.TIMED_OUT: TimeoutError,
 }
+# Errors learnt from ICMP (stack.tcp.icmp): an OSError with Linux's errno.
+_ERRNOS = {
+    CloseReason.NET_UNREACHABLE: errno.ENETUNREACH,
+    CloseReason.HOST_UNREACHABLE: errno.EHOSTUNREACH,
+    CloseReason.PROTOCOL_UNREACHABLE: errno.ENOPROTOOPT,
+    CloseReason.PROHIBITED: errno.EACCES,
+    CloseReason.PROTOCOL_ERROR: errno.EPROTO,
+}
 
 
 def close_exception(reason: CloseReason) -> Exception | None:
+    number = _ERRNOS.get(reason)
+    if number is not None:
+        return OSError(number, f"connection {reason.value}")
     exc_type = _EXCEPTIONS[reason]
     return exc_type(f"connection {reason.value}") if exc_type is not None else None
 

@@ -72,6 +72,7 @@ def _new_ack(c: Tcb, seg: Segment, ack: int, ctx: Context) -> None:
     c.send_buf.ack_to(ack)
     c.retries = 0
     c.probes_start = None
+    c.soft_error = None  # something got through: forget the last ICMP error (Linux tcp_ack)
     if c.tlp_high_seq is not None and seq_ge(ack, c.tlp_high_seq):
         c.tlp_high_seq = None  # the probe's round is over: another may follow
     c.recovery.on_new_ack(c, acked, ctx)

@@ -103,6 +103,15 @@ class Config:
     pressure, receive windows stop growing, until below `low`. Above `high`: a connection may
     queue only a minimum more, and orphans still holding data to send are reset on close."""
 
+    # --- ICMP (stack.tcp.icmp) ---------------------------------------------------------------------
+    icmp_echo: bool = True
+    """Answer echo requests, ping (Linux: `icmp_echo_ignore_all` = 0)."""
+    icmp_msgs_per_sec: int = 1000
+    """ICMP messages the host sends per second at most, echo replies included (Linux
+    `icmp_msgs_per_sec`, a token bucket)."""
+    icmp_msgs_burst: int = 50
+    """Size of that token bucket: how many may leave at once (Linux `icmp_msgs_burst`)."""
+
     # --- keepalive (off by default, RFC 9293 §3.8.4) ----------------------------------------------
     keepalive: bool = False
     """Send keepalive probes on idle connections."""

@@ -22,6 +22,7 @@ from stack.tcp.context import Context
 from stack.tcp.counters import Counters
 from stack.tcp.events import CloseReason, Event
 from stack.tcp.handle import ConnectionHandle
+from stack.tcp.icmp import IcmpHost, error_key, prefix, seq_acceptable, tcp_error
 from stack.tcp.isn import IsnGenerator
 from stack.tcp.outcome import CookieCheck, Established, Finished, Outcome, ToTimeWait
 from stack.tcp.sender import push, reply_rst, send_ack, send_syn
@@ -30,6 +31,8 @@ from stack.tcp.states import State, check_transition
 from stack.tcp.syncookie import check_cookie, make_cookie, recently_sent
 from stack.tcp.tcb import N_TIMERS, Timer, _window_shift
 from stack.tcp.timewait import TimeWait, TimeWaitTable, TwAction
+from stack.wire.icmp import IcmpMessage
+from stack.wire.reasons import ICMP_REASONS
 from stack.wire.segment import ACK, FIN, RST, SYN, Segment, TcpOptions
 
 S = State
@@ -84,6 +87,7 @@ class Host:
         self._next_cid = 1
         self._isn = IsnGenerator(self.config.secret)
         self._port_cursor = 0
+        self.icmp = IcmpHost(self.config, self.counters, start)
 
     # ------------------------------------------------------------------ driver settings
     @property
@@ -142,11 +146,38 @@ class Host:
             self.counters.inc("TCPRcvNoListener")
         reply_rst(seg, ctx)
 
-    def on_malformed(self, reason: str) -> None:
-        """A packet the wire layer refused: count it by reason (it is dropped)."""
+    def on_malformed(self, reason: str, version: int = 4) -> None:
+        """A packet the wire layer refused: count it by reason (it is dropped). A bad ICMP message
+        counts as Linux counts it, in the ICMP section of its IP `version`, not as a TCP error."""
+        if reason in ICMP_REASONS:
+            section = prefix(version)
+            self.counters.inc("InMalformed." + reason)
+            self.counters.inc(section + "InErrors")
+            if reason == "bad_icmp_checksum":
+                self.counters.inc(section + "InCsumErrors")
+            return
         self.counters.malformed(reason)
         if reason == "bad_tcp_checksum":
             self.counters["InCsumErrors"] += 1
+
+    def on_icmp(self, msg: IcmpMessage, now: float) -> IcmpMessage | None:
+        """ICMP or ICMPv6 in (stack.tcp.icmp): returns the echo reply to send, if any. An error
+        reaches the connection its quote names only with a SEQ in flight (RFC 5927 §5.1)."""
+        icmp = self.icmp
+        icmp.received(msg)
+        if not msg.is_error:
+            return icmp.answer_echo(msg, self.addresses, now)
+        key = error_key(msg)
+        conn = self.connections.get(key) if key is not None else None
+        if conn is None or msg.quote is None:
+            if key is None or not (self.time_wait and key in self.time_wait):
+                self.counters.inc(prefix(msg.version) + "InErrors")  # about nothing of ours (Linux)
+            return None
+        if not seq_acceptable(conn, msg.quote.seq):
+            self.counters.inc("OutOfWindowIcmps")
+            return None
+        self.act(conn, tcp_error(conn, msg, self.context(now)))
+        return None
 
     def on_timers(self, now: float) -> None:
         """Advance the timer wheel to `now` and run every timer that expired."""

@@ -105,6 +105,7 @@ class Tcb:
         "snd_wl2",
         "snd_wnd",
         "snd_wscale",
+        "soft_error",
         "state",
         "syn_flags_sent",
         "tlp_high_seq",
@@ -171,6 +172,10 @@ class Tcb:
         self.cc = congestion.create(config.congestion_control, 536, config.initial_cwnd_segments)
         self.recovery: LossRecovery  # set by Connection (NewReno's; SACK's once negotiated)
         self.retries = 0
+        # The last ICMP error about this connection (RFC 1122 §4.2.3.9 soft error, stack.tcp.icmp):
+        # what the application sees instead of ETIMEDOUT if it times out; new data acknowledged
+        # clears it (Linux sk_err_soft, reset in tcp_ack).
+        self.soft_error: CloseReason | None = None
         self.rtt_seq: int | None = None  # the segment being timed (RFC 6298 §3), if any
         self.rtt_time = 0.0
         # When the retransmission timer first resent data since the last new ACK (Linux

@@ -36,6 +36,15 @@ class Reason(StrEnum):
     # RFC 9293 §3.2: an option length octet of 0 or 1 (it counts kind and length, so >= 2),
     # or an option running past the end of the option area.
     BAD_OPTION_LENGTH = "bad_option_length"
+    # ICMP and ICMPv6 (stack.wire.icmp), checked after the IP header, in this order.
+    # RFC 792 / RFC 4443 §2.1: every message starts with type, code, checksum and 4 more octets.
+    ICMP_TRUNCATED = "icmp_truncated"
+    # RFC 792 (internet checksum) / RFC 4443 §2.3 (with the IPv6 pseudo-header) does not verify.
+    BAD_ICMP_CHECKSUM = "bad_icmp_checksum"
+    # An error quoting less than an IP header and 8 octets of what it carried (RFC 1122 §3.2.2).
+    ICMP_QUOTE_TRUNCATED = "icmp_quote_truncated"
+    # The quote does not start with an IP header of the message's own version (version, IHL).
+    ICMP_BAD_QUOTE = "icmp_bad_quote"
 
 
 class MalformedPacket(ValueError):
@@ -49,3 +58,8 @@ class MalformedPacket(ValueError):
     def __reduce__(self) -> tuple[type[MalformedPacket], tuple[Reason, str]]:
         # Keep the two-argument constructor working through pickle (e.g. multiprocessing).
         return (MalformedPacket, (self.reason, self.detail))
+
+
+# The reasons of stack.wire.icmp: counted as ICMP input errors, not as TCP ones.
+ICMP_REASONS = frozenset({Reason.ICMP_TRUNCATED, Reason.BAD_ICMP_CHECKSUM, Reason.ICMP_QUOTE_TRUNCATED,
+                          Reason.ICMP_BAD_QUOTE})
