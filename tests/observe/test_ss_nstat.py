@@ -129,10 +129,11 @@ def test_nstat_names_and_sections() -> None:
     assert view["TcpExtTCPKeepAlive"] == 7 and view["TcpCurrEstab"] == 1
     assert view["TcpStackTCPTimeWaitReopen"] == 4 and view["TcpStackTimeWait"] == 9
     assert view["TcpStackFaultDrop"] == 6 and view["TcpStackInMalformedBadIpChecksum"] == 2
-    assert not any(name.startswith("Icmp") for name in view)
+    assert view["IcmpInEchos"] == 0 and view["Icmp6InPktTooBigs"] == 0  # Linux's names, as they are
+    assert view["TcpExtOutOfWindowIcmps"] == 0
     names = list(view)
-    assert names.index("IpInHdrErrors") < names.index("TcpActiveOpens") < names.index("TcpExtTW") \
-        < names.index("TcpStackTimeWait")
+    assert names.index("IpInHdrErrors") < names.index("IcmpInMsgs") < names.index("TcpActiveOpens") \
+        < names.index("TcpExtTW") < names.index("Icmp6InMsgs") < names.index("TcpStackTimeWait")
     assert len(view) == len(raw) + 3  # every counter once, plus the three Ip sums
 
 
