@@ -15,6 +15,11 @@ and is either
   IHL, total length, fragments, protocol, bad option lengths, random option areas, checksum
   faults -- checksums recomputed or not); a packet `parse_packet` refuses goes to
   `Host.on_malformed(reason)`, one that parses to `Host.on_segment`; or
+* an ICMP message (a share of ICMP_SHARE): an echo request, or an error -- destination
+  unreachable with any code, frag-needed with any MTU, time exceeded, parameter problem, unknown
+  types -- quoting a target's 4-tuple with a SEQ in flight or anywhere, sent whole or mutated
+  (truncated, bits flipped with or without a valid checksum, a broken quote); it goes through
+  `parse_datagram` to `Host.on_icmp` or, refused, to `Host.on_malformed`; or
 * a well-formed `Segment` with hostile values (any flags, sequence and acknowledgment numbers
   anywhere or on the window edges, windows 0 and 65535, random urgent pointers and options,
   payloads up to 64 KiB) fed straight to `Host.on_segment`.
@@ -26,7 +31,8 @@ top) or the one that fills the first gap -- and ACKs that return SYN cookies of 
 genuine but for a tampered field (a bit of the cookie, an option bit echoed in the timestamp, the
 peer's ISN, the port).
 
-Checked: no exception escapes; the sum of `InMalformed.*` counters equals the malformed packets
+Checked: no exception escapes; no ICMP message changes a connection's state (RFC 5461: never a
+reset); the sum of `InMalformed.*` counters equals the malformed packets
 fed, reason by reason; the connection and TIME-WAIT tables stay bounded; no forged cookie makes a
 connection (the hash has 24 bits: one forgery in 16.7 million passes by chance); the flooded
 connection's receive memory never passes its limit; the survivor -- never hit exactly, which is
@@ -64,6 +70,7 @@ from stack.tcp.host import Host  # noqa: E402
 from stack.tcp.seq import MASK, seq_add, seq_in, seq_le, seq_lt, seq_sub  # noqa: E402
 from stack.tcp.states import State  # noqa: E402
 from stack.wire import MalformedPacket, Reason, build_packet, parse_packet  # noqa: E402
+from stack.wire.icmp import ICMP_ECHO_REQUEST, ICMP_FRAG_NEEDED, IcmpMessage, build_icmp, parse_datagram  # noqa: E402
 from stack.wire.segment import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Segment, TcpOptions  # noqa: E402
 
 S = State
@@ -84,6 +91,9 @@ FLOOD_PORT = 8081  # the listener of the connection flooded with out-of-order se
 FLOOD_RECV_BUFFER = 64 * 1024  # its window, so its receive memory limit (2x) is reached within a run
 FLOOD_SHARE = 0.04  # of the fuzz segments: the next segment of the out-of-order flood
 COOKIE_SHARE = 0.02  # of the fuzz segments: an ACK returning a forged SYN cookie
+ICMP_SHARE = 0.03  # of the fuzz segments: an ICMP message about a target (stack.tcp.icmp)
+ICMP_TYPES = (3, 3, 3, 3, 11, 12, 4, 5, 0, 42)  # errors mostly; source quench, redirect, a reply, unknown
+MTUS = (0, 68, 551, 552, 576, 1000, 1280, 1400, 1500, 9000)
 
 BATCH = 50  # segments per batch; a batch arrives at one instant, then the link runs for the batch's time
 LEFTOVER_CAP = 64  # connections that left their state and are still targeted; older ones are aborted
@@ -105,7 +115,9 @@ DELTAS = (-2, -1, 0, 0, 0, 0, 1, 2, 1000, -1000, 65535, -65535)
 
 OUTCOMES = ("malformed (dropped, counted by reason)", "state change", "challenge ACK",
             "challenge ACK suppressed (rate limit)", "RST sent", "data/FIN accepted", "SYN-ACK sent",
-            "ACK sent", "dropped silently", "skipped: would hit the survivor exactly", "exception")
+            "ACK sent", "dropped silently", "skipped: would hit the survivor exactly", "exception",
+            "ICMP: echo answered", "ICMP: error taken (PMTU, soft error)", "ICMP: dropped, counted",
+            "ICMP: ignored")
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -137,6 +149,8 @@ class FuzzReport:
     flood_limit: int = 0  # its limit (Config.recv_memory)
     forged_cookies: int = 0
     forged_accepted: int = 0  # forged cookie ACKs that made a connection (must stay 0)
+    icmp: int = 0  # ICMP messages fed
+    icmp_state_changes: list[str] = field(default_factory=list)  # must stay empty
     survivor_ok: bool | None = None
     survivor_detail: str = ""
     drained_ok: bool | None = None
@@ -179,6 +193,8 @@ class FuzzReport:
             out.append("drain: " + self.drained_detail)
         if self.forged_accepted:
             out.append(f"{self.forged_accepted} forged SYN cookies made a connection")
+        if self.icmp_state_changes:
+            out.append(f"{len(self.icmp_state_changes)} ICMP messages changed a state: {self.icmp_state_changes[:3]}")
         if self.flood_max_mem > self.flood_limit:
             out.append(f"the flooded connection held {self.flood_max_mem} bytes > its limit {self.flood_limit}")
         return out
@@ -225,11 +241,13 @@ class FuzzReport:
                   f"out-of-order flood: {self.flood_segments:,} segments into one connection; at most"
                   f" {self.flood_max_blocks:,} blocks and {self.flood_max_mem:,} bytes of receive memory"
                   f" (limit {self.flood_limit:,})",
-                  f"forged SYN cookies: {self.forged_cookies:,} ACKs, {self.forged_accepted} accepted"]
+                  f"forged SYN cookies: {self.forged_cookies:,} ACKs, {self.forged_accepted} accepted",
+                  f"ICMP: {self.icmp:,} messages, {len(self.icmp_state_changes)} changed a connection's state"]
         interesting = ("TCPChallengeACK", "TCPACKSkippedChallenge", "TCPSYNChallenge", "OutRsts", "PAWSEstab",
                        "TCPOFOQueue", "EstabResets", "AttemptFails", "TWKilled", "TCPTimeWaitReopen",
                        "ListenOverflows", "SyncookiesSent", "SyncookiesFailed", "SyncookiesRecv", "TCPAbortOnData",
-                       "TCPRcvNoListener", "TCPOFODrop", "PruneCalled", "OfoPruned")
+                       "TCPRcvNoListener", "TCPOFODrop", "PruneCalled", "OfoPruned", "IcmpInMsgs", "IcmpInErrors",
+                       "IcmpOutEchoReps", "IcmpOutRateLimitGlobal", "OutOfWindowIcmps", "PMTUReductions")
         lines.append("counters: " + " ".join(f"{k}={self.counters.get(k, 0):,}" for k in interesting))
         problems = self.problems()
         lines.append("RESULT: " + ("ok" if not problems else "FAILED\n  " + "\n  ".join(problems)))
@@ -464,6 +482,39 @@ def mutate(packet: bytes, rng: random.Random) -> bytes:
     if rng.random() < 0.01:
         pkt = bytearray(pkt[: rng.randrange(0, 21)])  # tiny buffers
     return bytes(pkt)
+
+
+def mutate_icmp(pkt: bytearray, rng: random.Random) -> None:
+    """One fault in an ICMP datagram (its IPv4 header is left valid): truncation, flipped bits with
+    or without a repaired checksum, a broken quoted header."""
+    r = rng.random()
+    if r < 0.3:
+        del pkt[rng.randrange(20, len(pkt) + 1):]
+        if rng.random() < 0.7:
+            pkt[2:4] = len(pkt).to_bytes(2, "big")  # Total Length agrees: the ICMP part is short
+    elif r < 0.7 and len(pkt) > 20:
+        for _ in range(rng.randint(1, 4)):
+            pkt[rng.randrange(20, len(pkt))] ^= 1 << rng.randrange(8)
+    elif len(pkt) > 28:
+        pkt[28] = rng.randrange(256)  # the quote's version and IHL
+    if rng.random() < 0.6:
+        fix_icmp_checksums(pkt)
+    else:
+        _ip_checksum(pkt)
+
+
+def _ip_checksum(pkt: bytearray) -> None:
+    pkt[10:12] = b"\0\0"
+    pkt[10:12] = internet_checksum(pkt[:20]).to_bytes(2, "big")
+
+
+def fix_icmp_checksums(pkt: bytearray) -> None:
+    """Both checksums of an ICMP datagram made right again after a change (the ICMP one when the
+    message is long enough to hold it)."""
+    if len(pkt) >= 24:
+        pkt[22:24] = b"\0\0"
+        pkt[22:24] = internet_checksum(pkt[20:]).to_bytes(2, "big")
+    _ip_checksum(pkt)
 
 
 # ---------------------------------------------------------------------------------------------- the world
@@ -915,6 +966,9 @@ class FuzzWorld:
                 if progress is not None and i % 100_000 == 0:
                     progress(i)
             r = rng.random()
+            if r > 1.0 - ICMP_SHARE:
+                self._feed_icmp(i)
+                continue
             hostile = (self._flood_segment() if r < FLOOD_SHARE else
                        self._forged_cookie() if r < FLOOD_SHARE + COOKIE_SHARE else None)
             if hostile is not None:
@@ -1021,6 +1075,73 @@ class FuzzWorld:
             if not self._slot_alive(slot):
                 self._fallen(slot)
                 self._rebuild(state)
+
+    # ------------------------------------------------------------------ ICMP
+    def _icmp_message(self) -> tuple[IcmpMessage, FourTuple]:
+        """An echo request, or an error about one of the targets (its quote names the 4-tuple)."""
+        rng = self.rng
+        _kind, key, view, _conn = self._pick_target()
+        la, lp, ra, rp = key
+        if rng.random() < 0.25:
+            body = self._payload(rng.choice((0, 8, 56, 1400)))
+            return IcmpMessage(4, ra, rng.choice((la, la, la, "198.18.0.99")), ICMP_ECHO_REQUEST, rng.choice((0, 0, 1)),
+                               rng.randrange(65536), rng.randrange(65536), body=body), key
+        if view is None or rng.random() < 0.3:
+            seq = rng.getrandbits(32)
+        else:
+            flight = seq_sub(view.snd_max, view.snd_una)
+            seq = (view.snd_una + rng.choice((0, 0, -1, flight // 2, flight, flight - 1))) & MASK
+        quoted = build_packet(Segment(la, ra, lp, rp, seq, 0, ACK, 1000))[: rng.choice((28, 28, 28, 40, 60))]
+        kind = rng.choice(ICMP_TYPES)
+        code = rng.randrange(16) if kind == 3 else rng.randrange(3)
+        if kind == 3 and rng.random() < 0.4:
+            code = ICMP_FRAG_NEEDED
+        mtu = rng.choice(MTUS) if rng.random() < 0.9 else rng.randrange(65536)
+        return IcmpMessage(4, rng.choice((ra, "198.18.5.1")), la, kind, code, mtu=mtu, body=quoted), key
+
+    def _feed_icmp(self, i: int) -> None:
+        rng = self.rng
+        report = self.report
+        host = self.host
+        msg, key = self._icmp_message()
+        report.icmp += 1
+        report.by_kind["icmp"] += 1
+        packet = bytearray(build_icmp(msg))
+        if rng.random() < 0.5:
+            mutate_icmp(packet, rng)
+        conn = host.connections.get(key)
+        before = conn.state if conn is not None else None
+        counted = host.counters["OutOfWindowIcmps"] + host.counters["IcmpInErrors"]
+        try:
+            parsed = parse_datagram(bytes(packet))
+        except MalformedPacket as exc:
+            report.malformed[exc.reason.value] += 1
+            report.outcomes[OUTCOMES[0]] += 1
+            host.on_malformed(exc.reason.value, 4)
+            return
+        except Exception as exc:  # parse_datagram may raise only MalformedPacket
+            self._exception(i, "parse_datagram", packet.hex(), exc)
+            return
+        if isinstance(parsed, Segment):
+            self._feed(parsed, i)  # a flip made it TCP again (checksums and all): a segment like any
+            return
+        try:
+            reply = host.on_icmp(parsed, self.now)
+            self._drain()
+        except Exception as exc:
+            self._exception(i, "on_icmp", parsed.summary(), exc)
+            return
+        if conn is not None and conn.state is not before:
+            report.icmp_state_changes.append(f"#{i} {parsed.summary()}: {before} -> {conn.state}")
+        if host.counters["OutOfWindowIcmps"] + host.counters["IcmpInErrors"] != counted:
+            outcome = "ICMP: dropped, counted"
+        elif reply is not None:
+            outcome = "ICMP: echo answered"
+        elif parsed.is_error and parsed.quote is not None and parsed.quote.protocol == 6 and conn is not None:
+            outcome = "ICMP: error taken (PMTU, soft error)"
+        else:
+            outcome = "ICMP: ignored"
+        report.outcomes[outcome] += 1
 
     def _exception(self, i: int, where: str, what: str, exc: BaseException) -> None:
         report = self.report

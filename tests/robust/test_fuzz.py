@@ -18,6 +18,8 @@ from stack.tcp.events import Accepted
 from stack.tcp.host import Host
 from stack.tcp.states import State
 from stack.wire import MalformedPacket, Reason, build_packet, parse_packet
+from stack.wire.icmp import IcmpMessage, build_icmp, parse_datagram
+from stack.wire.reasons import ICMP_REASONS
 from stack.wire.segment import ACK, Segment
 from tests.robust import load_tool
 
@@ -58,8 +60,16 @@ def test_every_malformed_packet_is_counted_by_its_reason(report: Any) -> None:
         assert counters["InMalformed." + reason.value] == fed, reason
     total = sum(v for k, v in counters.items() if k.startswith("InMalformed."))
     assert total == report.malformed_fed() == report.outcomes[fuzz.OUTCOMES[0]]
-    assert counters["InErrs"] == total
+    icmp = sum(report.malformed[r.value] for r in ICMP_REASONS)
+    assert counters["InErrs"] == total - icmp  # a bad ICMP message is an ICMP input error, as in Linux
+    assert counters["IcmpInErrors"] >= icmp and counters["IcmpInCsumErrors"] == report.malformed["bad_icmp_checksum"]
     assert counters["InCsumErrors"] == report.malformed[Reason.BAD_TCP_CHECKSUM.value]
+
+
+def test_icmp_is_under_fire_and_changes_no_state(report: Any) -> None:
+    assert report.icmp > 300 and report.icmp_state_changes == []
+    assert report.outcomes["ICMP: echo answered"] > 0 and report.outcomes["ICMP: error taken (PMTU, soft error)"] > 0
+    assert report.counters["OutOfWindowIcmps"] > 0
 
 
 def test_outcomes_cover_every_kind_of_answer(report: Any) -> None:
@@ -120,7 +130,33 @@ def test_tool_prints_rate_outcomes_and_reasons() -> None:
         assert outcome in text
 
 
-@pytest.mark.parametrize("reason", list(Reason), ids=str)
+@pytest.mark.parametrize("reason", sorted(ICMP_REASONS), ids=str)
+def test_each_icmp_reason_alone_is_counted(reason: Reason) -> None:
+    """One hand-made ICMP datagram per reason, through the fuzzer's ICMP path."""
+    quoted = build_packet(Segment("198.18.0.2", "198.18.0.1", 80, 1234, 1, 2, ACK, 1000, 0))[:28]
+    msg = IcmpMessage(4, "198.18.0.1", "198.18.0.2", 3, 1, body=quoted)
+    pkt = bytearray(build_icmp(msg))
+    if reason is Reason.ICMP_TRUNCATED:
+        del pkt[24:]
+    elif reason is Reason.BAD_ICMP_CHECKSUM:
+        pkt[-1] ^= 1
+    elif reason is Reason.ICMP_QUOTE_TRUNCATED:
+        del pkt[-1]
+    else:
+        pkt[28] = 0x44  # the quoted IHL
+    pkt[2:4] = len(pkt).to_bytes(2, "big")
+    if reason is not Reason.BAD_ICMP_CHECKSUM:
+        fuzz.fix_icmp_checksums(pkt)
+    host = Host("198.18.0.2")
+    with pytest.raises(MalformedPacket) as err:
+        parse_datagram(bytes(pkt))
+    assert err.value.reason is reason
+    host.on_malformed(err.value.reason.value, 4)
+    assert host.counters["InMalformed." + reason.value] == 1
+    assert (host.counters["IcmpInErrors"], host.counters["InErrs"]) == (1, 0)
+
+
+@pytest.mark.parametrize("reason", sorted(set(Reason) - ICMP_REASONS), ids=str)
 def test_each_reason_alone_is_counted(reason: Reason) -> None:
     """One hand-made packet per reason, through the same path as the fuzzer: parse, then count."""
     seg = Segment("198.18.0.1", "198.18.0.2", 1234, 80, 1, 2, ACK, 1000, 0)
