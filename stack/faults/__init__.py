@@ -37,6 +37,9 @@ ignored)::
       every=K        every Kth (K, 2K, ...)             (counted per rule, all connections)
       p=P [seed=S]   probability (0.1 or 10%), drawn after nth/first/every; seed= makes the rule's
                      own RNG reproducible (without it, it is seeded from the engine's seed)
+      proto=icmp     the rule acts on ICMP and ICMPv6 datagrams instead of TCP segments (a rule
+                     without it never touches ICMP): drop, delay, dup, corrupt and truncate, with
+                     the matchers that read no TCP field (after, before, nth, first, every, p)
 
     DURATION = NUMBER[us|ms|s], e.g. 200us 50ms 1.5s (a bare number is seconds)
 
@@ -50,6 +53,7 @@ Examples::
     corrupt in p=0.01 seed=3
     inject in rst seq=+0 flags=F        # an exact RST right behind the peer's FIN
     rewrite out has=S window=0
+    drop in proto=icmp nth=1            # lose the first ICMP message toward the stack (a PTB, a ping)
 
 Rules apply in order as a pipeline (every matching rule applies, not just the first); see
 `stack.faults.engine` for the details. A bad rule raises `FaultRuleError` (1-based column, and the

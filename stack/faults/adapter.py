@@ -68,10 +68,15 @@ class FaultAdapter:
             seg = parse_packet(packet)
         except MalformedPacket as bad:
             if bad.reason is Reason.NOT_TCP:
-                return [(None, Crossing(packet, 0.0))]  # ICMP, or another protocol: the driver's to sort out
+                # ICMP (or another protocol): only proto=icmp rules act on it; the driver sorts it out.
+                return [(None, c) for c in self.engine.cross_icmp(IN, packet, now)]
             self.host.on_malformed(bad.reason.value)
             return []
         return [(seg if c.packet is packet else None, c) for c in self.inbound(seg, packet, now)]
+
+    def outbound_icmp(self, packet: bytes, now: float) -> list[Crossing]:
+        """What crosses when the host sends an ICMP datagram (an echo reply): proto=icmp rules."""
+        return self.engine.cross_icmp(OUT, packet, now)
 
     def released(self, now: float) -> list[Release]:
         """Segments `reorder` held back whose turn (or timeout) has come."""

@@ -21,6 +21,10 @@ from stack.tcp.states import State
 from stack.wire.segment import flags_text, parse_flags_text
 
 DIRECTIONS = ("in", "out")
+PROTOS = ("tcp", "icmp")  # what a rule acts on: TCP segments (the default) or ICMP/ICMPv6 datagrams
+# The actions and matchers that make sense for an ICMP datagram: nothing that reads or writes TCP.
+ICMP_ACTIONS = ("drop", "delay", "dup", "corrupt", "truncate")
+_TCP_MATCHERS = ("flags", "flags_exact", "port", "sport", "dport", "payload", "states")
 INJECT_KINDS = ("rst", "syn", "ack")
 SEQ_SPACE = 1 << 32
 _MAX_DURATION = 1e9  # ~31 years: anything larger is a typo, and inf would never release a held packet
@@ -303,10 +307,20 @@ class FaultRule:
     every: int | None = None
     p: float | None = None
     seed: int | None = None
+    proto: str = "tcp"
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise ValueError(f"unknown direction {self.direction!r} (expected 'in' or 'out')")
+        if self.proto not in PROTOS:
+            raise ValueError(f"unknown proto {self.proto!r} (expected {' or '.join(PROTOS)})")
+        if self.proto == "icmp":
+            if self.action.name not in ICMP_ACTIONS:
+                allowed = ", ".join(ICMP_ACTIONS)
+                raise ValueError(f"{self.action.name} acts on TCP segments; proto=icmp allows {allowed}")
+            tcp_only = [name for name in _TCP_MATCHERS if getattr(self, name) not in (None, ())]
+            if tcp_only:
+                raise ValueError(f"proto=icmp cannot match on TCP fields ({', '.join(tcp_only)})")
         if not isinstance(self.action, tuple(ACTIONS.values())):
             raise ValueError(f"not a fault action: {self.action!r}")
         for name in ("flags", "flags_exact"):
@@ -339,6 +353,8 @@ class FaultRule:
     def text(self) -> str:
         """The canonical one-line form; `parse_rule(rule.text) == rule`."""
         words = [self.action.name, self.direction, *self.action.positional()]
+        if self.proto != "tcp":
+            words.append(f"proto={self.proto}")
         if self.flags is not None:
             # In a rewrite, `flags=` is the change, so the "any of" matcher is spelled `has=`.
             key = "has" if isinstance(self.action, Rewrite) else "flags"
@@ -383,7 +399,7 @@ _UINT = re.compile(r"[0-9]+", re.ASCII)
 _OFFSET = re.compile(r"[+-][0-9]+", re.ASCII)
 _FLOAT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?%?", re.ASCII)
 _MATCH_KEYS = ("flags", "has", "port", "sport", "dport", "payload", "state", "after", "before",
-               "nth", "first", "every", "p", "seed")
+               "nth", "first", "every", "p", "seed", "proto")
 _ACTION_KEYS: dict[str, tuple[str, ...]] = {
     "drop": (), "delay": ("jitter",), "dup": ("copies",), "reorder": ("hold", "timeout"), "corrupt": ("bits",),
     "truncate": ("len", "cut"), "rewrite": ("window", "seq", "ack", "flags"), "inject": ("seq",),
@@ -471,8 +487,8 @@ def parse_rule(text: str) -> FaultRule:
     try:
         return FaultRule(action=action, direction=direction,
                          **{k: v for k, v in args.values.items() if not k.startswith("a_")})
-    except ValueError as exc:  # cross-field checks not caught above; should not happen
-        raise FaultRuleError(action_col, str(exc)) from None
+    except ValueError as exc:  # cross-field checks not caught above (proto=icmp with a TCP matcher)
+        raise FaultRuleError(args.columns.get("proto", action_col), str(exc)) from None
 
 
 def _parse_arg(action: str, key: str, op: str, value: str, col: int, vcol: int, args: _Args) -> None:
@@ -493,6 +509,10 @@ def _parse_arg(action: str, key: str, op: str, value: str, col: int, vcol: int, 
         args.put("flags", _flags_value(key, value, vcol), col, "flags matcher ('flags=' / 'has=')")
     elif key in ("port", "sport", "dport", "nth", "first", "every", "seed"):
         args.put(key, _int_value(key, value, vcol), col, repr(key))
+    elif key == "proto":
+        if value not in PROTOS:
+            raise FaultRuleError(vcol, f"proto must be {' or '.join(PROTOS)}, not {value!r}")
+        args.put(key, value, col, repr(key))
     elif key == "payload":
         if value not in ("yes", "no"):
             raise FaultRuleError(vcol, f"payload must be 'yes' or 'no', not {value!r}")

@@ -22,6 +22,11 @@ Schema (version 1; `SCHEMA` below is the machine-readable form the tests check a
         an action of the fault injector, with or without a segment it applied to
         (e.g. "link-down" has none). `dir` is null when no segment is involved.
 
+    {"kind": "icmp", "time": 5.01, "dir": "in",
+     "message": "10.0.0.1 > 10.0.0.2: ICMP type 8 code 0 id 7 seq 1 len 56"}
+        an ICMP or ICMPv6 message crossing the stack's boundary (stack.wire.icmp): `message` is
+        IcmpMessage.summary().
+
     {"kind": "call", "time": 5.0, "local": "10.0.0.2:40000", "remote": "10.0.0.1:7" | null,
      "call": "close", "result": "ok"}
         an application call on the stack (connect, listen, send, close, shutdown, abort, ...)
@@ -45,7 +50,7 @@ from stack.wire.segment import Segment
 
 SCHEMA_VERSION = 1
 Direction = Literal["in", "out"]
-KINDS = ("state", "segment", "fault", "call")
+KINDS = ("state", "segment", "fault", "call", "icmp")
 
 _NUM = (int, float)
 _STR = (str,)
@@ -71,6 +76,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "segment": _STR_OR_NULL,
         "detail": _STR,
     },
+    "icmp": {"kind": _STR, "time": _NUM, "dir": _STR, "message": _STR},
     "call": {
         "kind": _STR,
         "time": _NUM,
@@ -172,6 +178,9 @@ class TraceWriter(OwnedStream):
                 "fault": fault,
             }
         )
+
+    def icmp(self, time: float, direction: Direction, message: str) -> None:
+        self._emit({"kind": "icmp", "time": float(time), "dir": _check_dir(direction), "message": message})
 
     def fault(
         self,

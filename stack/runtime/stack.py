@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from stack.faults.adapter import FaultAdapter, FaultNote
-from stack.faults.engine import FaultEngine
+from stack.faults.engine import Crossing, FaultEngine
 from stack.link import vnet
 from stack.observe.capture import Capture, PcapTarget, TraceTarget, shown_segment
 from stack.runtime.server import Server as Server  # re-exported: callers import it from here
@@ -28,7 +28,7 @@ from stack.tcp.handle import ConnectionHandle
 from stack.tcp.host import Host
 from stack.tcp.states import State
 from stack.wire import MalformedPacket, Reason, build_packet, parse_packet
-from stack.wire.icmp import build_icmp, parse_icmp
+from stack.wire.icmp import IcmpMessage, build_icmp, parse_icmp
 from stack.wire.segment import Segment
 
 log = logging.getLogger("tcpstack")
@@ -353,12 +353,12 @@ class Stack:
             try:
                 seg = parse_packet(packet, verify_checksums=verify)
             except MalformedPacket as bad:
-                if capture is not None:
-                    capture.packet("in", now, packet, None, note)  # it crossed, corrupt or not
                 if bad.reason is Reason.NOT_TCP:
                     self._receive_icmp(packet, now, verify)  # the one way to ICMP: off the TCP path
-                else:
-                    host.on_malformed(bad.reason.value)
+                    return
+                if capture is not None:
+                    capture.packet("in", now, packet, None, note)  # it crossed, corrupt or not
+                host.on_malformed(bad.reason.value)
                 return
         if capture is not None:
             capture.packet("in", now, packet, seg, note)
@@ -377,11 +377,16 @@ class Stack:
         answers (an echo reply) goes out at once; any other protocol is counted and dropped."""
         host = self.host
         assert host is not None
+        capture = self.capture
         try:
             msg = parse_icmp(packet, verify_checksums=verify)
         except MalformedPacket as bad:
+            if capture is not None:
+                capture.icmp("in", now, packet, None)
             host.on_malformed(bad.reason.value, packet[0] >> 4)
             return
+        if capture is not None:
+            capture.icmp("in", now, packet, msg)
         try:
             reply = host.on_icmp(msg, now)
         except Exception:
@@ -389,11 +394,23 @@ class Stack:
             host.counters.inc("InternalErrors")
             log.exception("core failed on %s", msg.summary())
             return
-        if reply is not None:
-            out = build_icmp(reply)
-            if self.capture is not None:
-                self.capture.packet("out", now, out, None)
-            self.link.write_batch([vnet.PLAIN + out] if self._vnet else [out])
+        if reply is None:
+            return
+        out = build_icmp(reply)
+        faults = self._faults
+        for crossing in faults.outbound_icmp(out, now) if faults is not None else [Crossing(out, 0.0)]:
+            if crossing.delay > 0:
+                self.loop.call_later(crossing.delay, self._write_icmp, crossing.packet, reply)
+            else:
+                self._write_icmp(crossing.packet, reply)
+
+    def _write_icmp(self, packet: bytes, msg: IcmpMessage) -> None:
+        """An ICMP datagram the host sends crosses now (a fault rule may have changed its bytes)."""
+        if self._closed:
+            return
+        if self.capture is not None:
+            self.capture.icmp("out", self.loop.time(), packet, msg)
+        self.link.write_batch([vnet.PLAIN + packet] if self._vnet else [packet])
 
     def _receive_late(self, packet: bytes, note: FaultNote | None) -> None:
         """A packet a `delay` or `reorder` rule held: it reaches the host (and the observers) now."""

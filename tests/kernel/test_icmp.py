@@ -10,11 +10,15 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
+from stack.faults import FaultEngine
 from stack.link.netns import Netns
 from stack.link.nsenter import netns_socket
+from stack.observe.pcap import read_pcap
+from stack.observe.trace import read_trace
 from stack.tcp.config import Config
 from stack.tcp.states import State
 from stack.wire import ACK, Segment, build_packet
@@ -53,6 +57,27 @@ def test_ping_answers_while_serving() -> None:
             assert counters["IcmpInMsgs"] >= 3
 
     run(main())
+
+
+@needs_ping
+def test_a_fault_rule_drops_a_ping_and_the_capture_records_icmp(tmp_path: Path) -> None:
+    trace, pcap = tmp_path / "run.jsonl", tmp_path / "run.pcap"
+
+    async def main() -> None:
+        faults = FaultEngine("drop in proto=icmp nth=2")
+        async with running_stack(faults=faults, trace=str(trace), pcap=str(pcap)) as (stack, _log):
+            ns = stack.netns
+            assert ns is not None
+            _rc, out = await ping(ns, STACK_ADDR)  # ping exits 1 when a reply is missing
+            assert "3 packets transmitted, 2 received" in out, out
+            assert stack.counters()["FaultDrop"] == 1
+            assert stack.counters()["IcmpInEchos"] == 2
+
+    run(main())
+    records = [r for r in read_trace(trace) if r["kind"] == "icmp"]
+    assert [r["dir"] for r in records] == ["in", "out", "in", "out"]
+    assert "ICMP type 8 code 0" in records[0]["message"] and "ICMP type 0 code 0" in records[1]["message"]
+    assert len(read_pcap(pcap)) == 4  # what crossed: the dropped request never did
 
 
 @contextmanager
