@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stack.native import internet_checksum, tcp_checksum_ipv4  # noqa: E402
+from stack.native import internet_checksum, tcp_checksum_ipv4, tcp_checksum_ipv6  # noqa: E402
 from stack.sim import Simulator  # noqa: E402
 from stack.tcp.budget import recv_memory  # noqa: E402
 from stack.tcp.config import Config, FourTuple  # noqa: E402
@@ -64,6 +64,7 @@ from stack.tcp.host import Host  # noqa: E402
 from stack.tcp.seq import MASK, seq_add, seq_in, seq_le, seq_lt, seq_sub  # noqa: E402
 from stack.tcp.states import State  # noqa: E402
 from stack.wire import MalformedPacket, Reason, build_packet, parse_packet  # noqa: E402
+from stack.wire.ipv6 import walk_extension_headers  # noqa: E402
 from stack.wire.segment import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Segment, TcpOptions  # noqa: E402
 
 S = State
@@ -84,6 +85,15 @@ FLOOD_PORT = 8081  # the listener of the connection flooded with out-of-order se
 FLOOD_RECV_BUFFER = 64 * 1024  # its window, so its receive memory limit (2x) is reached within a run
 FLOOD_SHARE = 0.04  # of the fuzz segments: the next segment of the out-of-order flood
 COOKIE_SHARE = 0.02  # of the fuzz segments: an ACK returning a forged SYN cookie
+
+V6_RAW_SHARE = 0.3  # of the raw packets built for IPv4 targets: sent as IPv6 instead
+
+
+def as_ipv6(addr: str) -> str:
+    """198.18.a.b -> 2001:2::a:b (RFC 5180's benchmarking prefixes of both families)."""
+    _, _, a, b = addr.split(".")
+    return f"2001:2::{a}:{b}"
+
 
 BATCH = 50  # segments per batch; a batch arrives at one instant, then the link runs for the batch's time
 LEFTOVER_CAP = 64  # connections that left their state and are still targeted; older ones are aborted
@@ -310,11 +320,39 @@ def fix_checksums(pkt: bytearray) -> None:
         pkt[ihl + 16 : ihl + 18] = tcp_checksum_ipv4(bytes(pkt[12:16]), bytes(pkt[16:20]), tcp).to_bytes(2, "big")
 
 
+def fix_checksums6(pkt: bytearray) -> None:
+    """The TCP checksum of a (possibly mutated) IPv6 packet, where its chain still leads to TCP."""
+    n = len(pkt)
+    if n < 40:
+        return
+    end = 40 + int.from_bytes(pkt[4:6], "big")
+    try:
+        protocol, tcp = walk_extension_headers(bytes(pkt), pkt[6], min(end, n))
+    except MalformedPacket:
+        return
+    if protocol == 6 and tcp + 20 <= end <= n:
+        pkt[tcp + 16 : tcp + 18] = b"\0\0"
+        csum = tcp_checksum_ipv6(bytes(pkt[8:24]), bytes(pkt[24:40]), bytes(pkt[tcp:end]))
+        pkt[tcp + 16 : tcp + 18] = csum.to_bytes(2, "big")
+
+
+def _is_v6(pkt: bytearray) -> bool:
+    return bool(pkt) and pkt[0] >> 4 == 6
+
+
 def _set_total_length(pkt: bytearray) -> None:
-    pkt[2:4] = min(len(pkt), 0xFFFF).to_bytes(2, "big")
+    if _is_v6(pkt):
+        pkt[4:6] = min(max(len(pkt) - 40, 0), 0xFFFF).to_bytes(2, "big")
+    else:
+        pkt[2:4] = min(len(pkt), 0xFFFF).to_bytes(2, "big")
 
 
 def _tcp_at(pkt: bytearray) -> int:
+    if _is_v6(pkt):
+        try:
+            return walk_extension_headers(bytes(pkt), pkt[6], len(pkt))[1] if len(pkt) >= 40 else 40
+        except MalformedPacket:
+            return 40
     return max(20, (pkt[0] & 0x0F) * 4) if pkt else 20
 
 
@@ -439,28 +477,100 @@ def _m_fields(pkt: bytearray, rng: random.Random) -> bool:
     return True
 
 
+# IPv6 (RFC 8200): extension-header chains, legal and hostile, the payload length, the next header.
+_EXT_TYPES = (0, 43, 44, 60)
+
+
+def _ext_frame(kind: int, rng: random.Random) -> bytes:
+    if kind == 44:  # Fragment: atomic (processed), or a real fragment (dropped)
+        offset_flags = 0 if rng.random() < 0.5 else rng.choice((1, 8, 0xFFF9, rng.randrange(0x10000)))
+        return bytes((6, 0)) + offset_flags.to_bytes(2, "big") + rng.randbytes(4)
+    units = rng.choice((0, 0, 1, 2))
+    return bytes((6, units)) + rng.randbytes(6 + 8 * units)
+
+
+def _m_ext_chain(pkt: bytearray, rng: random.Random) -> bool:
+    """Put a chain of extension headers between the IPv6 header and TCP: in RFC 8200 §4.1 order, or
+    repeated, hop-by-hop late, or with a length that overruns."""
+    if len(pkt) < 40:
+        return False
+    r = rng.random()
+    if r < 0.4:
+        kinds = [k for k in (0, 60, 43, 44, 60) if rng.random() < 0.5] or [60]
+    elif r < 0.6:
+        kinds = [rng.choice(_EXT_TYPES)] * rng.randint(2, 4)
+    else:
+        kinds = [rng.choice(_EXT_TYPES) for _ in range(rng.randint(1, 6))]
+    frames = [bytearray(_ext_frame(k, rng)) for k in kinds]
+    following = [*kinds[1:], pkt[6]]
+    for frame, nxt in zip(frames, following, strict=True):
+        frame[0] = nxt
+    if frames and rng.random() < 0.15:
+        frames[-1][1] = rng.randrange(256)  # a length that probably overruns
+    pkt[6] = kinds[0]
+    pkt[40:40] = b"".join(frames)
+    _set_total_length(pkt)
+    return rng.random() < 0.9
+
+
+def _m_payload_length(pkt: bytearray, rng: random.Random) -> bool:
+    plen = int.from_bytes(pkt[4:6], "big")
+    new = rng.choice((0, 8, 19, plen - 1, plen + 1, plen + 1000, 0xFFFF, rng.randrange(0x10000)))
+    pkt[4:6] = (new & 0xFFFF).to_bytes(2, "big")
+    return rng.random() < 0.8
+
+
+def _m_next_header(pkt: bytearray, rng: random.Random) -> bool:
+    pkt[6] = rng.choice((58, 17, 59, 50, 51, 0, 43, 44, 60, 135, 255, rng.randrange(256)))
+    return rng.random() < 0.8
+
+
+def _m_version6(pkt: bytearray, rng: random.Random) -> bool:
+    pkt[0] = (rng.choice((0, 4, 5, 7, 15, rng.randrange(16))) << 4) | (pkt[0] & 0x0F)
+    return rng.random() < 0.5
+
+
+def _m_checksum6(pkt: bytearray, rng: random.Random) -> bool:
+    at = _tcp_at(pkt) + 16
+    if at + 2 <= len(pkt):
+        value = int.from_bytes(pkt[at : at + 2], "big") ^ rng.randrange(1, 0x10000)
+        pkt[at : at + 2] = value.to_bytes(2, "big")
+    return False
+
+
 MUTATIONS: tuple[tuple[Callable[[bytearray, random.Random], bool], float], ...] = (
     (_m_truncate, 1.0), (_m_bitflip, 1.5), (_m_bytes, 1.0), (_m_data_offset, 1.5), (_m_options, 2.0),
     (_m_ihl, 1.0), (_m_version, 0.5), (_m_total_length, 1.0), (_m_fragment, 0.6), (_m_protocol, 0.5),
     (_m_checksum, 1.0), (_m_padding, 0.4), (_m_fields, 2.0),
 )
+MUTATIONS6: tuple[tuple[Callable[[bytearray, random.Random], bool], float], ...] = (
+    (_m_truncate, 1.0), (_m_bitflip, 1.5), (_m_bytes, 1.0), (_m_data_offset, 1.5), (_m_options, 2.0),
+    (_m_ext_chain, 2.5), (_m_version6, 0.3), (_m_payload_length, 1.0), (_m_next_header, 0.6),
+    (_m_checksum6, 1.0), (_m_padding, 0.4), (_m_fields, 2.0),
+)
 _MUTATORS = [m for m, _ in MUTATIONS]
 _WEIGHTS = [w for _, w in MUTATIONS]
+_MUTATORS6 = [m for m, _ in MUTATIONS6]
+_WEIGHTS6 = [w for _, w in MUTATIONS6]
 _ANY_LENGTH = (_m_truncate, _m_bitflip, _m_bytes, _m_padding)
 
 
 def mutate(packet: bytes, rng: random.Random) -> bytes:
-    """One to three mutations; checksums repaired afterwards when the last one asks for it."""
+    """One to three mutations (IPv4's or IPv6's set, by the packet's version); checksums repaired
+    afterwards when the last one asks for it."""
     pkt = bytearray(packet)
     fix = False
-    for m in rng.choices(_MUTATORS, _WEIGHTS, k=rng.choice((1, 1, 1, 2, 3))):
+    v6 = _is_v6(pkt)
+    header = 40 if v6 else 20
+    mutators, weights = (_MUTATORS6, _WEIGHTS6) if v6 else (_MUTATORS, _WEIGHTS)
+    for m in rng.choices(mutators, weights, k=rng.choice((1, 1, 1, 2, 3))):
         if not pkt:
             break
-        if len(pkt) < 20 and m not in _ANY_LENGTH:
+        if len(pkt) < header and m not in _ANY_LENGTH:
             continue  # a header field mutation needs the header
         fix = m(pkt, rng)
     if fix:
-        fix_checksums(pkt)
+        (fix_checksums6 if _is_v6(pkt) else fix_checksums)(pkt)
     if rng.random() < 0.01:
         pkt = bytearray(pkt[: rng.randrange(0, 21)])  # tiny buffers
     return bytes(pkt)
@@ -941,6 +1051,9 @@ class FuzzWorld:
     def _feed_raw(self, seg: Segment, i: int) -> None:
         report = self.report
         report.raw += 1
+        if ":" not in seg.src_addr and self.rng.random() < V6_RAW_SHARE:
+            # The same segment carried by IPv6, so the IPv6 parser and its mutations are under fire too.
+            seg.src_addr, seg.dst_addr = as_ipv6(seg.src_addr), as_ipv6(seg.dst_addr)
         try:
             packet = build_packet(seg)
         except ValueError:

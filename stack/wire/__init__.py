@@ -1,4 +1,4 @@
-"""Wire format: IPv4 + TCP bytes <-> `Segment` (construct definitions in `stack.wire.headers`)."""
+"""Wire format: IPv4/IPv6 + TCP bytes <-> `Segment` (construct definitions in `stack.wire.headers`)."""
 
 from stack.wire.build import build_packet, build_tcp_options
 from stack.wire.parse import parse_packet, parse_tcp_options
