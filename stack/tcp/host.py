@@ -10,13 +10,14 @@ and return an `Outcome`; the host acts on it (`act`): only here do connections e
 
 from __future__ import annotations
 
+import errno
 import weakref
 from typing import NamedTuple
 
 from stack.native import TimerWheel
 from stack.tcp.arrival import listen_arrives, negotiate, return_to_listen
 from stack.tcp.budget import MemoryPool
-from stack.tcp.config import Config, FourTuple
+from stack.tcp.config import Config, FourTuple, default_peer_mss
 from stack.tcp.connection import Connection
 from stack.tcp.context import Context
 from stack.tcp.counters import Counters
@@ -312,7 +313,7 @@ class Host:
         """Active OPEN (RFC 9293 §3.10.1): send a SYN and enter SYN-SENT."""
         ctx = self.context(now)
         cfg = config or self.config
-        laddr = local_addr or self.addresses[0]
+        laddr = local_addr or self.local_address_for(remote_addr)
         if local_port is None:
             local_port = self._pick_port(laddr, remote_addr, remote_port, now)
         key = (laddr, local_port, remote_addr, remote_port)
@@ -338,7 +339,7 @@ class Host:
         """A fully specified passive OPEN (RFC 9293 §3.10.1): a connection in LISTEN that accepts
         only this peer, and that a SEND turns into an active open (LISTEN -> SYN-SENT)."""
         ctx = self.context(now)
-        key = (self.addresses[0], local_port, remote_addr, remote_port)
+        key = (self.local_address_for(remote_addr), local_port, remote_addr, remote_port)
         if key in self.connections or key in self.time_wait:
             raise PortInUse(f"{key} is in use")
         conn = self._new_connection(key, config or self.config, now, passive=False, listen_port=None, iss=None)
@@ -346,6 +347,16 @@ class Host:
         conn.set_state(S.LISTEN, "passive OPEN", ctx)
         assert conn.handle is not None
         return conn.handle
+
+    def local_address_for(self, remote_addr: str) -> str:
+        """The host's first address of `remote_addr`'s family: IPv6 text has a ':', IPv4 none.
+        Raises OSError(ENETUNREACH) when the host has no address of that family."""
+        v6 = ":" in remote_addr
+        for addr in self.addresses:
+            if (":" in addr) == v6:
+                return addr
+        family = "IPv6" if v6 else "IPv4"
+        raise OSError(errno.ENETUNREACH, f"no {family} address on this host to reach {remote_addr} from")
 
     # ------------------------------------------------------------------ internals
     def _new_connection(self, key: FourTuple, cfg: Config, now: float, *, passive: bool,
@@ -395,11 +406,12 @@ class Host:
         ts_clock = (int(now * 1000.0) + self._isn.ts_offset(key)) & MASK if cfg.timestamps and opts.timestamp else None
         wscale = opts.wscale if cfg.window_scaling else None
         sack = cfg.sack and opts.sack_permitted
-        cookie, tsval = make_cookie(self._isn.secret, key, syn.seq, opts.mss or 536, now, wscale=wscale, sack=sack,
-                                    ts_clock=ts_clock)
-        options = TcpOptions(mss=cfg.mss)
+        cookie, tsval = make_cookie(self._isn.secret, key, syn.seq, opts.mss or default_peer_mss(syn.dst_addr), now,
+                                    wscale=wscale, sack=sack, ts_clock=ts_clock)
+        mss = cfg.mss_for(syn.dst_addr)
+        options = TcpOptions(mss=mss)
         if tsval is not None and opts.timestamp is not None:
-            options = TcpOptions(mss=cfg.mss, wscale=_window_shift(cfg.recv_buffer) if wscale is not None else None,
+            options = TcpOptions(mss=mss, wscale=_window_shift(cfg.recv_buffer) if wscale is not None else None,
                                  sack_permitted=sack, timestamp=(tsval, opts.timestamp[0]))
         window = min(cfg.recv_buffer, 65535)
         reply = Segment(syn.dst_addr, syn.src_addr, syn.dst_port, syn.src_port, cookie, seq_add(syn.seq, 1),
