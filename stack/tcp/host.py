@@ -31,6 +31,7 @@ from stack.tcp.states import State, check_transition
 from stack.tcp.syncookie import check_cookie, make_cookie, recently_sent
 from stack.tcp.tcb import N_TIMERS, Timer, _window_shift
 from stack.tcp.timewait import TimeWait, TimeWaitTable, TwAction
+from stack.wire.address import canonical_address
 from stack.wire.segment import ACK, FIN, RST, SYN, Segment, TcpOptions
 
 S = State
@@ -70,7 +71,8 @@ class Listener:
 class Host:
     def __init__(self, addresses: str | tuple[str, ...] = "198.18.0.2", config: Config | None = None,
                  *, timer_resolution: float = 0.0001, start: float = 0.0) -> None:
-        self.addresses = (addresses,) if isinstance(addresses, str) else tuple(addresses)
+        # Canonical text (stack.wire.address): what parse_packet puts in every segment it decodes.
+        self.addresses = tuple(map(canonical_address, (addresses,) if isinstance(addresses, str) else addresses))
         self.config = config or Config()
         self.counters = Counters()
         self.connections: dict[FourTuple, Connection] = {}
@@ -313,6 +315,8 @@ class Host:
         """Active OPEN (RFC 9293 §3.10.1): send a SYN and enter SYN-SENT."""
         ctx = self.context(now)
         cfg = config or self.config
+        if ":" in remote_addr:
+            remote_addr = canonical_address(remote_addr)  # IPv6 text has more than one spelling
         laddr = local_addr or self.local_address_for(remote_addr)
         if local_port is None:
             local_port = self._pick_port(laddr, remote_addr, remote_port, now)
@@ -339,6 +343,7 @@ class Host:
         """A fully specified passive OPEN (RFC 9293 §3.10.1): a connection in LISTEN that accepts
         only this peer, and that a SEND turns into an active open (LISTEN -> SYN-SENT)."""
         ctx = self.context(now)
+        remote_addr = canonical_address(remote_addr)
         key = (self.local_address_for(remote_addr), local_port, remote_addr, remote_port)
         if key in self.connections or key in self.time_wait:
             raise PortInUse(f"{key} is in use")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntFlag
 
+from stack.wire.address import endpoint
+
 
 class Flags(IntFlag):
     """TCP control bits (RFC 9293 §3.1, RFC 3168 for ECE/CWR)."""
@@ -108,7 +110,7 @@ class Segment:
     def summary(self) -> str:
         """A one-line tcpdump-like description, for traces and failing tests."""
         parts = [
-            f"{self.src_addr}:{self.src_port} > {self.dst_addr}:{self.dst_port}",
+            f"{endpoint(self.src_addr, self.src_port)} > {endpoint(self.dst_addr, self.dst_port)}",
             f"[{flags_text(self.flags)}]",
             f"seq={self.seq}",
         ]
