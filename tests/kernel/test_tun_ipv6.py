@@ -96,3 +96,26 @@ def test_custom_ipv6_addresses_and_bad_ones() -> None:
     with pytest.raises(ValueError, match="together"):
         TunLink(addr6=None)
     assert ACK  # the flags module is the wire's
+
+
+def test_sock_diag_lists_the_kernels_ipv6_sockets_too(netns_tun: TunLink) -> None:
+    from stack.observe.sockdiag import SockDiag
+
+    code = textwrap.dedent(
+        """
+        import socket, time
+        a = socket.socket(socket.AF_INET6); a.bind(("2001:2::1", 9006)); a.listen()
+        b = socket.socket(socket.AF_INET); b.bind(("198.18.0.1", 9004)); b.listen()
+        print("up", flush=True)
+        time.sleep(10)
+        """
+    )
+    proc = netns_tun.popen_in_netns([sys.executable, "-c", code], stdout=-1, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        with SockDiag(netns_tun.netns) as diag:
+            found = {(s.state, s.local) for s in diag.dump()}
+    finally:
+        proc.kill()
+        proc.wait()
+    assert ("LISTEN", ("2001:2::1", 9006)) in found and ("LISTEN", ("198.18.0.1", 9004)) in found
