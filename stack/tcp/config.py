@@ -89,7 +89,7 @@ class Config:
 
     # --- options and buffers ----------------------------------------------------------------------
     mtu: int = 1500
-    """MTU of the link; the announced MSS is mtu - 40 over IPv4, mtu - 60 over IPv6 (`mss_for`)."""
+    """MTU of the link; the announced MSS is mtu - 40 over IPv4, mtu - 60 over IPv6. IPv6 needs 1280."""
     window_scaling: bool = True
     """Offer window scaling in SYNs (RFC 7323)."""
     sack: bool = True
