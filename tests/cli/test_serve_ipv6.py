@@ -53,7 +53,7 @@ def test_serve_ipv6_answers_a_kernel_client_and_ss_shows_it(serve: Callable[...,
     assert ["ESTAB", "0", "0", "[2001:2::2]:7", f"[2001:2::1]:{kport}"] in estab
     assert any(row[3] == "198.18.0.2:7" for row in estab)
     assert any(line.startswith("TIME-WAIT") and "[2001:2::2]:8" in line for line in lines)
-    assert len(ss_lines("--netns", name, "dst", "[2001:2::1]:%d" % kport)) == 2  # header + the one
+    assert len(ss_lines("--netns", name, "dst", f"[2001:2::1]:{kport}")) == 2  # header + the one
     summary = ss_lines("--netns", name, "-s")
     tcp_line = next(line for line in summary if line.startswith("TCP\t"))
     assert tcp_line.split()[1:] == ["4", "3", "1"]  # 2 listeners + the IPv4 one; the IPv6 one
