@@ -5,7 +5,10 @@ One victim host holds a connection in every state -- LISTEN (a listener, and a f
 passive OPEN), SYN-SENT, SYN-RECEIVED, ESTABLISHED, FIN-WAIT-1, FIN-WAIT-2, CLOSE-WAIT, CLOSING,
 LAST-ACK, TIME-WAIT -- built by a hand-driven "phantom" peer, plus a real ESTABLISHED connection
 to a second host over the in-memory link (the survivor). Every connection that leaves its state is
-rebuilt on a fresh port, so every state is under fire for the whole run.
+rebuilt on a fresh port, so every state is under fire for the whole run. The victim is dual-stack
+(198.18.0.2 and 2001:2::2): each rebuild, each stranger and each forged cookie is IPv6 half the
+time, so raw packets come in both families, with IPv6's own mutations (extension-header chains,
+payload length, next header).
 
 Each fuzz segment is aimed at a target (a state's connection, a listener, a port nobody listens
 on, an older connection, a TIME-WAIT record, the survivor, or one of the two hostile peers below)
@@ -73,6 +76,11 @@ VICTIM = "198.18.0.2"  # the host under fire
 PEER = "198.18.0.1"  # the survivor's real peer, on the memory link
 PHANTOM = "198.18.0.77"  # the hand-driven peer of the connections in every state (not on the link)
 STRANGERS = "198.18.1."  # random sources for segments to listeners and closed ports
+# The victim is dual-stack: half the connections in every state, half the strangers, are IPv6.
+VICTIM6 = "2001:2::2"
+PHANTOM6 = "2001:2::77"
+STRANGERS6 = "2001:2::1:"
+V6_SHARE = 0.5
 SURVIVOR_PORT = 7
 LISTEN_PORT = 80  # a listener hit by random SYNs/ACKs from strangers
 BUILD_PORT = 8080  # the listener the phantom peer's passive connections come through
@@ -85,15 +93,6 @@ FLOOD_PORT = 8081  # the listener of the connection flooded with out-of-order se
 FLOOD_RECV_BUFFER = 64 * 1024  # its window, so its receive memory limit (2x) is reached within a run
 FLOOD_SHARE = 0.04  # of the fuzz segments: the next segment of the out-of-order flood
 COOKIE_SHARE = 0.02  # of the fuzz segments: an ACK returning a forged SYN cookie
-
-V6_RAW_SHARE = 0.3  # of the raw packets built for IPv4 targets: sent as IPv6 instead
-
-
-def as_ipv6(addr: str) -> str:
-    """198.18.a.b -> 2001:2::a:b (RFC 5180's benchmarking prefixes of both families)."""
-    _, _, a, b = addr.split(".")
-    return f"2001:2::{a}:{b}"
-
 
 BATCH = 50  # segments per batch; a batch arrives at one instant, then the link runs for the batch's time
 LEFTOVER_CAP = 64  # connections that left their state and are still targeted; older ones are aborted
@@ -583,7 +582,7 @@ class FuzzWorld:
         self.tick = BATCH * ms_per_segment / 1000.0
         self.report = FuzzReport(seed)
         cfg = config or Config(secret=b"fuzz-victim-key!")
-        self.host = Host(VICTIM, cfg)
+        self.host = Host((VICTIM, VICTIM6), cfg)
         self.peer = Host(PEER, cfg.with_changes(secret=b"fuzz-peer-key..!"))
         self.link = Simulator([self.peer, self.host], delay=0.0005)
         self.now = 0.0
@@ -666,25 +665,35 @@ class FuzzWorld:
             return conn.state.value
         if self.host.time_wait and key in self.host.time_wait:
             return "TIME-WAIT"
-        if key[1] in self.host.listeners and key[0] == VICTIM:
+        if key[1] in self.host.listeners and key[0] in self.host.addresses:
             return "LISTEN"
         return "CLOSED"
 
     # ------------------------------------------------------------------ building states
-    def _next_rport(self) -> int:
+    def _ends(self) -> tuple[str, str]:
+        """(victim, phantom) addresses of a new connection: IPv6 for a V6_SHARE of them."""
+        return (VICTIM6, PHANTOM6) if self.rng.random() < V6_SHARE else (VICTIM, PHANTOM)
+
+    def _stranger(self) -> tuple[str, str]:
+        """(victim, stranger) addresses of either family."""
+        if self.rng.random() < V6_SHARE:
+            return VICTIM6, f"{STRANGERS6}{self.rng.randrange(1, 0xFFFF):x}"
+        return VICTIM, STRANGERS + str(self.rng.randrange(1, 255))
+
+    def _next_rport(self, victim: str = VICTIM, phantom: str = PHANTOM) -> int:
         while True:
             self._rport = 1024 + (self._rport - 1023) % 64000
             for port in (BUILD_PORT, PASSIVE_PORT):
-                key = (VICTIM, port, PHANTOM, self._rport)
+                key = (victim, port, phantom, self._rport)
                 if key in self.host.connections or key in self.host.time_wait:
                     break
             else:
                 return self._rport
 
-    def _next_lport(self) -> int:
+    def _next_lport(self, victim: str = VICTIM, phantom: str = PHANTOM) -> int:
         while True:
             self._lport = 20000 + (self._lport - 19999) % 10000
-            key = (VICTIM, self._lport, PHANTOM, 443)
+            key = (victim, self._lport, phantom, 443)
             if key not in self.host.connections and key not in self.host.time_wait:
                 return self._lport
 
@@ -693,8 +702,8 @@ class FuzzWorld:
         if slot.ts is not None:
             slot.ts = (slot.ts + 1) & MASK
             opts = TcpOptions(timestamp=(slot.ts, slot.conn.tsval(self.now)))
-        _, lport, _, rport = slot.key
-        self.host.on_segment(Segment(PHANTOM, VICTIM, rport, lport, seq & MASK, ack & MASK, flags, 65535, 0, opts,
+        victim, lport, phantom, rport = slot.key
+        self.host.on_segment(Segment(phantom, victim, rport, lport, seq & MASK, ack & MASK, flags, 65535, 0, opts,
                                      payload), self.now)
         self._drain()
 
@@ -710,18 +719,19 @@ class FuzzWorld:
         rng = self.rng
         host = self.host
         now = self.now
+        victim, phantom = self._ends()
         if state is S.SYN_SENT:
-            conn = Host.tcb(host.connect(PHANTOM, 443, now, local_port=self._next_lport()))
+            conn = Host.tcb(host.connect(phantom, 443, now, local_port=self._next_lport(victim, phantom)))
             self._drain()
             return Slot(state, conn.four_tuple, conn)
         if state is S.LISTEN:
-            conn = Host.tcb(host.open_passive(PHANTOM, self._next_rport(), PASSIVE_PORT, now))
+            conn = Host.tcb(host.open_passive(phantom, self._next_rport(victim, phantom), PASSIVE_PORT, now))
             return Slot(state, conn.four_tuple, conn)
-        rport = self._next_rport()
-        key = (VICTIM, BUILD_PORT, PHANTOM, rport)
+        rport = self._next_rport(victim, phantom)
+        key = (victim, BUILD_PORT, phantom, rport)
         opts, ts = self._syn_options()
         irs = rng.getrandbits(32)
-        host.on_segment(Segment(PHANTOM, VICTIM, rport, BUILD_PORT, irs, 0, SYN, 65535, 0, opts), now)
+        host.on_segment(Segment(phantom, victim, rport, BUILD_PORT, irs, 0, SYN, 65535, 0, opts), now)
         embryo = host.connections.get(key)
         if embryo is None:
             self._drain()
@@ -875,15 +885,15 @@ class FuzzWorld:
         """A stranger's SYN to the small listener; if it is answered with a cookie, the ACK that returns
         it with one field tampered with (None when the backlog had room: no cookie)."""
         rng, host = self.rng, self.host
-        src, sport = STRANGERS + str(rng.randrange(1, 255)), rng.randrange(1024, 65536)
-        key = (VICTIM, LISTEN_PORT, src, sport)
+        (victim, src), sport = self._stranger(), rng.randrange(1024, 65536)
+        key = (victim, LISTEN_PORT, src, sport)
         if key in host.connections or key in host.time_wait:
             return None
         irs = rng.getrandbits(32)
         ts = rng.getrandbits(32) if rng.random() < 0.5 else None
         opts = TcpOptions(mss=rng.choice((536, 1460, 8960)), wscale=rng.choice((None, 7)),
                           sack_permitted=rng.random() < 0.5, timestamp=(ts, 0) if ts is not None else None)
-        host.on_segment(Segment(src, VICTIM, sport, LISTEN_PORT, irs, 0, SYN, 65535, 0, opts), self.now)
+        host.on_segment(Segment(src, victim, sport, LISTEN_PORT, irs, 0, SYN, 65535, 0, opts), self.now)
         out = self._drain()
         synack = next((x for x in out if x.flags & SYN and x.dst_addr == src and x.dst_port == sport), None)
         if synack is None or key in host.connections:
@@ -902,7 +912,7 @@ class FuzzWorld:
         else:
             sport = (sport + 1) & 0xFFFF  # another 4-tuple
         ack_opts = TcpOptions(timestamp=((ts + 1) & MASK, ecr)) if ts is not None and ecr is not None else TcpOptions()
-        return "forged cookie", Segment(src, VICTIM, sport, LISTEN_PORT, seq & MASK, (cookie + 1) & MASK, ACK, 65535,
+        return "forged cookie", Segment(src, victim, sport, LISTEN_PORT, seq & MASK, (cookie + 1) & MASK, ACK, 65535,
                                         0, ack_opts)
 
     def _feed_hostile(self, kind: str, seg: Segment, i: int) -> None:
@@ -942,12 +952,14 @@ class FuzzWorld:
                 return "slot", slot.key, view if informed else None, None
             return "slot", slot.key, view_of_conn(slot.conn) if informed else None, slot.conn
         if r < 0.72:
-            src = STRANGERS + str(rng.randrange(1, 255))
-            return "stranger", (VICTIM, rng.choice((LISTEN_PORT, LISTEN_PORT, BUILD_PORT, PASSIVE_PORT)), src,
+            victim, src = self._stranger()
+            return "stranger", (victim, rng.choice((LISTEN_PORT, LISTEN_PORT, BUILD_PORT, PASSIVE_PORT)), src,
                                 rng.randrange(1, 65536)), None, None
         if r < 0.77:
-            src = rng.choice((STRANGERS + str(rng.randrange(1, 255)), PEER, PHANTOM))
-            return "stranger", (VICTIM, rng.choice((CLOSED_PORT, rng.randrange(1, 65536))), src,
+            victim, src = self._stranger()
+            if rng.random() < 0.4:
+                src = (PHANTOM6 if ":" in victim else rng.choice((PEER, PHANTOM)))
+            return "stranger", (victim, rng.choice((CLOSED_PORT, rng.randrange(1, 65536))), src,
                                 rng.randrange(1, 65536)), None, None
         if r < 0.90 and self.leftovers:
             key = self.leftovers[rng.randrange(len(self.leftovers))]
@@ -1051,9 +1063,6 @@ class FuzzWorld:
     def _feed_raw(self, seg: Segment, i: int) -> None:
         report = self.report
         report.raw += 1
-        if ":" not in seg.src_addr and self.rng.random() < V6_RAW_SHARE:
-            # The same segment carried by IPv6, so the IPv6 parser and its mutations are under fire too.
-            seg.src_addr, seg.dst_addr = as_ipv6(seg.src_addr), as_ipv6(seg.dst_addr)
         try:
             packet = build_packet(seg)
         except ValueError:
