@@ -119,3 +119,46 @@ def test_sock_diag_lists_the_kernels_ipv6_sockets_too(netns_tun: TunLink) -> Non
         proc.kill()
         proc.wait()
     assert ("LISTEN", ("2001:2::1", 9006)) in found and ("LISTEN", ("198.18.0.1", 9004)) in found
+
+
+def test_stack_api_over_ipv6_names_addresses_as_sockets_do() -> None:
+    import asyncio
+    import socket
+
+    from stack.link.nsenter import netns_socket
+    from stack.runtime import Stack
+    from stack.tcp.config import Config
+
+    async def main() -> None:
+        async with Stack(config=Config(msl=0.5, secret=b"6" * 16)) as stack:
+            assert stack.netns is not None and stack.addr6 == "2001:2::2"
+            seen: list[object] = []
+
+            async def app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                seen.append(writer.get_extra_info("peername"))
+                writer.write(await reader.read())
+                writer.close()
+
+            await stack.start_server(app, 7)
+            sock = netns_socket(stack.netns, socket.AF_INET6)
+            loop = asyncio.get_running_loop()
+            await loop.sock_connect(sock, ("2001:2::2", 7))
+            r, w = await asyncio.open_connection(sock=sock)
+            w.write(b"six")
+            w.write_eof()
+            assert await r.read() == b"six"
+            w.close()
+            assert seen == [("2001:2::1", sock.getsockname()[1], 0, 0)]  # as an AF_INET6 socket says
+            # The stack as a client, to the kernel's address written the long way.
+            listener = netns_socket(stack.netns, socket.AF_INET6)
+            listener.bind(("2001:2::1", 8080))
+            listener.listen()
+            server = await asyncio.start_server(lambda r, w: w.close(), sock=listener)
+            r2, w2 = await stack.open_connection("2001:0002:0000::0001", 8080)
+            assert w2.get_extra_info("sockname")[0] == "2001:2::2"
+            assert w2.get_extra_info("peername")[:2] == ("2001:2::1", 8080)
+            assert await r2.read() == b""
+            w2.close()
+            server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
