@@ -16,6 +16,7 @@ from stack.bench import bulk
 from stack.cli import interrupt
 from stack.cli.common import (
     CliError,
+    UsageError,
     add_fault_arguments,
     bounded_int,
     fault_engine,
@@ -24,6 +25,7 @@ from stack.cli.common import (
     require_kernel_link,
     seconds_at_most,
 )
+from stack.link.tun import IPV6_MIN_MTU
 
 MAX_SECONDS = 3600.0  # every load loop is bounded: an hour is more than any benchmark needs
 MAX_CONCURRENCY = 1024
@@ -50,6 +52,7 @@ def _register_bulk(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--mtu", type=mtu_value, action="append", metavar="N",
                    help="an MTU to measure (repeatable; default 1500 and 65000)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--ipv6", action="store_true", help="the kernel and the stack talk over IPv6 (2001:2::1, ::2)")
     add_fault_arguments(p)
     p.set_defaults(func=_run_bulk)
 
@@ -61,8 +64,11 @@ def _progress(line: str) -> None:
 def _run_bulk(args: argparse.Namespace) -> int:
     require_kernel_link()
     engine = fault_engine(args)  # checked before anything starts
-    result = bulk.run_bulk(args.mb, args.mtu or [1500, 65000], None if args.json else _progress, interrupt.run,
-                           faults=list(engine.rules) if engine is not None else None)
+    mtus = args.mtu or [1500, 65000]
+    if args.ipv6 and min(mtus) < IPV6_MIN_MTU:
+        raise UsageError(f"--ipv6 needs every --mtu at {IPV6_MIN_MTU} or more (IPv6's minimum)")
+    result = bulk.run_bulk(args.mb, mtus, None if args.json else _progress, interrupt.run,
+                           faults=list(engine.rules) if engine is not None else None, ipv6=args.ipv6)
     if args.json:
         print(json.dumps(result))
     else:
@@ -95,6 +101,8 @@ def _register_cps(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--loadgen", choices=IMPLS, default="auto",
                    help="kernel-side generator: C (stack/bench/loadgen.c, built with cc at run time) or Python "
                         "(default auto: C if it builds; the first line says which one runs, and why)")
+    p.add_argument("--ipv6", action="store_true",
+                   help="the kernel and the stack talk over IPv6 (2001:2::1 and 2001:2::2) in every case")
     p.add_argument("--profile", metavar="FILE",
                    help="cProfile the stack process and write pstats to FILE (slows the stack ~2.5x)")
     p.set_defaults(func=run_cps_command)
@@ -113,7 +121,7 @@ def run_cps_command(args: argparse.Namespace) -> int:
     if not args.json:
         _progress(f"load generator: {generator}")
     coro = run_cps(args.seconds, args.concurrency, c1_seconds=args.c1_seconds, cases=cases, msl=args.msl,
-                   ports=args.ports, impl=args.loadgen, progress=None if args.json else _progress)
+                   ports=args.ports, impl=args.loadgen, progress=None if args.json else _progress, ipv6=args.ipv6)
     try:
         if args.profile:
             import cProfile

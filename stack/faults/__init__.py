@@ -27,6 +27,8 @@ ignored)::
                      where flags= is the change, spell it has=F
       flags==F       exactly these flags
       port=N  sport=N  dport=N       either port / source port / destination port
+      addr=A  src=A  dst=A           either address / source / destination: an address or a
+                                     prefix of either family (198.18.0.1, 2001:2::/64)
       payload=yes|no                 carries data or not
       state=S[,S...]                 the stack's connection is in one of these states when the
                                      segment is sent, not when it arrives (TIME-WAIT, FIN-WAIT-1,

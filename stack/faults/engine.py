@@ -38,6 +38,7 @@ from stack.faults.rules import (
 )
 from stack.native import checksum_adjust, checksum_adjust32, tcp_checksum_ipv4
 from stack.wire import build_packet
+from stack.wire.address import address_matches
 from stack.wire.segment import ACK, RST, SYN, Segment
 
 StateOf = Callable[[Segment, str], str | None]
@@ -186,6 +187,13 @@ class FaultEngine:
         if rule.sport is not None and seg.src_port != rule.sport:
             return False
         if rule.dport is not None and seg.dst_port != rule.dport:
+            return False
+        if rule.addr is not None and not (address_matches(seg.src_addr, rule.addr)
+                                          or address_matches(seg.dst_addr, rule.addr)):
+            return False
+        if rule.src is not None and not address_matches(seg.src_addr, rule.src):
+            return False
+        if rule.dst is not None and not address_matches(seg.dst_addr, rule.dst):
             return False
         if rule.payload is not None and bool(seg.payload) != rule.payload:
             return False

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from stack.tcp.states import State
+from stack.wire.address import network_text
 from stack.wire.segment import flags_text, parse_flags_text
 
 DIRECTIONS = ("in", "out")
 PROTOS = ("tcp", "icmp")  # what a rule acts on: TCP segments (the default) or ICMP/ICMPv6 datagrams
 # The actions and matchers that make sense for an ICMP datagram: nothing that reads or writes TCP.
 ICMP_ACTIONS = ("drop", "delay", "dup", "corrupt", "truncate")
-_TCP_MATCHERS = ("flags", "flags_exact", "port", "sport", "dport", "payload", "states")
+_TCP_MATCHERS = ("flags", "flags_exact", "port", "sport", "dport", "addr", "src", "dst", "payload", "states")
 INJECT_KINDS = ("rst", "syn", "ack")
 SEQ_SPACE = 1 << 32
 _MAX_DURATION = 1e9  # ~31 years: anything larger is a typo, and inf would never release a held packet
@@ -55,6 +56,9 @@ def _rebuild_error(column: int, reason: str, line: int | None) -> FaultRuleError
 
 
 # ---------------------------------------------------------------------- values
+ADDRESS_KEYS = ("addr", "src", "dst")  # matchers of either / the source / the destination address
+
+
 def parse_duration(text: str) -> float:
     """'50ms' / '1.5s' / '200us' / '0' -> seconds. Raises ValueError.
 
@@ -298,6 +302,9 @@ class FaultRule:
     port: int | None = None
     sport: int | None = None
     dport: int | None = None
+    addr: str | None = None  # an address or prefix of either family, e.g. 2001:2::/64
+    src: str | None = None
+    dst: str | None = None
     payload: bool | None = None
     states: tuple[str, ...] = ()
     after: float | None = None
@@ -335,6 +342,10 @@ class FaultRule:
             value = getattr(self, name)
             if value is not None:
                 _check_int(name, value, 1, 1 << 62)
+        for name in ADDRESS_KEYS:
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, network_text(value))
         if self.seed is not None:
             _check_int("seed", self.seed, 0, 1 << 64)
         if self.p is not None and not (isinstance(self.p, (int, float)) and 0.0 <= self.p <= 1.0):
@@ -361,7 +372,7 @@ class FaultRule:
             words.append(f"{key}={flags_text(self.flags)}")
         if self.flags_exact is not None:
             words.append(f"flags=={flags_text(self.flags_exact)}")
-        for name in ("port", "sport", "dport"):
+        for name in ("port", "sport", "dport", *ADDRESS_KEYS):
             value = getattr(self, name)
             if value is not None:
                 words.append(f"{name}={value}")
@@ -398,8 +409,8 @@ _KEY_VALUE = re.compile(r"([a-z][a-z0-9_]*)(==|\+=|-=|=)(.*)", re.ASCII | re.DOT
 _UINT = re.compile(r"[0-9]+", re.ASCII)
 _OFFSET = re.compile(r"[+-][0-9]+", re.ASCII)
 _FLOAT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?%?", re.ASCII)
-_MATCH_KEYS = ("flags", "has", "port", "sport", "dport", "payload", "state", "after", "before",
-               "nth", "first", "every", "p", "seed", "proto")
+_MATCH_KEYS = ("flags", "has", "port", "sport", "dport", "addr", "src", "dst", "payload", "state", "after",
+               "before", "nth", "first", "every", "p", "seed", "proto")
 _ACTION_KEYS: dict[str, tuple[str, ...]] = {
     "drop": (), "delay": ("jitter",), "dup": ("copies",), "reorder": ("hold", "timeout"), "corrupt": ("bits",),
     "truncate": ("len", "cut"), "rewrite": ("window", "seq", "ack", "flags"), "inject": ("seq",),
@@ -509,6 +520,11 @@ def _parse_arg(action: str, key: str, op: str, value: str, col: int, vcol: int, 
         args.put("flags", _flags_value(key, value, vcol), col, "flags matcher ('flags=' / 'has=')")
     elif key in ("port", "sport", "dport", "nth", "first", "every", "seed"):
         args.put(key, _int_value(key, value, vcol), col, repr(key))
+    elif key in ADDRESS_KEYS:
+        try:
+            args.put(key, network_text(value), col, repr(key))
+        except ValueError as exc:
+            raise FaultRuleError(vcol, str(exc)) from None
     elif key == "proto":
         if value not in PROTOS:
             raise FaultRuleError(vcol, f"proto must be {' or '.join(PROTOS)}, not {value!r}")

@@ -24,9 +24,10 @@ from typing import Any, BinaryIO, TextIO
 
 from stack.faults.adapter import FaultNote
 from stack.observe.pcap import PcapWriter
-from stack.observe.trace import Direction, TraceWriter, endpoint
+from stack.observe.trace import Direction, TraceWriter
 from stack.tcp.events import StateChanged
 from stack.wire import MalformedPacket, parse_packet
+from stack.wire.address import endpoint
 from stack.wire.icmp import IcmpMessage
 from stack.wire.segment import Segment
 

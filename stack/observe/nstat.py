@@ -75,6 +75,12 @@ IP_REASONS: dict[str, str] = {
     Reason.BAD_TOTAL_LENGTH: "IpInHdrErrors",
     Reason.NOT_TCP: "IpInUnknownProtos",
     Reason.FRAGMENT: "IpInDiscards",
+    # IPv6's header errors are summed with IPv4's (Linux keeps them apart, as Ip6InHdrErrors and
+    # Ip6InTruncatedPkts, in a section of their own).
+    Reason.BAD_PAYLOAD_LENGTH: "IpInHdrErrors",
+    Reason.EXT_HEADER_OVERRUN: "IpInHdrErrors",
+    Reason.EXT_HEADER_LOOP: "IpInHdrErrors",
+    Reason.HOP_BY_HOP_NOT_FIRST: "IpInHdrErrors",
 }
 IP_COUNTERS = ("IpInHdrErrors", "IpInUnknownProtos", "IpInDiscards")
 

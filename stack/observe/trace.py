@@ -2,7 +2,8 @@
 
 One JSON object per line, keys in the order below, every record carrying `kind` and `time`
 (float seconds on whatever clock drove the run: UNIX time, or the simulated clock of a test).
-Endpoints are "addr:port" strings from this stack's point of view (`local` is ours).
+Endpoints are "addr:port" strings from this stack's point of view (`local` is ours); an IPv6
+address is bracketed, "[2001:2::2]:80", as ss prints it (stack.wire.address.endpoint).
 
 Schema (version 1; `SCHEMA` below is the machine-readable form the tests check against)::
 
@@ -46,6 +47,7 @@ from typing import Any, Literal, TextIO
 from stack.observe._stream import OwnedStream
 from stack.tcp.events import Event, StateChanged
 from stack.tcp.states import State
+from stack.wire.address import endpoint
 from stack.wire.segment import Segment
 
 SCHEMA_VERSION = 1
@@ -89,11 +91,6 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
 
 _STATE_NAMES = frozenset(s.value for s in State)
 DEFAULT_FLUSH_BYTES = 64 * 1024
-
-
-def endpoint(addr: str, port: int) -> str:
-    """'10.0.0.2', 40000 -> '10.0.0.2:40000' (the form every trace record uses)."""
-    return f"{addr}:{port}"
 
 
 def validate_record(record: Any) -> None:

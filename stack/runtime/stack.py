@@ -55,7 +55,8 @@ class Stack:
     `stats_interval` seconds (stack.observe.statslog)."""
 
     def __init__(self, link: Any = None, *, config: Config | None = None, addr: str = "198.18.0.2",
-                 peer_addr: str = "198.18.0.1", prefix: int = 24, netns: str | None = None,
+                 peer_addr: str = "198.18.0.1", prefix: int = 24, addr6: str | None = "2001:2::2",
+                 peer_addr6: str | None = "2001:2::1", prefix6: int = 64, netns: str | None = None,
                  mtu: int | None = None, faults: FaultEngine | None = None, offload: bool = True,
                  pcap: PcapTarget | None = None, trace: TraceTarget | None = None,
                  stats_log: str | None = None, stats_interval: float = 1.0) -> None:
@@ -65,6 +66,10 @@ class Stack:
         self.addr = addr
         self.peer_addr = peer_addr
         self.prefix = prefix
+        # The same link carries IPv6 too (None: IPv4 only; an MTU below 1280 drops the defaults).
+        self.addr6 = addr6
+        self.peer_addr6 = peer_addr6
+        self.prefix6 = prefix6
         self._netns_name = netns
         self.link: Any = link
         self._owns_link = link is None
@@ -132,7 +137,9 @@ class Stack:
             if ns is not None:
                 ns.create()
             self.link = TunLink(ns, addr=self.addr, peer_addr=self.peer_addr, prefix=self.prefix,
+                                addr6=self.addr6, peer_addr6=self.peer_addr6, prefix6=self.prefix6,
                                 mtu=self.config.mtu, offload=self.offload)
+            self.addr6, self.peer_addr6 = self.link.addr6, self.link.peer_addr6
             self._own_netns = ns
             try:
                 self.link.open()
@@ -140,7 +147,7 @@ class Stack:
                 if ns is not None:
                     ns.delete()
                 raise
-        self.host = Host(self.addr, self.config, start=self.loop.time())
+        self.host = Host((self.addr, self.addr6) if self.addr6 else self.addr, self.config, start=self.loop.time())
         self._vnet = bool(getattr(self.link, "offload", False))
         if self._vnet:
             # The kernel splits what we send: segments may carry up to 64 KB whatever the MTU.
@@ -648,5 +655,6 @@ class Stack:
 
     # ---------------------------------------------------------------- observation
     def state_of(self, local_port: int, remote: tuple[str, int]) -> State | None:
-        state = self._host().state_for((self.addr, local_port, remote[0], remote[1]))
+        host = self._host()
+        state = host.state_for((host.local_address_for(remote[0]), local_port, remote[0], remote[1]))
         return None if state is State.LISTEN else state

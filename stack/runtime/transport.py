@@ -72,9 +72,10 @@ class TcpTransport(asyncio.Transport):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         la, lp, ra, rp = self._conn.four_tuple
         if name == "peername":
-            return (ra, rp)
+            # As a socket of the family gives it: IPv6 adds flowinfo and scope_id (both 0 here).
+            return (ra, rp, 0, 0) if ":" in ra else (ra, rp)
         if name == "sockname":
-            return (la, lp)
+            return (la, lp, 0, 0) if ":" in la else (la, lp)
         if name == "tcp_state":
             return self._conn.state.value
         if name == "connection":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from stack.tcp import congestion, recovery
 from stack.tcp.acks import on_ack, rtt_sample
+from stack.tcp.config import default_peer_mss
 from stack.tcp.context import Context
 from stack.tcp.events import Accepted, CloseReason, Connected
 from stack.tcp.outcome import ESTABLISHED, CookieCheck, Outcome, ToTimeWait
@@ -51,9 +52,10 @@ def negotiate(c: Tcb, syn: Segment, now: float) -> None:
         c.ts_recent_time = now
     else:
         c.ts_ok = False
-    peer_mss = opts.mss if opts.mss else 536
+    local = c.four_tuple[0]
+    peer_mss = opts.mss if opts.mss else default_peer_mss(local)
     # The MSS excludes options; with timestamps every segment carries 12 bytes of them (RFC 7323 §2).
-    c.snd_mss = max(64, min(peer_mss, cfg.mss) - (12 if c.ts_ok else 0))
+    c.snd_mss = max(64, min(peer_mss, cfg.mss_for(local)) - (12 if c.ts_ok else 0))
 
 
 def become_established(c: Tcb, seg: Segment, ctx: Context, cause: str) -> Outcome | None:

@@ -10,13 +10,14 @@ and return an `Outcome`; the host acts on it (`act`): only here do connections e
 
 from __future__ import annotations
 
+import errno
 import weakref
 from typing import NamedTuple
 
 from stack.native import TimerWheel
 from stack.tcp.arrival import listen_arrives, negotiate, return_to_listen
 from stack.tcp.budget import MemoryPool
-from stack.tcp.config import Config, FourTuple
+from stack.tcp.config import Config, FourTuple, default_peer_mss
 from stack.tcp.connection import Connection
 from stack.tcp.context import Context
 from stack.tcp.counters import Counters
@@ -31,6 +32,7 @@ from stack.tcp.states import State, check_transition
 from stack.tcp.syncookie import check_cookie, make_cookie, recently_sent
 from stack.tcp.tcb import N_TIMERS, Timer, _window_shift
 from stack.tcp.timewait import TimeWait, TimeWaitTable, TwAction
+from stack.wire.address import canonical_address
 from stack.wire.icmp import IcmpMessage
 from stack.wire.reasons import ICMP_REASONS
 from stack.wire.segment import ACK, FIN, RST, SYN, Segment, TcpOptions
@@ -72,7 +74,8 @@ class Listener:
 class Host:
     def __init__(self, addresses: str | tuple[str, ...] = "198.18.0.2", config: Config | None = None,
                  *, timer_resolution: float = 0.0001, start: float = 0.0) -> None:
-        self.addresses = (addresses,) if isinstance(addresses, str) else tuple(addresses)
+        # Canonical text (stack.wire.address): what parse_packet puts in every segment it decodes.
+        self.addresses = tuple(map(canonical_address, (addresses,) if isinstance(addresses, str) else addresses))
         self.config = config or Config()
         self.counters = Counters()
         self.connections: dict[FourTuple, Connection] = {}
@@ -343,7 +346,9 @@ class Host:
         """Active OPEN (RFC 9293 §3.10.1): send a SYN and enter SYN-SENT."""
         ctx = self.context(now)
         cfg = config or self.config
-        laddr = local_addr or self.addresses[0]
+        if ":" in remote_addr:
+            remote_addr = canonical_address(remote_addr)  # IPv6 text has more than one spelling
+        laddr = local_addr or self.local_address_for(remote_addr)
         if local_port is None:
             local_port = self._pick_port(laddr, remote_addr, remote_port, now)
         key = (laddr, local_port, remote_addr, remote_port)
@@ -369,7 +374,8 @@ class Host:
         """A fully specified passive OPEN (RFC 9293 §3.10.1): a connection in LISTEN that accepts
         only this peer, and that a SEND turns into an active open (LISTEN -> SYN-SENT)."""
         ctx = self.context(now)
-        key = (self.addresses[0], local_port, remote_addr, remote_port)
+        remote_addr = canonical_address(remote_addr)
+        key = (self.local_address_for(remote_addr), local_port, remote_addr, remote_port)
         if key in self.connections or key in self.time_wait:
             raise PortInUse(f"{key} is in use")
         conn = self._new_connection(key, config or self.config, now, passive=False, listen_port=None, iss=None)
@@ -377,6 +383,16 @@ class Host:
         conn.set_state(S.LISTEN, "passive OPEN", ctx)
         assert conn.handle is not None
         return conn.handle
+
+    def local_address_for(self, remote_addr: str) -> str:
+        """The host's first address of `remote_addr`'s family: IPv6 text has a ':', IPv4 none.
+        Raises OSError(ENETUNREACH) when the host has no address of that family."""
+        v6 = ":" in remote_addr
+        for addr in self.addresses:
+            if (":" in addr) == v6:
+                return addr
+        family = "IPv6" if v6 else "IPv4"
+        raise OSError(errno.ENETUNREACH, f"no {family} address on this host to reach {remote_addr} from")
 
     # ------------------------------------------------------------------ internals
     def _new_connection(self, key: FourTuple, cfg: Config, now: float, *, passive: bool,
@@ -426,11 +442,12 @@ class Host:
         ts_clock = (int(now * 1000.0) + self._isn.ts_offset(key)) & MASK if cfg.timestamps and opts.timestamp else None
         wscale = opts.wscale if cfg.window_scaling else None
         sack = cfg.sack and opts.sack_permitted
-        cookie, tsval = make_cookie(self._isn.secret, key, syn.seq, opts.mss or 536, now, wscale=wscale, sack=sack,
-                                    ts_clock=ts_clock)
-        options = TcpOptions(mss=cfg.mss)
+        cookie, tsval = make_cookie(self._isn.secret, key, syn.seq, opts.mss or default_peer_mss(syn.dst_addr), now,
+                                    wscale=wscale, sack=sack, ts_clock=ts_clock)
+        mss = cfg.mss_for(syn.dst_addr)
+        options = TcpOptions(mss=mss)
         if tsval is not None and opts.timestamp is not None:
-            options = TcpOptions(mss=cfg.mss, wscale=_window_shift(cfg.recv_buffer) if wscale is not None else None,
+            options = TcpOptions(mss=mss, wscale=_window_shift(cfg.recv_buffer) if wscale is not None else None,
                                  sack_permitted=sack, timestamp=(tsval, opts.timestamp[0]))
         window = min(cfg.recv_buffer, 65535)
         reply = Segment(syn.dst_addr, syn.src_addr, syn.dst_port, syn.src_port, cookie, seq_add(syn.seq, 1),

@@ -37,7 +37,7 @@ from stack.tcp.sender import push
 from stack.tcp.seq import seq_le, seq_lt
 from stack.tcp.states import State
 from stack.tcp.tcb import Tcb
-from stack.wire.headers import IPPROTO_TCP
+from stack.wire.headers import IPPROTO_TCP, IPV6_VERSION
 from stack.wire.icmp import (
     ICMP_DEST_UNREACH,
     ICMP_ECHO_REPLY,
@@ -51,7 +51,6 @@ from stack.wire.icmp import (
     ICMPV6_PACKET_TOO_BIG,
     ICMPV6_PARAMETER_PROBLEM,
     ICMPV6_TIME_EXCEEDED,
-    IPV6_VERSION,
     IcmpMessage,
 )
 

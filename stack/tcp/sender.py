@@ -66,7 +66,7 @@ def _syn_options(c: Tcb, now: float) -> TcpOptions:
     ts: tuple[int, int] | None = None
     if cfg.timestamps and (not answering or c.ts_ok):
         ts = (c.tsval(now), c.ts_recent if answering else 0)
-    return TcpOptions(mss=cfg.mss, wscale=wscale, sack_permitted=sack, timestamp=ts)
+    return TcpOptions(mss=cfg.mss_for(c.four_tuple[0]), wscale=wscale, sack_permitted=sack, timestamp=ts)
 
 
 def send_ack(c: Tcb, ctx: Context) -> None:

@@ -1,4 +1,7 @@
-"""`Segment` -> complete IPv4 packet with both checksums filled in.
+"""`Segment` -> complete IPv4 or IPv6 packet with every checksum filled in.
+
+The segment's addresses pick the family: two IPv6 addresses make an IPv6 packet (RFC 8200 §3, no
+extension headers, the TCP checksum over the §8.1 pseudo-header), two IPv4 addresses an IPv4 one.
 
 TCP options are written in one canonical order, the one Linux's tcp_options_write() uses, so
 every option starts where a 32-bit load would want it (RFC 9293 §3.2 leaves the order free)::
@@ -27,7 +30,7 @@ from typing import Any
 
 from construct import ConstructError
 
-from stack.native import internet_checksum, tcp_checksum_ipv4
+from stack.native import internet_checksum, tcp_checksum_ipv4, tcp_checksum_ipv6
 from stack.wire.headers import (
     BUILD_CONTEXT,
     IP_DF,
@@ -35,6 +38,9 @@ from stack.wire.headers import (
     IPPROTO_TCP,
     IPV4_MIN_HEADER,
     IPV4_VERSION,
+    IPV6_HEADER_SIZE,
+    IPV6_VERSION,
+    IPV6_VERSION_SHIFT,
     OPT_EOL,
     OPT_MSS,
     OPT_NOP,
@@ -44,11 +50,13 @@ from stack.wire.headers import (
     OPT_WSCALE,
     OPTION_CODEC,
     OPTION_CODECS,
+    PLAIN6_CODEC,
     PLAIN_CODEC,
     PLAIN_LAYOUT_SIZE,
     SACK_MAX_BLOCKS,
     TCP_MAX_OPTION_SPACE,
     TCP_MIN_HEADER,
+    TS6_CODEC,
     TS_CODEC,
     TS_OPTION_SIZE,
     option_key,
@@ -58,6 +66,8 @@ from stack.wire.segment import Segment, TcpOptions
 _build_plain = PLAIN_CODEC.build_into
 _build_ts = TS_CODEC.build_into
 _build_option = OPTION_CODEC.build_into
+_build_plain6 = PLAIN6_CODEC.build_into
+_build_ts6 = TS6_CODEC.build_into
 
 _VERSION_IHL = IPV4_VERSION << 4 | IPV4_MIN_HEADER >> 2  # 0x45: no IP options are ever sent
 _IP_CHECKSUM_AT = 10
@@ -65,6 +75,9 @@ _TCP_CHECKSUM_AT = IPV4_MIN_HEADER + 16
 _PLAIN_DOFF = (PLAIN_LAYOUT_SIZE - IPV4_MIN_HEADER) >> 2 << 4  # 5 words, in the high nibble
 _TS_DOFF = (PLAIN_LAYOUT_SIZE - IPV4_MIN_HEADER + TS_OPTION_SIZE) >> 2 << 4
 _MAX_PAYLOAD = IP_MAX_TOTAL_LENGTH - PLAIN_LAYOUT_SIZE
+_VERSION_CLASS_FLOW = IPV6_VERSION << IPV6_VERSION_SHIFT  # traffic class 0, flow label 0
+_TCP6_CHECKSUM_AT = IPV6_HEADER_SIZE + 16
+_MAX_PAYLOAD_LENGTH = 0xFFFF  # RFC 8200 §3: 16 bits; no jumbograms (RFC 2675) are sent
 
 # Interpreted options are written by their compiled `OPTION_LAYOUTS` FlatSequence (proven equal
 # to `TCP_OPTION` in tests/wire); option-free constants are built by construct once, here.
@@ -82,12 +95,14 @@ _ADDR_CACHE_MAX = 1024
 
 
 def _addr(text: str) -> bytes:
+    """4 octets for an IPv4 address, 16 for an IPv6 one (the length says the family)."""
     raw = _ADDR_CACHE.get(text)
     if raw is None:
         try:
-            raw = socket.inet_pton(socket.AF_INET, text)  # strict dotted quad, unlike inet_aton
+            # inet_pton is strict (a dotted quad, unlike inet_aton); a ':' can only be IPv6.
+            raw = socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
         except (OSError, TypeError) as exc:
-            raise ValueError(f"not an IPv4 address: {text!r}") from exc
+            raise ValueError(f"not an IP address: {text!r}") from exc
         if len(_ADDR_CACHE) >= _ADDR_CACHE_MAX:
             _ADDR_CACHE.clear()
         _ADDR_CACHE[text] = raw
@@ -137,11 +152,14 @@ def build_tcp_options(opts: TcpOptions) -> bytes:
 
 
 def build_packet(seg: Segment, *, ttl: int = 64, ident: int = 0, dont_fragment: bool = True) -> bytes:
-    """A complete IPv4 + TCP packet for `seg` with both checksums correct. Raises ValueError."""
+    """A complete IPv4 + TCP packet for `seg` with both checksums correct; IPv6 + TCP when its
+    addresses are IPv6 (`ttl` is then the Hop Limit; IPv6 has no ident or DF). Raises ValueError."""
     opts = seg.options
     payload = seg.payload
     src4 = _addr(seg.src_addr)
     dst4 = _addr(seg.dst_addr)
+    if len(src4) != 4 or len(dst4) != 4:
+        return _build_ipv6(seg, src4, dst4, ttl)
     if len(payload) > _MAX_PAYLOAD:
         raise ValueError(f"payload of {len(payload)} octets does not fit in one IPv4 datagram")
     timestamp = opts.timestamp
@@ -213,5 +231,64 @@ def build_packet(seg: Segment, *, ttl: int = 64, ident: int = 0, dont_fragment: 
     stream.seek(_IP_CHECKSUM_AT)
     stream.write(ip_sum.to_bytes(2, "big"))
     stream.seek(_TCP_CHECKSUM_AT)
+    stream.write(tcp_sum.to_bytes(2, "big"))
+    return stream.getvalue()
+
+
+def _build_ipv6(seg: Segment, src6: bytes, dst6: bytes, hop_limit: int) -> bytes:
+    """The IPv6 half of `build_packet`: the same TCP header and options behind a 40-octet IPv6
+    header, built by the IPv6 twins of the two hot layouts."""
+    if len(src6) != len(dst6):
+        raise ValueError(f"addresses of two families: {seg.src_addr} > {seg.dst_addr}")
+    opts = seg.options
+    payload = seg.payload
+    timestamp = opts.timestamp
+    plain = (
+        opts.mss is None
+        and opts.wscale is None
+        and not opts.sack_permitted
+        and not opts.sack_blocks
+        and not opts.unknown
+    )
+    stream = BytesIO()
+    try:
+        if plain:
+            raw_options = b""
+            tcp_header = TCP_MIN_HEADER + (TS_OPTION_SIZE if timestamp is not None else 0)
+        else:
+            raw_options = build_tcp_options(opts)
+            tcp_header = TCP_MIN_HEADER + len(raw_options)
+        payload_length = tcp_header + len(payload)
+        if payload_length > _MAX_PAYLOAD_LENGTH:
+            raise ValueError(f"TCP segment of {payload_length} octets does not fit in one IPv6 packet")
+        head = (
+            _VERSION_CLASS_FLOW,
+            payload_length,
+            IPPROTO_TCP,  # Next Header: no extension headers are ever sent
+            hop_limit,
+            src6,
+            dst6,
+            seg.src_port,
+            seg.dst_port,
+            seg.seq,
+            seg.ack,
+            tcp_header >> 2 << 4,
+            seg.flags,
+            seg.window,
+            0,  # TCP checksum, patched below
+            seg.urgent,
+        )
+        if plain and timestamp is not None:
+            _build_ts6((*head, None, timestamp[0], timestamp[1]), stream, BUILD_CONTEXT)
+        else:
+            _build_plain6(head, stream, BUILD_CONTEXT)
+    except (ConstructError, struct.error, TypeError, IndexError) as exc:
+        raise ValueError(f"cannot encode {seg.summary()}: {exc}") from exc
+    if raw_options:
+        stream.write(raw_options)
+    stream.write(payload)
+    packet = stream.getvalue()
+    tcp_sum = tcp_checksum_ipv6(src6, dst6, memoryview(packet)[IPV6_HEADER_SIZE:])
+    stream.seek(_TCP6_CHECKSUM_AT)
     stream.write(tcp_sum.to_bytes(2, "big"))
     return stream.getvalue()

@@ -8,13 +8,15 @@ its own reason, in this order:
 
 1. ``not_tcp``               the protocol is not ICMP either (still an unknown protocol)
 2. ``bad_total_length``      Total Length larger than the buffer or smaller than the IP header
+                             (IPv6: ``bad_payload_length`` and the extension-header reasons of
+                             stack/wire/ipv6.py, whose walk finds the ICMPv6 header)
 3. ``icmp_truncated``        fewer than the 8 octets every ICMP message starts with (RFC 792)
 4. ``bad_icmp_checksum``     ICMP: the internet checksum over the message; ICMPv6: over the
                              IPv6 pseudo-header and the message (RFC 4443 §2.3)
 5. ``icmp_quote_truncated``  an error message whose quote is shorter than an IP header and the
                              8 octets RFC 1122 §3.2.2 (and RFC 4443 §2.4 (c)) require
 6. ``icmp_bad_quote``        the quote does not start with an IP header of the message's own
-                             version (bad version or IHL)
+                             version (bad version or IHL), or its IPv6 extension headers do not walk
 
 A quote of another protocol than TCP is not malformed (a host may get errors about anything it
 sent); the core counts it as an error about nothing it knows.
@@ -30,15 +32,24 @@ from typing import Any
 from construct import Bytes, ConstructError, GreedyBytes, Int8ub, Int16ub, Int32ub, Struct, Switch, this
 
 from stack.native import internet_checksum
-from stack.wire.headers import IPPROTO_TCP, IPV4_CODEC, IPV4_MIN_HEADER, IPV4_VERSION
+from stack.wire.headers import (
+    IPPROTO_TCP,
+    IPV4_CODEC,
+    IPV4_MIN_HEADER,
+    IPV4_VERSION,
+    IPV6_CODEC,
+    IPV6_HEADER,
+    IPV6_HEADER_SIZE,
+    IPV6_VERSION,
+    IPV6_VERSION_SHIFT,
+)
+from stack.wire.ipv6 import walk_extension_headers
 from stack.wire.parse import parse_packet
 from stack.wire.reasons import MalformedPacket, Reason
 from stack.wire.segment import Segment
 
 IPPROTO_ICMP = 1
 IPPROTO_ICMPV6 = 58
-IPV6_VERSION = 6
-IPV6_HEADER_LEN = 40
 
 # ICMP types (RFC 792) and the codes of Destination Unreachable this stack tells apart (RFC 1122
 # §3.2.2.1, RFC 1812 §5.2.7.1 for 9..15).
@@ -107,14 +118,6 @@ ICMPV6_MESSAGE = Struct(
 )
 # The first 8 octets of a quoted TCP header: ports and SEQ are all an error needs (RFC 5927 §5.1).
 QUOTED_TCP = Struct("src_port" / Int16ub, "dst_port" / Int16ub, "seq" / Int32ub)
-IPV6_FIXED = Struct(
-    "version_class_flow" / Int32ub,
-    "payload_length" / Int16ub,
-    "next_header" / Int8ub,
-    "hop_limit" / Int8ub,
-    "src" / Bytes(16),
-    "dst" / Bytes(16),
-)
 
 # The rest-of-header fields each type carries, for `build_icmp` (everything else is "unused").
 _REST_FIELDS = ("identifier", "sequence", "mtu", "pointer")
@@ -213,20 +216,22 @@ def parse_icmp(buf: bytes | bytearray | memoryview, *, verify_checksums: bool = 
 
 
 def _parse_icmpv6(data: bytes, verify_checksums: bool) -> IcmpMessage:
-    if len(data) < IPV6_HEADER_LEN or data[0] >> 4 != IPV6_VERSION:
+    """ICMPv6 at the end of the extension-header chain that `parse_packet` already walked."""
+    if len(data) < IPV6_HEADER_SIZE or data[0] >> 4 != IPV6_VERSION:
         raise MalformedPacket(Reason.NOT_IPV4, f"IP version {data[0] >> 4 if data else None}")
-    fixed = IPV6_FIXED.parse(data)
-    if fixed.next_header != IPPROTO_ICMPV6:
-        raise MalformedPacket(Reason.NOT_TCP, f"IPv6 next header {fixed.next_header}")
-    end = IPV6_HEADER_LEN + fixed.payload_length
+    _vcf, payload_length, next_header, _hops, src16, dst16 = IPV6_CODEC.parse(data)
+    end = IPV6_HEADER_SIZE + payload_length
     if end > len(data):
-        raise MalformedPacket(Reason.BAD_TOTAL_LENGTH, f"payload length {fixed.payload_length}, buffer {len(data)}")
-    message = data[IPV6_HEADER_LEN:end]
+        raise MalformedPacket(Reason.BAD_PAYLOAD_LENGTH, f"payload length {payload_length}, buffer {len(data)}")
+    protocol, start = walk_extension_headers(data, next_header, end)
+    if protocol != IPPROTO_ICMPV6:
+        raise MalformedPacket(Reason.NOT_TCP, f"IPv6 next header {protocol}")
+    message = data[start:end]
     _check_length(message)
-    if verify_checksums and icmpv6_checksum(fixed.src, fixed.dst, message) != 0:
+    if verify_checksums and icmpv6_checksum(src16, dst16, message) != 0:
         raise MalformedPacket(Reason.BAD_ICMP_CHECKSUM, f"ICMPv6 checksum {_field(message):#06x} does not verify")
-    return _message(IPV6_VERSION, socket.inet_ntop(socket.AF_INET6, fixed.src),
-                    socket.inet_ntop(socket.AF_INET6, fixed.dst), ICMPV6_MESSAGE.parse(message))
+    return _message(IPV6_VERSION, socket.inet_ntop(socket.AF_INET6, src16),
+                    socket.inet_ntop(socket.AF_INET6, dst16), ICMPV6_MESSAGE.parse(message))
 
 
 def _field(message: bytes) -> int:
@@ -252,14 +257,19 @@ def _message(version: int, src: str, dst: str, parsed: Any) -> IcmpMessage:
 def _parse_quote(body: bytes, version: int) -> Quote:
     """The quoted datagram's IP header and the first 8 octets of what it carried."""
     if version == IPV6_VERSION:
-        if len(body) < IPV6_HEADER_LEN + QUOTED_TRANSPORT:
+        if len(body) < IPV6_HEADER_SIZE + QUOTED_TRANSPORT:
             raise MalformedPacket(Reason.ICMP_QUOTE_TRUNCATED, f"quote of {len(body)} octets")
         if body[0] >> 4 != IPV6_VERSION:
             raise MalformedPacket(Reason.ICMP_BAD_QUOTE, f"quoted IP version {body[0] >> 4}")
-        fixed = IPV6_FIXED.parse(body)
-        src = socket.inet_ntop(socket.AF_INET6, fixed.src)
-        dst = socket.inet_ntop(socket.AF_INET6, fixed.dst)
-        protocol, start = fixed.next_header, IPV6_HEADER_LEN
+        _vcf, _length, next_header, _hops, src16, dst16 = IPV6_CODEC.parse(body)
+        src = socket.inet_ntop(socket.AF_INET6, src16)
+        dst = socket.inet_ntop(socket.AF_INET6, dst16)
+        try:  # the quoted datagram's own extension headers, as far as the quote holds them
+            protocol, start = walk_extension_headers(body, next_header, len(body))
+        except MalformedPacket as bad:
+            raise MalformedPacket(Reason.ICMP_BAD_QUOTE, f"quoted extension headers: {bad.detail}") from None
+        if protocol == IPPROTO_TCP and len(body) < start + QUOTED_TRANSPORT:
+            raise MalformedPacket(Reason.ICMP_QUOTE_TRUNCATED, f"quote of {len(body)} octets, TCP at {start}")
     else:
         if len(body) < IPV4_MIN_HEADER:
             raise MalformedPacket(Reason.ICMP_QUOTE_TRUNCATED, f"quote of {len(body)} octets")
@@ -291,8 +301,9 @@ def build_icmp(msg: IcmpMessage, *, ttl: int = 64, ident: int = 0) -> bytes:
             src = socket.inet_pton(socket.AF_INET6, msg.src_addr)
             dst = socket.inet_pton(socket.AF_INET6, msg.dst_addr)
             message[2:4] = icmpv6_checksum(src, dst, message).to_bytes(2, "big")
-            header = IPV6_FIXED.build({"version_class_flow": IPV6_VERSION << 28, "payload_length": len(message),
-                                       "next_header": IPPROTO_ICMPV6, "hop_limit": ttl, "src": src, "dst": dst})
+            header = IPV6_HEADER.build({"version_class_flow": IPV6_VERSION << IPV6_VERSION_SHIFT,
+                                        "payload_length": len(message), "next_header": IPPROTO_ICMPV6,
+                                        "hop_limit": ttl, "src": src, "dst": dst})
             return bytes(header) + bytes(message)
         message[2:4] = internet_checksum(message).to_bytes(2, "big")
         header = bytearray(IPV4_CODEC.build((IPV4_VERSION << 4 | IPV4_MIN_HEADER >> 2, 0,

@@ -9,6 +9,7 @@ import subprocess
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from stack.link.nsenter import netns_socket
 from stack.runtime import Stack
@@ -18,6 +19,26 @@ from stack.tcp.states import State
 
 STACK_ADDR = "198.18.0.2"
 KERNEL_ADDR = "198.18.0.1"
+STACK_ADDR6 = "2001:2::2"
+KERNEL_ADDR6 = "2001:2::1"
+
+
+@dataclass(frozen=True)
+class Fam:
+    """One address family of the link: the stack's address, the kernel side's, the socket family."""
+
+    name: str
+    stack: str
+    kernel: str
+    family: int
+
+
+FAMILIES = (Fam("ipv4", STACK_ADDR, KERNEL_ADDR, socket.AF_INET),
+            Fam("ipv6", STACK_ADDR6, KERNEL_ADDR6, socket.AF_INET6))
+
+
+def family_of(addr: str) -> int:
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
 
 
 class Transitions:
@@ -82,7 +103,7 @@ async def wait_kernel_state(netns: str, kernel_port: int, wanted: str, timeout: 
 async def kernel_connect(netns: str, port: int, addr: str = STACK_ADDR,
                          linger0: bool = False) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
     """A kernel client connected to the stack; returns the streams and the kernel's local port."""
-    sock = netns_socket(netns)
+    sock = netns_socket(netns, family_of(addr))
     if linger0:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     loop = asyncio.get_running_loop()
@@ -91,10 +112,10 @@ async def kernel_connect(netns: str, port: int, addr: str = STACK_ADDR,
     return reader, writer, sock.getsockname()[1]
 
 
-async def kernel_server(netns: str, port: int, handler):  # type: ignore[no-untyped-def]
-    sock = netns_socket(netns)
+async def kernel_server(netns: str, port: int, handler, addr: str = KERNEL_ADDR):  # type: ignore[no-untyped-def]
+    sock = netns_socket(netns, family_of(addr))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((KERNEL_ADDR, port))
+    sock.bind((addr, port))
     sock.listen(512)
     return await asyncio.start_server(handler, sock=sock)
 

@@ -34,9 +34,9 @@ def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(asyncio.wait_for(coro, 90))
 
 
-async def ping(netns: str, addr: str, count: int = 3) -> tuple[int, str]:
+async def ping(netns: str, addr: str, count: int = 3, family: str = "-4") -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", netns, "ping", "-c", str(count), "-i", "0.2", "-W", "2", addr,
+        "ip", "netns", "exec", netns, "ping", family, "-c", str(count), "-i", "0.2", "-W", "2", addr,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode()
@@ -55,6 +55,21 @@ def test_ping_answers_while_serving() -> None:
             assert counters["IcmpInEchos"] == 3
             assert counters["IcmpOutEchoReps"] == 3
             assert counters["IcmpInMsgs"] >= 3
+
+    run(main())
+
+
+@needs_ping
+def test_ping6_answers() -> None:
+    async def main() -> None:
+        async with running_stack() as (stack, _log):
+            ns = stack.netns
+            assert ns is not None
+            rc, out = await ping(ns, "2001:2::2", family="-6")
+            assert rc == 0 and "3 received" in out, out
+            counters = stack.counters()
+            assert (counters["Icmp6InEchos"], counters["Icmp6OutEchoReplies"]) == (3, 3)
+            assert counters["IcmpInEchos"] == 0
 
     run(main())
 
@@ -80,45 +95,58 @@ def test_a_fault_rule_drops_a_ping_and_the_capture_records_icmp(tmp_path: Path) 
     assert len(read_pcap(pcap)) == 4  # what crossed: the dropped request never did
 
 
+FAMILIES = {  # far address, server socket family, the counter of the error, IP header octets
+    "ipv4": ("198.18.1.2", "AF_INET", "IcmpInDestUnreachs", 20),
+    "ipv6": ("2001:2:1::2", "AF_INET6", "Icmp6InPktTooBigs", 40),
+}
+
+
 @contextmanager
-def narrow_hop(ns: str, mtu: int) -> Iterator[tuple[Netns, str]]:
+def narrow_hop(ns: str, mtu: int) -> Iterator[Netns]:
     """A second namespace behind the stack's kernel peer, over a veth link whose near end has
     `mtu`: the kernel forwards what the stack sends there, so a segment too big for that link gets
-    frag-needed (RFC 1191) back, as from any router. The far end keeps 1500, so the far host still
-    announces an MSS of 1460 (the narrow hop is in the middle of the path, where PMTUD is for).
-    Deleting the namespace deletes the veth pair too."""
+    frag-needed (RFC 1191) or Packet Too Big (RFC 8201) back, as from any router. The far end keeps
+    1500, so the far host still announces an MSS for 1500 (the narrow hop is in the middle of the
+    path, where PMTUD is for). Deleting the namespace deletes the veth pair too."""
     far = Netns().create()
-    far_addr = "198.18.1.2"
     try:
         near = ["ip", "-n", ns]
         subprocess.run([*near, "link", "add", "tcps-icmp0", "mtu", str(mtu), "type", "veth", "peer", "name",
                         "tcps-icmp1", "netns", far.name], check=True)
         subprocess.run([*near, "addr", "add", "198.18.1.1/24", "dev", "tcps-icmp0"], check=True)
+        subprocess.run([*near, "addr", "add", "2001:2:1::1/64", "dev", "tcps-icmp0", "nodad"], check=True)
         subprocess.run([*near, "link", "set", "tcps-icmp0", "up"], check=True)
-        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
-        far.ip("addr", "add", f"{far_addr}/24", "dev", "tcps-icmp1")
+        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+                        "net.ipv6.conf.all.forwarding=1"], check=True)
+        far.ip("addr", "add", "198.18.1.2/24", "dev", "tcps-icmp1")
+        far.ip("addr", "add", "2001:2:1::2/64", "dev", "tcps-icmp1", "nodad")
         far.ip("link", "set", "tcps-icmp1", "up")
         far.ip("link", "set", "lo", "up")
         far.ip("route", "add", "198.18.0.0/24", "via", "198.18.1.1")
-        yield far, far_addr
+        far.ip("-6", "route", "add", "2001:2::/64", "via", "2001:2:1::1")
+        yield far
     finally:
         far.delete()
 
 
-def test_path_mtu_discovery_through_a_narrow_hop() -> None:
-    """The stack sends 1460-octet segments toward a host behind a 1280-octet link; the kernel
-    forwarding them answers frag-needed, the stack lowers its MSS and 1 MB arrives whole."""
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_path_mtu_discovery_through_a_narrow_hop(family: str) -> None:
+    """The stack sends full-sized segments toward a host behind a 1280-octet link; the kernel
+    forwarding them answers frag-needed / Packet Too Big, the stack lowers its MSS and 1 MB
+    arrives whole."""
     size = 1 << 20
+    far_addr, sock_family, counter, ip_header = FAMILIES[family]
 
     async def main() -> None:
         async with running_stack(Config(msl=0.5, secret=b"t" * 16)) as (stack, _log):
             ns = stack.netns
             assert ns is not None
-            with narrow_hop(ns, 1280) as (far, far_addr):
+            with narrow_hop(ns, 1280) as far:
                 server = subprocess.Popen(
                     far.exec_argv(["python3", "-c", (
                         "import socket,sys\n"
-                        "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                        f"s=socket.socket(socket.{sock_family})\n"
+                        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
                         f"s.bind(('{far_addr}', 9000)); s.listen(1); print('ready', flush=True)\n"
                         "c,_=s.accept(); n=0\n"
                         "while True:\n"
@@ -140,11 +168,11 @@ def test_path_mtu_discovery_through_a_narrow_hop() -> None:
                     received = await loop.run_in_executor(None, server.stdout.readline)
                     assert int(received) == size
                     counters = stack.counters()
-                    assert counters["IcmpInDestUnreachs"] >= 1
+                    assert counters[counter] >= 1
                     assert counters["PMTUReductions"] >= 1
                     tcb = stack.host.tcb(conn)  # type: ignore[union-attr]
-                    assert first_mss > 1280 - 40
-                    assert tcb.snd_mss == 1280 - 40 - 12  # timestamps take 12 octets of it
+                    assert first_mss > 1280 - ip_header - 20
+                    assert tcb.snd_mss == 1280 - ip_header - 20 - 12  # timestamps take 12 octets of it
                 finally:
                     server.kill()
                     server.wait()

@@ -19,7 +19,11 @@ from stack.wire import headers as h
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
-ALL_LAYOUTS = [h.IPV4_LAYOUT, h.TCP_LAYOUT, h.PLAIN_LAYOUT, h.TS_LAYOUT]
+ALL_LAYOUTS = [
+    h.IPV4_LAYOUT, h.TCP_LAYOUT, h.PLAIN_LAYOUT, h.TS_LAYOUT,
+    h.IPV6_LAYOUT, h.IPV6_EXT_LAYOUT, h.IPV6_FRAGMENT_LAYOUT, h.PLAIN6_LAYOUT, h.TS6_LAYOUT,
+]
+LAYOUT_IDS = ["ipv4", "tcp", "plain", "ts", "ipv6", "ipv6_ext", "ipv6_fragment", "plain6", "ts6"]
 
 
 def stock(flat: Any) -> Any:
@@ -114,7 +118,7 @@ def test_flat_sequence_rejects_non_flat_subcons() -> None:
 # ---- FlatSequence == stock Sequence -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("flat", ALL_LAYOUTS, ids=["ipv4", "tcp", "plain", "ts"])
+@pytest.mark.parametrize("flat", ALL_LAYOUTS, ids=LAYOUT_IDS)
 @SETTINGS
 @given(data=st.data())
 def test_flat_parse_equals_stock_sequence(flat: Any, data: st.DataObject) -> None:
@@ -122,6 +126,8 @@ def test_flat_parse_equals_stock_sequence(flat: Any, data: st.DataObject) -> Non
     raw = data.draw(st.binary(min_size=size, max_size=size + 8))
     if flat is h.TS_LAYOUT and data.draw(st.booleans()):
         raw = raw[:40] + h.TS_OPTION_PREFIX + raw[44:]  # hit the Const both ways
+    if flat is h.TS6_LAYOUT and data.draw(st.booleans()):
+        raw = raw[:60] + h.TS_OPTION_PREFIX + raw[64:]
     compiled = h.CompiledCodec(flat)
     try:
         expected = stock(flat).parse(raw)
@@ -133,7 +139,7 @@ def test_flat_parse_equals_stock_sequence(flat: Any, data: st.DataObject) -> Non
     assert list(flat.parse(raw)) == list(expected)  # the non-compiled Sequence path too
 
 
-@pytest.mark.parametrize("flat", ALL_LAYOUTS, ids=["ipv4", "tcp", "plain", "ts"])
+@pytest.mark.parametrize("flat", ALL_LAYOUTS, ids=LAYOUT_IDS)
 @SETTINGS
 @given(data=st.data())
 def test_flat_build_equals_stock_sequence(flat: Any, data: st.DataObject) -> None:
