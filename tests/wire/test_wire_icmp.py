@@ -238,3 +238,15 @@ def test_quote_of_an_icmpv6_dest_unreach_is_parsed() -> None:
     got = parse_icmp(raw)
     assert (got.type, got.code) == (ICMPV6_DEST_UNREACH, 4)
     assert got.quote == Quote(V6[1], V6[0], 6, 1, 2, 3)
+
+
+@SETTINGS
+@given(st.sampled_from([0, 3, 8, 11, 12, 1, 2, 4, 128, 129, 200]), st.binary(min_size=7, max_size=60))
+def test_compiled_messages_parse_and_build_as_the_named_structs(kind: int, rest: bytes) -> None:
+    from stack.wire import icmp
+
+    raw = bytes([kind]) + rest
+    for named, compiled in ((icmp.ICMPV4_MESSAGE, icmp._ICMPV4), (icmp.ICMPV6_MESSAGE, icmp._ICMPV6)):
+        value = named.parse(raw)
+        assert compiled.parse(raw) == value
+        assert compiled.build(value) == named.build(value) == raw
