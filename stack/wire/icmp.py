@@ -124,6 +124,11 @@ _ICMPV4 = ICMPV4_MESSAGE.compile()
 _ICMPV6 = ICMPV6_MESSAGE.compile()
 _QUOTED_TCP = QUOTED_TCP.compile()
 
+# Compiled once: construct's generated code parses and builds these ~4x faster than the Structs.
+_ICMPV4 = ICMPV4_MESSAGE.compile()
+_ICMPV6 = ICMPV6_MESSAGE.compile()
+_QUOTED_TCP = QUOTED_TCP.compile()
+
 # The rest-of-header fields each type carries, for `build_icmp` (everything else is "unused").
 _REST_FIELDS = ("identifier", "sequence", "mtu", "pointer")
 
