@@ -29,6 +29,10 @@ _EXCEPTIONS: dict[CloseReason, type[Exception] | None] = {
 }
 
 
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_LOST = asyncio.Protocol()  # what a transport holds once its protocol heard connection_lost
+
+
 def close_exception(reason: CloseReason) -> Exception | None:
     exc_type = _EXCEPTIONS[reason]
     return exc_type(f"connection {reason.value}") if exc_type is not None else None
@@ -108,7 +112,7 @@ class TcpTransport(asyncio.Transport):
 
     # ---------------------------------------------------------------- writing
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not isinstance(data, bytes | bytearray | memoryview):
+        if not isinstance(data, _BYTES_LIKE):
             raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
         if self._lost:
             # First: a connection the peer reset (or the stack aborted) is also "closing", and
@@ -230,7 +234,12 @@ class TcpTransport(asyncio.Transport):
         self._closing = True
         self._conn.user_data = None  # no cycle left for the garbage collector to find
         self._stack.forget_transport(self)
-        self._stack.loop.call_soon(self._protocol.connection_lost, exc)
+        self._stack.loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: Exception | None) -> None:
+        protocol = self._protocol
+        self._protocol = _LOST  # as asyncio's own transports drop theirs: no transport <-> protocol cycle
+        protocol.connection_lost(exc)
 
     def __repr__(self) -> str:
         return f"<TcpTransport {self._conn!r}>"

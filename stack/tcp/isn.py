@@ -37,6 +37,11 @@ class IsnGenerator:
         """A per-4-tuple random offset for TSval, so timestamps reveal no host uptime."""
         return int.from_bytes(self._digest(four_tuple)[4:], "big")
 
+    def isn_and_ts_offset(self, four_tuple: FourTuple, now: float) -> tuple[int, int]:
+        """`isn` and `ts_offset` together, from one digest (a new connection needs both)."""
+        digest = self._digest(four_tuple)
+        return (int(now * 250_000) + int.from_bytes(digest[:4], "big")) & MASK, int.from_bytes(digest[4:], "big")
+
     def port_offset(self, remote_addr: str, remote_port: int) -> int:
         """Where the ephemeral-port search starts for a destination (RFC 6056 §3.3.3 style)."""
         digest = hashlib.blake2b(f"{remote_addr}|{remote_port}".encode(), key=self._secret, digest_size=4)

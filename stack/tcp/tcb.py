@@ -12,6 +12,7 @@ rewinds `snd_nxt` to `snd_una` (go-back-N), and against which ACKs are validated
 from __future__ import annotations
 
 from enum import IntEnum
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from stack.tcp import budget, congestion
@@ -22,7 +23,7 @@ from stack.tcp.events import Closed, CloseReason, StateChanged
 from stack.tcp.outcome import FINISHED, Finished
 from stack.tcp.rtt import RttEstimator
 from stack.tcp.seq import MASK, seq_add, seq_gt, seq_sub
-from stack.tcp.states import State, check_transition
+from stack.tcp.states import TRANSITIONS, State, check_transition
 
 if TYPE_CHECKING:
     from stack.tcp.handle import ConnectionHandle
@@ -42,6 +43,7 @@ class Timer(IntEnum):
 
 
 N_TIMERS = len(Timer)  # a timer-wheel entry's id is cid * N_TIMERS + kind
+_TIMER_KINDS = tuple(range(N_TIMERS))
 
 
 class Tcb:
@@ -278,7 +280,8 @@ class Tcb:
     # ------------------------------------------------------------------ state changes
     def set_state(self, new: State, cause: str, ctx: Context) -> None:
         old = self.state
-        check_transition(old, new)
+        if (old, new) not in TRANSITIONS:
+            check_transition(old, new)  # raises, with the message
         self.state = new
         now = ctx.now
         self.history.append((now, old, new, cause))
@@ -317,8 +320,13 @@ class Tcb:
             self._timer_id[kind] = -1
 
     def cancel_all_timers(self, ctx: Context) -> None:
-        for kind in Timer:
-            self.clear_timer(kind, ctx)
+        self.deadlines = [INF] * N_TIMERS
+        timer_ids = self._timer_id
+        for kind in _TIMER_KINDS:
+            timer_id = timer_ids[kind]
+            if timer_id >= 0:
+                ctx.wheel.cancel(timer_id)
+                timer_ids[kind] = -1
 
     def timer_due(self, kind: Timer, ctx: Context) -> bool:
         """The wheel fired `kind`: whether its deadline is really due. A lazily pushed-back
@@ -335,6 +343,7 @@ class Tcb:
         return True
 
 
+@lru_cache(maxsize=64)
 def _window_shift(buffer: int) -> int:
     """The smallest window-scale shift that lets 16 bits cover `buffer` (RFC 7323 §2.3, max 14)."""
     shift = 0

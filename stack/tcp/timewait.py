@@ -176,13 +176,14 @@ class TimeWaitTable:
         self._start = start
         self._records: dict[str, dict[int, bytes]] = {}
         self._wheels: dict[str, TimerWheel] = {}
+        self._count = 0  # records in all the dicts: the host asks on every segment without a connection
 
     # ---- mapping-like reading (what observers and tests use)
     def __len__(self) -> int:
-        return sum(len(records) for records in self._records.values())
+        return self._count
 
     def __bool__(self) -> bool:
-        return any(self._records.values())
+        return self._count > 0
 
     def __contains__(self, four_tuple: object) -> bool:
         if not isinstance(four_tuple, tuple) or len(four_tuple) != 4:
@@ -231,8 +232,14 @@ class TimeWaitTable:
             wheel = self._wheels[local] = TimerWheel(self._resolution, self._start)
             self._records[local] = {}
         key = _pack_key(tw.four_tuple)
+        records = self._records[local]
+        old = records.get(key)
+        if old is not None:  # a record replaced: its timer goes with it
+            wheel.cancel(_RECORD.unpack(old)[7])
+        else:
+            self._count += 1
         tw.handle = wheel.schedule(tw.deadline, key)
-        self._records[local][key] = _pack(tw)
+        records[key] = _pack(tw)
 
     def store(self, tw: TimeWait) -> None:
         """Write back a record changed by `TimeWait.process` (its deadline may have moved later:
@@ -247,6 +254,7 @@ class TimeWaitTable:
         records = self._records.get(local)
         if records is None or records.pop(_pack_key(tw.four_tuple), None) is None:
             return
+        self._count -= 1
         self._wheels[local].cancel(tw.handle)
 
     def expire(self, now: float) -> list[TimeWait]:
@@ -264,6 +272,7 @@ class TimeWaitTable:
                     records[key] = _pack(tw)
                 else:
                     del records[key]
+                    self._count -= 1
                     done.append(tw)
         return done
 
