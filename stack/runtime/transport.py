@@ -30,6 +30,7 @@ _EXCEPTIONS: dict[CloseReason, type[Exception] | None] = {
 
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
+_NO_EXTRA: dict[str, Any] = {}
 _LOST = asyncio.Protocol()  # what a transport holds once its protocol heard connection_lost
 
 
@@ -39,8 +40,12 @@ def close_exception(reason: CloseReason) -> Exception | None:
 
 
 class TcpTransport(asyncio.Transport):
+    # One per connection: slots, and no `extra` dict (get_extra_info answers from the handle).
+    __slots__ = ("_closing", "_conn", "_eof_pending", "_eof_seen", "_high", "_lost", "_low", "_pending",
+                 "_protocol", "_reading", "_stack", "_writing_paused")
+
     def __init__(self, stack: Stack, conn: ConnectionHandle, protocol: asyncio.BaseProtocol) -> None:
-        super().__init__()
+        self._extra = _NO_EXTRA
         self._stack = stack
         self._conn = conn
         self._protocol = protocol

@@ -16,7 +16,7 @@ from stack.tcp.events import Accepted, CloseReason, Connected
 from stack.tcp.outcome import ESTABLISHED, CookieCheck, Outcome, ToTimeWait
 from stack.tcp.receiver import accept_text, fin_received
 from stack.tcp.sender import challenge_ack, push, reply_rst, send_ack, send_syn
-from stack.tcp.seq import MASK, seq_add, seq_ge, seq_gt, seq_in, seq_le, seq_lt, seq_sub
+from stack.tcp.seq import HALF, MASK, seq_add, seq_ge, seq_gt, seq_le, seq_lt, seq_sub
 from stack.tcp.states import State
 from stack.tcp.tcb import Tcb, Timer
 from stack.wire.segment import ACK, FIN, RST, SYN, Segment
@@ -107,7 +107,7 @@ def segment_arrives(c: Tcb, seg: Segment, ctx: Context) -> Outcome | None:
     ts = seg.options.timestamp if c.ts_ok else None
 
     # A retransmitted SYN in SYN-RECEIVED means our SYN-ACK was lost: send it again (as Linux does).
-    if state is S.SYN_RECEIVED and flags & (SYN | ACK | RST) == SYN and seg.seq == c.irs:
+    if flags & SYN and state is S.SYN_RECEIVED and flags & (SYN | ACK | RST) == SYN and seg.seq == c.irs:
         if ts is not None and seq_ge(ts[0], c.ts_recent):
             # Echo this SYN's TSval, as Linux's tcp_check_req does: the peer then measures the
             # RTT of the SYN that was answered, not of one that was lost.
@@ -117,7 +117,8 @@ def segment_arrives(c: Tcb, seg: Segment, ctx: Context) -> Outcome | None:
 
     seq = seg.seq
     if (
-        state is S.SYN_RECEIVED
+        flags & SYN
+        and state is S.SYN_RECEIVED
         and not c.passive
         and flags & (SYN | ACK | RST) == SYN | ACK
         and seq_add(seq, 1) == c.rcv_nxt
@@ -134,20 +135,24 @@ def segment_arrives(c: Tcb, seg: Segment, ctx: Context) -> Outcome | None:
         send_ack(c, ctx)
         return None
 
-    # First: the acceptability test (Table 6).
+    # First: the acceptability test (Table 6). The window [RCV.NXT, RCV.NXT + RCV.WND) is tested
+    # as an offset from RCV.NXT (stack.tcp.seq's seq_in, written out: once per segment).
     payload = seg.payload
     seg_len = len(payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
     rcv_nxt = c.rcv_nxt
-    wnd = c.rcv_wnd
-    right = seq_add(rcv_nxt, wnd)
+    wnd = (c.rcv_adv - rcv_nxt) & MASK  # RCV.WND (Tcb.rcv_wnd)
+    if wnd > HALF:
+        wnd = 0
+    right = (rcv_nxt + wnd) & MASK
+    offset = (seq - rcv_nxt) & MASK
     if seg_len == 0:
-        acceptable = seq == rcv_nxt if wnd == 0 else seq_in(seq, rcv_nxt, right)
+        acceptable = offset == 0 if wnd == 0 else offset < wnd
     elif wnd == 0:
         # Nothing fits a zero window -- but a bare FIN at RCV.NXT takes no buffer, and Linux takes it
         # (tcp_data_queue), so a peer does not loop FIN, ACK, FIN until the application reads.
         acceptable = seq == rcv_nxt and not payload and bool(flags & FIN)
     else:
-        acceptable = seq_in(seq, rcv_nxt, right) or seq_in(seq_add(seq, seg_len - 1), rcv_nxt, right)
+        acceptable = offset < wnd or ((offset + seg_len - 1) & MASK) < wnd
     if not acceptable:
         if flags & RST:
             return None
