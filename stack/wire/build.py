@@ -28,7 +28,7 @@ from typing import Any
 
 from construct import ConstructError
 
-from stack.native import internet_checksum, ones_complement_sum, tcp_checksum_ipv4
+from stack.native import internet_checksum, ones_complement_sum, tcp_checksum_ipv4, tcp_checksum_ipv4_bytes
 from stack.wire.headers import (
     BUILD_CONTEXT,
     IP_DF,
@@ -258,8 +258,8 @@ def _build_hot(seg: Segment, src4: bytes, dst4: bytes, ttl: int, ident: int, don
     else:
         tcp = _pack_tcp_ts(seg.src_port, seg.dst_port, seg.seq, seg.ack, _TS_DOFF, seg.flags, seg.window, 0,
                            seg.urgent, TS_OPTION_PREFIX, timestamp[0], timestamp[1])
-    segment = tcp + payload if payload else tcp
-    tcp_sum = tcp_checksum_ipv4(src4, dst4, segment)
+    segment = tcp + payload if payload else tcp  # bytes: a bytearray payload is copied here
+    tcp_sum = tcp_checksum_ipv4_bytes(src4, dst4, segment)
     total = IPV4_MIN_HEADER + len(segment)
     ip_sum = _ip_checksum(total, ident, frag, ttl, src4, dst4)
     if timestamp is None:
@@ -284,7 +284,7 @@ def _build_syn(seg: Segment, src4: bytes, dst4: bytes, ttl: int, ident: int, don
     tcp = _pack_tcp_syn(seg.src_port, seg.dst_port, seg.seq, seg.ack, _SYN_DOFF, seg.flags, seg.window, 0,
                         seg.urgent, *options)
     segment = tcp + payload if payload else tcp
-    tcp_sum = tcp_checksum_ipv4(src4, dst4, segment)
+    tcp_sum = tcp_checksum_ipv4_bytes(src4, dst4, segment)
     total = IPV4_MIN_HEADER + len(segment)
     head = _pack_syn(_VERSION_IHL, 0, total, ident, frag, ttl, IPPROTO_TCP,
                      _ip_checksum(total, ident, frag, ttl, src4, dst4), src4, dst4, seg.src_port, seg.dst_port,
