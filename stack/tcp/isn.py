@@ -13,12 +13,17 @@ import os
 from stack.tcp.config import FourTuple
 from stack.tcp.seq import MASK
 
+PORT_OFFSETS_KEPT = 4096  # destinations whose port offset is remembered (a client talks to few)
+
 
 class IsnGenerator:
-    __slots__ = ("_secret",)
+    __slots__ = ("_port_offsets", "_secret")
 
     def __init__(self, secret: bytes | None = None) -> None:
         self._secret = secret if secret is not None else os.urandom(16)
+        # The offset is a function of the destination alone: kept, so a client opening many
+        # connections to one server hashes once, not once per connect.
+        self._port_offsets: dict[tuple[str, int], int] = {}
 
     @property
     def secret(self) -> bytes:
@@ -44,5 +49,12 @@ class IsnGenerator:
 
     def port_offset(self, remote_addr: str, remote_port: int) -> int:
         """Where the ephemeral-port search starts for a destination (RFC 6056 §3.3.3 style)."""
-        digest = hashlib.blake2b(f"{remote_addr}|{remote_port}".encode(), key=self._secret, digest_size=4)
-        return int.from_bytes(digest.digest(), "big")
+        dest = (remote_addr, remote_port)
+        offset = self._port_offsets.get(dest)
+        if offset is None:
+            digest = hashlib.blake2b(f"{remote_addr}|{remote_port}".encode(), key=self._secret, digest_size=4)
+            offset = int.from_bytes(digest.digest(), "big")
+            if len(self._port_offsets) >= PORT_OFFSETS_KEPT:
+                self._port_offsets.clear()
+            self._port_offsets[dest] = offset
+        return offset
