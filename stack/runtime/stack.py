@@ -368,9 +368,14 @@ class Stack:
             try:
                 on_segment(seg, now)
             except Exception:
-                self.internal_errors += 1
-                host.counters.inc("InternalErrors")
-                log.exception("core failed on %s", seg.summary())
+                self._core_failed(seg)
+
+    def _core_failed(self, seg: Segment) -> None:
+        """A bug in the core must not take the stack down: count it, log it, go on."""
+        self.internal_errors += 1
+        assert self.host is not None
+        self.host.counters.inc("InternalErrors")
+        log.exception("core failed on %s", seg.summary())
 
     def _receive(self, packet: bytes | bytearray, seg: Segment | None, now: float, verify: bool = True,
                  note: FaultNote | None = None) -> None:
@@ -393,10 +398,7 @@ class Stack:
         try:
             host.on_segment(seg, now)
         except Exception:
-            # A bug in the core must not take the stack down: count it, log it, go on.
-            self.internal_errors += 1
-            host.counters.inc("InternalErrors")
-            log.exception("core failed on %s", seg.summary())
+            self._core_failed(seg)
 
     def _receive_late(self, packet: bytes, note: FaultNote | None) -> None:
         """A packet a `delay` or `reorder` rule held: it reaches the host (and the observers) now."""
@@ -520,11 +522,8 @@ class Stack:
         self._flush()
 
     def _transmit(self, segments: list[Segment]) -> None:
-        faults = self._faults
-        if faults is None and not self.observers and self.capture is None:
-            self._transmit_plain(segments)
-            return
         packets = [build_packet(seg) for seg in segments]
+        faults = self._faults
         notes: list[FaultNote | None] | None = None
         if faults is not None:
             now = self.loop.time()
@@ -546,24 +545,6 @@ class Stack:
         self.link.write_batch(packets)
         if faults is not None:
             self._release_faults()
-        if self.after_write:
-            now = self.loop.time()
-            for hook in self.after_write:
-                hook(now)
-
-    def _transmit_plain(self, segments: list[Segment]) -> None:
-        """`_transmit` when nobody records and no fault rule applies: build, frame, write."""
-        if self._vnet:
-            plain = vnet.PLAIN
-            frames = []
-            for seg in segments:
-                if len(seg.payload) > 536:
-                    frames += self._vnet_frames([seg], [build_packet(seg)])
-                else:
-                    frames.append(plain + build_packet(seg))
-        else:
-            frames = [build_packet(seg) for seg in segments]
-        self.link.write_batch(frames)
         if self.after_write:
             now = self.loop.time()
             for hook in self.after_write:
