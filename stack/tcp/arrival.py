@@ -16,7 +16,7 @@ from stack.tcp.events import Accepted, CloseReason, Connected
 from stack.tcp.outcome import ESTABLISHED, CookieCheck, Outcome, ToTimeWait
 from stack.tcp.receiver import accept_text, fin_received
 from stack.tcp.sender import challenge_ack, push, reply_rst, send_ack, send_syn
-from stack.tcp.seq import HALF, MASK, seq_add, seq_ge, seq_gt, seq_le, seq_lt, seq_sub
+from stack.tcp.seq import HALF, MASK, MOD, seq_add, seq_ge, seq_gt, seq_le, seq_lt
 from stack.tcp.states import State
 from stack.tcp.tcb import Tcb, Timer
 from stack.wire.segment import ACK, FIN, RST, SYN, Segment
@@ -191,13 +191,15 @@ def segment_arrives(c: Tcb, seg: Segment, ctx: Context) -> Outcome | None:
     if not flags & ACK:
         return None
     ack = seg.ack
-    if seq_gt(ack, c.snd_max):
+    # The comparisons of stack.tcp.seq written out from here on: every segment passes them.
+    if 0 < ((ack - c.snd_max) & MASK) < HALF:  # SEG.ACK > SND.MAX
         # Acknowledges something never sent (§3.10.7.4): ACK and drop. A SYN-RECEIVED embryo resets.
         if state is S.SYN_RECEIVED:
             return _bad_ack_in_syn_received(c, seg, ctx)
         challenge_ack(c, ctx)
         return None
-    if c.max_snd_wnd and seq_lt(ack, seq_sub(c.snd_una, c.max_snd_wnd) & MASK):
+    max_snd_wnd = c.max_snd_wnd
+    if max_snd_wnd and 0 < ((c.snd_una - max_snd_wnd - ack) & MASK) < HALF:  # SEG.ACK < SND.UNA - MAX.SND.WND
         challenge_ack(c, ctx)  # RFC 5961 §5: too old to be from the real peer
         return None
     outcome: Outcome | None = None
@@ -212,14 +214,14 @@ def segment_arrives(c: Tcb, seg: Segment, ctx: Context) -> Outcome | None:
         state = S.ESTABLISHED
 
     # RFC 7323 §4.3: TS.Recent follows the segment that covers the last ACK we sent.
-    if ts is not None and seq_le(seq, c.last_ack_sent) and seq_ge(ts[0], c.ts_recent):
+    if ts is not None and ((c.last_ack_sent - seq) & MASK) < HALF and ((ts[0] - c.ts_recent) & MASK) < HALF:
         c.ts_recent = ts[0]
         c.ts_recent_time = now
 
     on_ack(c, seg, ack, ctx)
     state = c.state
     fin_seq = c.fin_seq
-    if fin_seq is not None and seq_gt(ack, fin_seq):
+    if fin_seq is not None and 0 < ((ack - fin_seq) & MASK) < HALF:
         # Our FIN is acknowledged.
         if state is S.FIN_WAIT_1:
             c.set_state(S.FIN_WAIT_2, "rcv ACK of FIN", ctx)
@@ -234,10 +236,13 @@ def segment_arrives(c: Tcb, seg: Segment, ctx: Context) -> Outcome | None:
     # Trim to the window: what precedes RCV.NXT was seen already, what passes the right edge is
     # dropped with any FIN behind it (§3.10.7.4, "the idealized segment").
     if payload:
-        if seq_lt(seq, rcv_nxt):
-            payload = payload[seq_sub(rcv_nxt, seq) :]
+        seen = (rcv_nxt - seq) & MASK
+        if 0 < seen < HALF:  # SEG.SEQ < RCV.NXT: that much is a duplicate
+            payload = payload[seen:]
             seq = rcv_nxt
-        room = seq_sub(right, seq)
+        room = (right - seq) & MASK
+        if room > HALF:
+            room -= MOD
         if len(payload) > room:
             payload = payload[: max(room, 0)]
             flags &= ~FIN
