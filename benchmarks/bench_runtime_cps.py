@@ -190,13 +190,13 @@ async def one_run(case: str, n: int, concurrency: int) -> dict[str, Any]:
             "in": counters["InSegs"] / n, "out": counters["OutSegs"] / n}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--connections", type=int, default=5000)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--case", action="append", choices=("stack_closes_first", "kernel_closes_first"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print(f"{'case':22} {'stack CPU us/conn':>18} {'peer us/conn':>13} {'segs in/out':>12}   (best of {args.runs})")
     for case in args.case or ("stack_closes_first", "kernel_closes_first"):
         runs = [asyncio.run(one_run(case, args.connections, args.concurrency)) for _ in range(args.runs)]
