@@ -38,6 +38,11 @@ _ERRNOS = {
 }
 
 
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_NO_EXTRA: dict[str, Any] = {}
+_LOST = asyncio.Protocol()  # what a transport holds once its protocol heard connection_lost
+
+
 def close_exception(reason: CloseReason) -> Exception | None:
     number = _ERRNOS.get(reason)
     if number is not None:
@@ -47,8 +52,12 @@ def close_exception(reason: CloseReason) -> Exception | None:
 
 
 class TcpTransport(asyncio.Transport):
+    # One per connection: slots, and no `extra` dict (get_extra_info answers from the handle).
+    __slots__ = ("_closing", "_conn", "_eof_pending", "_eof_seen", "_high", "_lost", "_low", "_pending",
+                 "_protocol", "_reading", "_stack", "_writing_paused")
+
     def __init__(self, stack: Stack, conn: ConnectionHandle, protocol: asyncio.BaseProtocol) -> None:
-        super().__init__()
+        self._extra = _NO_EXTRA
         self._stack = stack
         self._conn = conn
         self._protocol = protocol
@@ -121,7 +130,7 @@ class TcpTransport(asyncio.Transport):
 
     # ---------------------------------------------------------------- writing
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not isinstance(data, bytes | bytearray | memoryview):
+        if not isinstance(data, _BYTES_LIKE):
             raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
         if self._lost:
             # First: a connection the peer reset (or the stack aborted) is also "closing", and
@@ -243,7 +252,12 @@ class TcpTransport(asyncio.Transport):
         self._closing = True
         self._conn.user_data = None  # no cycle left for the garbage collector to find
         self._stack.forget_transport(self)
-        self._stack.loop.call_soon(self._protocol.connection_lost, exc)
+        self._stack.loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: Exception | None) -> None:
+        protocol = self._protocol
+        self._protocol = _LOST  # as asyncio's own transports drop theirs: no transport <-> protocol cycle
+        protocol.connection_lost(exc)
 
     def __repr__(self) -> str:
         return f"<TcpTransport {self._conn!r}>"

@@ -277,6 +277,10 @@ class Host:
         if owned and conn.orphan:
             ctx.orphans -= 1
         self._embryo_done(conn)
+        # The handle keeps answering through its connection; the way back is no longer needed
+        # (every event about the connection is out). Without this cycle a connection the
+        # application dropped is freed at once, not by the cyclic garbage collector.
+        conn.handle = None
 
     def _embryo_done(self, conn: Connection) -> None:
         if conn.listen_port is not None:
@@ -294,10 +298,11 @@ class Host:
             self._forget(conn)
             return
         record = conn.enter_time_wait(cause, ctx)
+        held = conn.handle is not None and conn.announced
         self._forget(conn)
         self.time_wait.add(record)
         self.counters.inc("TW")
-        if conn.handle is not None and conn.announced:
+        if held:
             self._time_wait_handles[conn.four_tuple] = conn
 
     def _time_wait_ended(self, tw: TimeWait, cause: str, now: float) -> None:
@@ -399,9 +404,14 @@ class Host:
                         listen_port: int | None, iss: int | None) -> Connection:
         cid = self._next_cid
         self._next_cid += 1
-        if iss is None:
-            iss = cfg.isn(key, now) if cfg.isn is not None else self._isn.isn(key, now)
-        conn = Connection(key, cid, cfg, iss & 0xFFFFFFFF, self._isn.ts_offset(key), now, passive, listen_port)
+        if iss is None and cfg.isn is None:
+            iss, ts_offset = self._isn.isn_and_ts_offset(key, now)
+        else:
+            if iss is None:
+                assert cfg.isn is not None
+                iss = cfg.isn(key, now)
+            ts_offset = self._isn.ts_offset(key)
+        conn = Connection(key, cid, cfg, iss & 0xFFFFFFFF, ts_offset, now, passive, listen_port)
         conn.recv.pool = conn.send_buf.pool = self.ctx.memory  # their bytes count toward tcp_mem (stack.tcp.budget)
         conn.handle = ConnectionHandle(self, conn)
         self.connections[key] = conn

@@ -230,6 +230,7 @@ class TimeWaitTable:
         self._start = start
         self._records: dict[str, dict[int, bytes]] = {}
         self._wheels: dict[str, TimerWheel] = {}
+        self._count = 0  # records in all the dicts: the host asks on every segment without a connection
         self._remote_ids: dict[str, _RemoteIds] = {}  # per local IPv6 address
 
     def _key(self, four_tuple: FourTuple) -> int | None:
@@ -242,10 +243,10 @@ class TimeWaitTable:
 
     # ---- mapping-like reading (what observers and tests use)
     def __len__(self) -> int:
-        return sum(len(records) for records in self._records.values())
+        return self._count
 
     def __bool__(self) -> bool:
-        return any(self._records.values())
+        return self._count > 0
 
     def __contains__(self, four_tuple: object) -> bool:
         if not isinstance(four_tuple, tuple) or len(four_tuple) != 4:
@@ -303,6 +304,11 @@ class TimeWaitTable:
         else:
             found = ids.key(tw.four_tuple)
             key = found if found is not None and found in records else ids.acquire(tw.four_tuple)
+        old = records.get(key)
+        if old is not None:  # a record replaced: its timer goes with it
+            wheel.cancel(_RECORD.unpack(old)[7])
+        else:
+            self._count += 1
         tw.handle = wheel.schedule(tw.deadline, key)
         records[key] = _pack(tw)
 
@@ -320,6 +326,7 @@ class TimeWaitTable:
         key = self._key(tw.four_tuple)
         if records is None or key is None or records.pop(key, None) is None:
             return
+        self._count -= 1
         self._wheels[local].cancel(tw.handle)
         ids = self._remote_ids.get(local)
         if ids is not None:
@@ -343,6 +350,7 @@ class TimeWaitTable:
                     del records[key]
                     if ids is not None:
                         ids.release(key)
+                    self._count -= 1
                     done.append(tw)
         return done
 

@@ -25,12 +25,19 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 from io import BytesIO
 from typing import Any
 
 from construct import ConstructError
 
-from stack.native import internet_checksum, tcp_checksum_ipv4, tcp_checksum_ipv6
+from stack.native import (
+    internet_checksum,
+    ones_complement_sum,
+    tcp_checksum_ipv4,
+    tcp_checksum_ipv4_bytes,
+    tcp_checksum_ipv6,
+)
 from stack.wire.headers import (
     BUILD_CONTEXT,
     IP_DF,
@@ -52,12 +59,20 @@ from stack.wire.headers import (
     OPTION_CODECS,
     PLAIN6_CODEC,
     PLAIN_CODEC,
+    PLAIN_LAYOUT,
     PLAIN_LAYOUT_SIZE,
     SACK_MAX_BLOCKS,
+    SYN_LAYOUT,
+    SYN_OPTION_SIZE,
+    TCP_LAYOUT,
     TCP_MAX_OPTION_SPACE,
     TCP_MIN_HEADER,
+    TCP_SYN_LAYOUT,
+    TCP_TS_LAYOUT,
     TS6_CODEC,
     TS_CODEC,
+    TS_LAYOUT,
+    TS_OPTION_PREFIX,
     TS_OPTION_SIZE,
     option_key,
 )
@@ -89,6 +104,18 @@ _NOP = OPTION_CODECS[option_key(OPT_NOP, 1)].build((OPT_NOP,))
 _NOP2 = _NOP * 2
 _EOL = OPTION_CODECS[option_key(OPT_EOL, 1)].build((OPT_EOL,))
 _SACK_PERMITTED = OPTION_CODECS[option_key(OPT_SACK_PERMITTED, 2)].build((OPT_SACK_PERMITTED, 2))
+
+# The hot layouts (no options; timestamps alone; the SYN options in Linux's order) are packed with
+# their FlatSequence's own struct, derived from the construct fields (tests/wire proves the bytes
+# equal): the TCP part first, with a zero checksum, to checksum it with the payload, then the whole
+# header block once with both checksums in place.
+_pack_tcp_plain: Callable[..., bytes] = TCP_LAYOUT.packer.pack
+_pack_tcp_ts: Callable[..., bytes] = TCP_TS_LAYOUT.packer.pack
+_pack_tcp_syn: Callable[..., bytes] = TCP_SYN_LAYOUT.packer.pack
+_pack_plain: Callable[..., bytes] = PLAIN_LAYOUT.packer.pack
+_pack_ts: Callable[..., bytes] = TS_LAYOUT.packer.pack
+_pack_syn: Callable[..., bytes] = SYN_LAYOUT.packer.pack
+_SYN_DOFF = (PLAIN_LAYOUT_SIZE - IPV4_MIN_HEADER + SYN_OPTION_SIZE) >> 2 << 4
 
 _ADDR_CACHE: dict[str, bytes] = {}
 _ADDR_CACHE_MAX = 1024
@@ -156,20 +183,29 @@ def build_packet(seg: Segment, *, ttl: int = 64, ident: int = 0, dont_fragment: 
     addresses are IPv6 (`ttl` is then the Hop Limit; IPv6 has no ident or DF). Raises ValueError."""
     opts = seg.options
     payload = seg.payload
-    src4 = _addr(seg.src_addr)
-    dst4 = _addr(seg.dst_addr)
+    src4 = _ADDR_CACHE.get(seg.src_addr) or _addr(seg.src_addr)
+    dst4 = _ADDR_CACHE.get(seg.dst_addr) or _addr(seg.dst_addr)
     if len(src4) != 4 or len(dst4) != 4:
         return _build_ipv6(seg, src4, dst4, ttl)
     if len(payload) > _MAX_PAYLOAD:
         raise ValueError(f"payload of {len(payload)} octets does not fit in one IPv4 datagram")
     timestamp = opts.timestamp
-    plain = (
-        opts.mss is None
-        and opts.wscale is None
-        and not opts.sack_permitted
-        and not opts.sack_blocks
-        and not opts.unknown
-    )
+    if opts.sack_blocks or opts.unknown:
+        plain = False
+    elif opts.mss is None and opts.wscale is None and not opts.sack_permitted:
+        plain = True
+    else:
+        plain = False
+        if opts.mss is not None and opts.wscale is not None and opts.sack_permitted and timestamp is not None:
+            try:
+                return _build_syn(seg, src4, dst4, ttl, ident, dont_fragment)
+            except struct.error as exc:
+                raise ValueError(f"cannot encode {seg.summary()}: {exc}") from exc
+    if plain:
+        try:
+            return _build_hot(seg, src4, dst4, ttl, ident, dont_fragment)
+        except struct.error as exc:
+            raise ValueError(f"cannot encode {seg.summary()}: {exc}") from exc
     stream = BytesIO()
     # Checksums are built as 0 and patched below: RFC 791 §3.1 and RFC 9293 §3.1 both compute
     # them with the checksum field itself zeroed.
@@ -292,3 +328,66 @@ def _build_ipv6(seg: Segment, src6: bytes, dst6: bytes, hop_limit: int) -> bytes
     stream.seek(_TCP6_CHECKSUM_AT)
     stream.write(tcp_sum.to_bytes(2, "big"))
     return stream.getvalue()
+
+
+def _build_hot(seg: Segment, src4: bytes, dst4: bytes, ttl: int, ident: int, dont_fragment: bool) -> bytes:
+    """No options, or timestamps alone: two struct packs and one checksum call over the segment."""
+    payload = seg.payload
+    frag = IP_DF if dont_fragment else 0
+    timestamp = seg.options.timestamp
+    if timestamp is None:
+        tcp = _pack_tcp_plain(seg.src_port, seg.dst_port, seg.seq, seg.ack, _PLAIN_DOFF, seg.flags, seg.window, 0,
+                              seg.urgent)
+    else:
+        tcp = _pack_tcp_ts(seg.src_port, seg.dst_port, seg.seq, seg.ack, _TS_DOFF, seg.flags, seg.window, 0,
+                           seg.urgent, TS_OPTION_PREFIX, timestamp[0], timestamp[1])
+    segment = tcp + payload if payload else tcp  # bytes: a bytearray payload is copied here
+    tcp_sum = tcp_checksum_ipv4_bytes(src4, dst4, segment)
+    total = IPV4_MIN_HEADER + len(segment)
+    ip_sum = _ip_checksum(total, ident, frag, ttl, src4, dst4)
+    if timestamp is None:
+        head = _pack_plain(_VERSION_IHL, 0, total, ident, frag, ttl, IPPROTO_TCP, ip_sum, src4, dst4, seg.src_port,
+                           seg.dst_port, seg.seq, seg.ack, _PLAIN_DOFF, seg.flags, seg.window, tcp_sum, seg.urgent)
+    else:
+        head = _pack_ts(_VERSION_IHL, 0, total, ident, frag, ttl, IPPROTO_TCP, ip_sum, src4, dst4, seg.src_port,
+                        seg.dst_port, seg.seq, seg.ack, _TS_DOFF, seg.flags, seg.window, tcp_sum, seg.urgent,
+                        TS_OPTION_PREFIX, timestamp[0], timestamp[1])
+    return head + payload if payload else head
+
+
+def _build_syn(seg: Segment, src4: bytes, dst4: bytes, ttl: int, ident: int, dont_fragment: bool) -> bytes:
+    """MSS, SACK-permitted, timestamps and window scale, in the canonical order (a SYN's options)."""
+    payload = seg.payload
+    frag = IP_DF if dont_fragment else 0
+    opts = seg.options
+    timestamp = opts.timestamp
+    assert timestamp is not None
+    options = (OPT_MSS, 4, opts.mss, OPT_SACK_PERMITTED, 2, OPT_TIMESTAMP, 10, timestamp[0], timestamp[1], OPT_NOP,
+               OPT_WSCALE, 3, opts.wscale)
+    tcp = _pack_tcp_syn(seg.src_port, seg.dst_port, seg.seq, seg.ack, _SYN_DOFF, seg.flags, seg.window, 0,
+                        seg.urgent, *options)
+    segment = tcp + payload if payload else tcp
+    tcp_sum = tcp_checksum_ipv4_bytes(src4, dst4, segment)
+    total = IPV4_MIN_HEADER + len(segment)
+    head = _pack_syn(_VERSION_IHL, 0, total, ident, frag, ttl, IPPROTO_TCP,
+                     _ip_checksum(total, ident, frag, ttl, src4, dst4), src4, dst4, seg.src_port, seg.dst_port,
+                     seg.seq, seg.ack, _SYN_DOFF, seg.flags, seg.window, tcp_sum, seg.urgent, *options)
+    return head + payload if payload else head
+
+
+_IP_HEADER_SUMS: dict[tuple[bytes, bytes], int] = {}
+
+
+def _ip_checksum(total: int, ident: int, frag: int, ttl: int, src4: bytes, dst4: bytes) -> int:
+    """The header checksum of the IPv4 header the hot paths write (RFC 1071): the addresses' share
+    of the sum is kept per pair, the rest is a few 16-bit words (RFC 1624's incremental view)."""
+    pair = (src4, dst4)
+    base = _IP_HEADER_SUMS.get(pair)
+    if base is None:
+        if len(_IP_HEADER_SUMS) >= _ADDR_CACHE_MAX:
+            _IP_HEADER_SUMS.clear()
+        base = _IP_HEADER_SUMS[pair] = ones_complement_sum(src4 + dst4, _VERSION_IHL << 8 | 0)
+    total_sum = base + total + ident + frag + (ttl << 8 | IPPROTO_TCP)
+    total_sum = (total_sum & 0xFFFF) + (total_sum >> 16)
+    total_sum = (total_sum & 0xFFFF) + (total_sum >> 16)
+    return ~total_sum & 0xFFFF

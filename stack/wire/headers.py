@@ -313,6 +313,45 @@ TS6_LAYOUT = layout(IPV6_HEADER, TCP_HEADER, Const(TS_OPTION_PREFIX), Int32ub, I
 PLAIN6_LAYOUT_SIZE = IPV6_HEADER_SIZE + TCP_MIN_HEADER
 TS6_LAYOUT_SIZE = PLAIN6_LAYOUT_SIZE + TS_OPTION_SIZE
 
+# The SYN option block Linux writes (and `stack.wire.build` too, in its canonical order): MSS,
+# SACK-permitted, Timestamps, NOP, Window scale -- 20 octets. The handshake's segments of a short
+# connection all carry it, so it gets a hot layout of its own, made of the options' own layouts.
+SYN_OPTION_KEYS = (
+    option_key(OPT_MSS, 4),
+    option_key(OPT_SACK_PERMITTED, 2),
+    option_key(OPT_TIMESTAMP, 10),
+    option_key(OPT_NOP, 1),
+    option_key(OPT_WSCALE, 3),
+)
+_SYN_OPTION_FIELDS = [sc for key in SYN_OPTION_KEYS for sc in option_layout(key).subcons]
+SYN_OPTION_SIZE = 20
+SYN_LAYOUT = FlatSequence(*PLAIN_LAYOUT.subcons, *_SYN_OPTION_FIELDS)
+SYN_LAYOUT_SIZE = PLAIN_LAYOUT_SIZE + SYN_OPTION_SIZE
+
+
+def _syn_shape() -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Positions in a SYN_LAYOUT list of the options' kind and length octets, their values there,
+    and the positions of the values proper (MSS, TSval, TSecr, shift)."""
+    shape_at: list[int] = []
+    shape: list[int] = []
+    values_at: list[int] = []
+    at = len(PLAIN_LAYOUT.subcons)
+    for key in SYN_OPTION_KEYS:
+        head = [key >> 8] if key >> 8 <= OPT_NOP else [key >> 8, key & 0xFF]
+        shape_at += range(at, at + len(head))
+        shape += head
+        n = len(option_layout(key).subcons)
+        values_at += range(at + len(head), at + n)
+        at += n
+    return tuple(shape_at), tuple(shape), tuple(values_at)
+
+
+SYN_SHAPE_AT, SYN_SHAPE, SYN_VALUES_AT = _syn_shape()
+
+# The same blocks without the IPv4 header: what the builder packs before it knows the checksum.
+TCP_TS_LAYOUT = layout(TCP_HEADER, Const(TS_OPTION_PREFIX), Int32ub, Int32ub)
+TCP_SYN_LAYOUT = FlatSequence(*TCP_LAYOUT.subcons, *_SYN_OPTION_FIELDS)
+
 
 def _root_context(*, parsing: bool) -> Any:
     # The outermost context Construct.parse_stream/build_stream would create. The compiled code
