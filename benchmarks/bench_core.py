@@ -4,6 +4,7 @@ megabyte cost in Python, and what a million TIME-WAIT records cost in memory. Pr
 from __future__ import annotations
 
 import gc
+import socket
 import time
 from typing import Any
 
@@ -73,9 +74,16 @@ def bench_bulk(megabytes: int = 32) -> dict[str, float]:
     return {"megabytes": megabytes, "MBps": megabytes / dt, "us_per_segment": dt / segs * 1e6}
 
 
-def bench_time_wait(n: int = 1_000_000) -> dict[str, float]:
-    host = Host("198.18.0.2", Config())
+def bench_time_wait(n: int = 1_000_000, family: int = 4, clients: int = 16 * 254) -> dict[str, float]:
+    """n records from `clients` remote addresses (the default: 4,064, 246 records each) of one family."""
+    local = "198.18.0.2" if family == 4 else "2001:2::2"
+    host = Host(local, Config())
     host.record_state_changes = False
+    if family == 4:
+        # Counted up from 198.18.0.1 (only strings here: nothing is sent).
+        addrs = [socket.inet_ntoa((0xC6120000 + i).to_bytes(4, "big")) for i in range(1, clients + 1)]
+    else:
+        addrs = [f"2001:2::{i >> 16:x}:{i & 0xFFFF:x}" for i in range(1, clients + 1)]
     gc.collect()
 
     def rss() -> int:
@@ -83,10 +91,9 @@ def bench_time_wait(n: int = 1_000_000) -> dict[str, float]:
             return int(f.read().split()[1]) * 4096
 
     before = rss()
-    addrs = [f"198.18.{i}.{j}" for i in range(16) for j in range(1, 255)]
     t0 = time.perf_counter()
     for i in range(n):
-        key = ("198.18.0.2", 7, addrs[i % len(addrs)], 1024 + i // len(addrs))
+        key = (local, 7, addrs[i % len(addrs)], 1024 + i // len(addrs))
         host.time_wait.add(TimeWait(key, i, i, 1000, 12345, 0.0, 99, 0.0, 60.0 + i * 1e-5))
     add = time.perf_counter() - t0
     gc.collect()
@@ -97,23 +104,27 @@ def bench_time_wait(n: int = 1_000_000) -> dict[str, float]:
     t0 = time.perf_counter()
     host.on_timers(100.0)
     expire = time.perf_counter() - t0
-    return {"entries": n, "bytes_per_entry": per_entry, "add_us": add / n * 1e6, "idle_advance_ms": idle * 1e3,
+    return {"entries": n, "family": family, "clients": clients, "bytes_per_entry": per_entry,
+            "add_us": add / n * 1e6, "idle_advance_ms": idle * 1e3,
             "expire_us": expire / n * 1e6, "left": len(host.time_wait)}
 
 
 def run() -> dict[str, Any]:
-    return {"connections": bench_connections(), "bulk": bench_bulk(), "time_wait": bench_time_wait()}
+    return {"connections": bench_connections(), "bulk": bench_bulk(), "time_wait": bench_time_wait(),
+            "time_wait6": bench_time_wait(family=6)}
 
 
 def main() -> None:
     r = run()
-    c, b, t = r["connections"], r["bulk"], r["time_wait"]
+    c, b = r["connections"], r["bulk"]
     print("core on the in-memory link (both hosts' Python work counted)")
     print(f"  short connection (handshake, 100 B each way, close): {c['us_per_connection']:.0f} us, "
           f"{c['segments_per_connection']:.1f} segments, {c['us_per_segment']:.1f} us/segment")
     print(f"  bulk, {b['megabytes']} MB one way: {b['MBps']:.1f} MB/s, {b['us_per_segment']:.1f} us/segment")
-    print(f"  {t['entries']:,} TIME-WAIT records: {t['bytes_per_entry']:.0f} bytes each (RSS, wheel included), "
-          f"add {t['add_us']:.2f} us, idle advance {t['idle_advance_ms']:.2f} ms, expiry {t['expire_us']:.2f} us each")
+    for t in (r["time_wait"], r["time_wait6"]):
+        print(f"  {t['entries']:,} IPv{t['family']} TIME-WAIT records from {t['clients']:,} clients: "
+              f"{t['bytes_per_entry']:.0f} bytes each (RSS, wheel included), add {t['add_us']:.2f} us, "
+              f"idle advance {t['idle_advance_ms']:.2f} ms, expiry {t['expire_us']:.2f} us each")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,13 @@ def cases() -> dict[str, Callable[[], Any]]:
     sack = _segment(TcpOptions(timestamp=(1000, 2000), sack_blocks=((1, 2), (3, 4), (5, 6))))
     raw_ts, raw_ts_1460, raw_plain = build_packet(ts), build_packet(ts_1460), build_packet(plain)
     raw_syn, raw_sack = build_packet(syn), build_packet(sack)
+    ts6 = Segment("2001:2::1", "2001:2::2", 43210, 80, 123456789, 987654321, ACK | PSH, 65535, 0,
+                  TcpOptions(timestamp=(1000, 2000)))
+    raw_ts6 = build_packet(ts6)
+    # An 8-octet Destination Options header (PadN) between the IPv6 header and TCP.
+    ext = bytes((h.IPPROTO_TCP, 0, 1, 4, 0, 0, 0, 0))
+    raw_ts6_ext = (raw_ts6[:4] + (len(raw_ts6) - 40 + 8).to_bytes(2, "big") + bytes((h.IPV6_DEST_OPTIONS,))
+                   + raw_ts6[7:40] + ext + raw_ts6[40:])
 
     # What construct gives without FlatSequence: a compiled Struct (Containers, one struct call
     # per field) and a compiled stock Sequence of the same subcons as TS_LAYOUT.
@@ -71,6 +78,10 @@ def cases() -> dict[str, Callable[[], Any]]:
         "build SYN (mss sackok ts ws)": lambda: build_packet(syn),
         "parse ts + 3 SACK blocks": lambda: parse_packet(raw_sack),
         "build ts + 3 SACK blocks": lambda: build_packet(sack),
+        # IPv6 (RFC 8200): the same header behind 40 octets, and behind one extension header
+        "parse IPv6 ts header (verify checksums)": lambda: parse_packet(raw_ts6),
+        "build IPv6 ts header": lambda: build_packet(ts6),
+        "parse IPv6 ts + destination options": lambda: parse_packet(raw_ts6_ext),
         # reference points for the 52-octet header block alone
         "construct Struct.compile().parse, 40 B": lambda: stock_struct_c.parse(raw_ts),
         "construct Sequence.compile() parsefunc, 52 B": lambda: stock_seq_c.parsefunc(BytesIO(raw_ts), ctx),

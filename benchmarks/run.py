@@ -18,6 +18,7 @@ def section(title: str) -> None:
 def main() -> int:
     import bench_core
     import bench_native
+    import bench_runtime_cps
     import bench_wire
 
     section("native: checksum and timer wheel")
@@ -26,6 +27,8 @@ def main() -> int:
     bench_wire.main()
     section("core")
     bench_core.main()
+    section("runtime + wire + core per short connection (kernel-like peer in memory)")
+    bench_runtime_cps.main(["--runs", "3", "--connections", "3000"])
     from stack.link.tun import kernel_link_available
 
     ok, reason = kernel_link_available()

@@ -5,7 +5,10 @@ One victim host holds a connection in every state -- LISTEN (a listener, and a f
 passive OPEN), SYN-SENT, SYN-RECEIVED, ESTABLISHED, FIN-WAIT-1, FIN-WAIT-2, CLOSE-WAIT, CLOSING,
 LAST-ACK, TIME-WAIT -- built by a hand-driven "phantom" peer, plus a real ESTABLISHED connection
 to a second host over the in-memory link (the survivor). Every connection that leaves its state is
-rebuilt on a fresh port, so every state is under fire for the whole run.
+rebuilt on a fresh port, so every state is under fire for the whole run. The victim is dual-stack
+(198.18.0.2 and 2001:2::2): each rebuild, each stranger and each forged cookie is IPv6 half the
+time, so raw packets come in both families, with IPv6's own mutations (extension-header chains,
+payload length, next header).
 
 Each fuzz segment is aimed at a target (a state's connection, a listener, a port nobody listens
 on, an older connection, a TIME-WAIT record, the survivor, or one of the two hostile peers below)
@@ -15,6 +18,11 @@ and is either
   IHL, total length, fragments, protocol, bad option lengths, random option areas, checksum
   faults -- checksums recomputed or not); a packet `parse_packet` refuses goes to
   `Host.on_malformed(reason)`, one that parses to `Host.on_segment`; or
+* an ICMP message (a share of ICMP_SHARE): an echo request, or an error -- destination
+  unreachable with any code, frag-needed with any MTU, time exceeded, parameter problem, unknown
+  types -- quoting a target's 4-tuple with a SEQ in flight or anywhere, sent whole or mutated
+  (truncated, bits flipped with or without a valid checksum, a broken quote); it goes through
+  `parse_datagram` to `Host.on_icmp` or, refused, to `Host.on_malformed`; or
 * a well-formed `Segment` with hostile values (any flags, sequence and acknowledgment numbers
   anywhere or on the window edges, windows 0 and 65535, random urgent pointers and options,
   payloads up to 64 KiB) fed straight to `Host.on_segment`.
@@ -26,7 +34,8 @@ top) or the one that fills the first gap -- and ACKs that return SYN cookies of 
 genuine but for a tampered field (a bit of the cookie, an option bit echoed in the timestamp, the
 peer's ISN, the port).
 
-Checked: no exception escapes; the sum of `InMalformed.*` counters equals the malformed packets
+Checked: no exception escapes; no ICMP message changes a connection's state (RFC 5461: never a
+reset); the sum of `InMalformed.*` counters equals the malformed packets
 fed, reason by reason; the connection and TIME-WAIT tables stay bounded; no forged cookie makes a
 connection (the hash has 24 bits: one forgery in 16.7 million passes by chance); the flooded
 connection's receive memory never passes its limit; the survivor -- never hit exactly, which is
@@ -52,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stack.native import internet_checksum, tcp_checksum_ipv4  # noqa: E402
+from stack.native import internet_checksum, tcp_checksum_ipv4, tcp_checksum_ipv6  # noqa: E402
 from stack.sim import Simulator  # noqa: E402
 from stack.tcp.budget import recv_memory  # noqa: E402
 from stack.tcp.config import Config, FourTuple  # noqa: E402
@@ -64,6 +73,8 @@ from stack.tcp.host import Host  # noqa: E402
 from stack.tcp.seq import MASK, seq_add, seq_in, seq_le, seq_lt, seq_sub  # noqa: E402
 from stack.tcp.states import State  # noqa: E402
 from stack.wire import MalformedPacket, Reason, build_packet, parse_packet  # noqa: E402
+from stack.wire.icmp import ICMP_ECHO_REQUEST, ICMP_FRAG_NEEDED, IcmpMessage, build_icmp, parse_datagram  # noqa: E402
+from stack.wire.ipv6 import walk_extension_headers  # noqa: E402
 from stack.wire.segment import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Segment, TcpOptions  # noqa: E402
 
 S = State
@@ -72,6 +83,11 @@ VICTIM = "198.18.0.2"  # the host under fire
 PEER = "198.18.0.1"  # the survivor's real peer, on the memory link
 PHANTOM = "198.18.0.77"  # the hand-driven peer of the connections in every state (not on the link)
 STRANGERS = "198.18.1."  # random sources for segments to listeners and closed ports
+# The victim is dual-stack: half the connections in every state, half the strangers, are IPv6.
+VICTIM6 = "2001:2::2"
+PHANTOM6 = "2001:2::77"
+STRANGERS6 = "2001:2::1:"
+V6_SHARE = 0.5
 SURVIVOR_PORT = 7
 LISTEN_PORT = 80  # a listener hit by random SYNs/ACKs from strangers
 BUILD_PORT = 8080  # the listener the phantom peer's passive connections come through
@@ -84,6 +100,10 @@ FLOOD_PORT = 8081  # the listener of the connection flooded with out-of-order se
 FLOOD_RECV_BUFFER = 64 * 1024  # its window, so its receive memory limit (2x) is reached within a run
 FLOOD_SHARE = 0.04  # of the fuzz segments: the next segment of the out-of-order flood
 COOKIE_SHARE = 0.02  # of the fuzz segments: an ACK returning a forged SYN cookie
+ICMP_SHARE = 0.03  # of the fuzz segments: an ICMP message about a target (stack.tcp.icmp)
+ICMP_TYPES = (3, 3, 3, 3, 11, 12, 4, 5, 0, 42)  # errors mostly; source quench, redirect, a reply, unknown
+ICMPV6_TYPES = (1, 1, 1, 2, 2, 3, 4, 129, 200)  # unreachable, Packet Too Big, ..., a reply, unknown
+MTUS = (0, 68, 551, 552, 576, 1000, 1279, 1280, 1400, 1500, 9000)
 
 BATCH = 50  # segments per batch; a batch arrives at one instant, then the link runs for the batch's time
 LEFTOVER_CAP = 64  # connections that left their state and are still targeted; older ones are aborted
@@ -105,7 +125,9 @@ DELTAS = (-2, -1, 0, 0, 0, 0, 1, 2, 1000, -1000, 65535, -65535)
 
 OUTCOMES = ("malformed (dropped, counted by reason)", "state change", "challenge ACK",
             "challenge ACK suppressed (rate limit)", "RST sent", "data/FIN accepted", "SYN-ACK sent",
-            "ACK sent", "dropped silently", "skipped: would hit the survivor exactly", "exception")
+            "ACK sent", "dropped silently", "skipped: would hit the survivor exactly", "exception",
+            "ICMP: echo answered", "ICMP: error taken (PMTU, soft error)", "ICMP: dropped, counted",
+            "ICMP: ignored")
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -137,6 +159,8 @@ class FuzzReport:
     flood_limit: int = 0  # its limit (Config.recv_memory)
     forged_cookies: int = 0
     forged_accepted: int = 0  # forged cookie ACKs that made a connection (must stay 0)
+    icmp: int = 0  # ICMP messages fed
+    icmp_state_changes: list[str] = field(default_factory=list)  # must stay empty
     survivor_ok: bool | None = None
     survivor_detail: str = ""
     drained_ok: bool | None = None
@@ -179,6 +203,8 @@ class FuzzReport:
             out.append("drain: " + self.drained_detail)
         if self.forged_accepted:
             out.append(f"{self.forged_accepted} forged SYN cookies made a connection")
+        if self.icmp_state_changes:
+            out.append(f"{len(self.icmp_state_changes)} ICMP messages changed a state: {self.icmp_state_changes[:3]}")
         if self.flood_max_mem > self.flood_limit:
             out.append(f"the flooded connection held {self.flood_max_mem} bytes > its limit {self.flood_limit}")
         return out
@@ -225,11 +251,13 @@ class FuzzReport:
                   f"out-of-order flood: {self.flood_segments:,} segments into one connection; at most"
                   f" {self.flood_max_blocks:,} blocks and {self.flood_max_mem:,} bytes of receive memory"
                   f" (limit {self.flood_limit:,})",
-                  f"forged SYN cookies: {self.forged_cookies:,} ACKs, {self.forged_accepted} accepted"]
+                  f"forged SYN cookies: {self.forged_cookies:,} ACKs, {self.forged_accepted} accepted",
+                  f"ICMP: {self.icmp:,} messages, {len(self.icmp_state_changes)} changed a connection's state"]
         interesting = ("TCPChallengeACK", "TCPACKSkippedChallenge", "TCPSYNChallenge", "OutRsts", "PAWSEstab",
                        "TCPOFOQueue", "EstabResets", "AttemptFails", "TWKilled", "TCPTimeWaitReopen",
                        "ListenOverflows", "SyncookiesSent", "SyncookiesFailed", "SyncookiesRecv", "TCPAbortOnData",
-                       "TCPRcvNoListener", "TCPOFODrop", "PruneCalled", "OfoPruned")
+                       "TCPRcvNoListener", "TCPOFODrop", "PruneCalled", "OfoPruned", "IcmpInMsgs", "IcmpInErrors",
+                       "IcmpOutEchoReps", "IcmpOutRateLimitGlobal", "OutOfWindowIcmps", "PMTUReductions")
         lines.append("counters: " + " ".join(f"{k}={self.counters.get(k, 0):,}" for k in interesting))
         problems = self.problems()
         lines.append("RESULT: " + ("ok" if not problems else "FAILED\n  " + "\n  ".join(problems)))
@@ -310,11 +338,39 @@ def fix_checksums(pkt: bytearray) -> None:
         pkt[ihl + 16 : ihl + 18] = tcp_checksum_ipv4(bytes(pkt[12:16]), bytes(pkt[16:20]), tcp).to_bytes(2, "big")
 
 
+def fix_checksums6(pkt: bytearray) -> None:
+    """The TCP checksum of a (possibly mutated) IPv6 packet, where its chain still leads to TCP."""
+    n = len(pkt)
+    if n < 40:
+        return
+    end = 40 + int.from_bytes(pkt[4:6], "big")
+    try:
+        protocol, tcp = walk_extension_headers(bytes(pkt), pkt[6], min(end, n))
+    except MalformedPacket:
+        return
+    if protocol == 6 and tcp + 20 <= end <= n:
+        pkt[tcp + 16 : tcp + 18] = b"\0\0"
+        csum = tcp_checksum_ipv6(bytes(pkt[8:24]), bytes(pkt[24:40]), bytes(pkt[tcp:end]))
+        pkt[tcp + 16 : tcp + 18] = csum.to_bytes(2, "big")
+
+
+def _is_v6(pkt: bytearray) -> bool:
+    return bool(pkt) and pkt[0] >> 4 == 6
+
+
 def _set_total_length(pkt: bytearray) -> None:
-    pkt[2:4] = min(len(pkt), 0xFFFF).to_bytes(2, "big")
+    if _is_v6(pkt):
+        pkt[4:6] = min(max(len(pkt) - 40, 0), 0xFFFF).to_bytes(2, "big")
+    else:
+        pkt[2:4] = min(len(pkt), 0xFFFF).to_bytes(2, "big")
 
 
 def _tcp_at(pkt: bytearray) -> int:
+    if _is_v6(pkt):
+        try:
+            return walk_extension_headers(bytes(pkt), pkt[6], len(pkt))[1] if len(pkt) >= 40 else 40
+        except MalformedPacket:
+            return 40
     return max(20, (pkt[0] & 0x0F) * 4) if pkt else 20
 
 
@@ -439,31 +495,142 @@ def _m_fields(pkt: bytearray, rng: random.Random) -> bool:
     return True
 
 
+# IPv6 (RFC 8200): extension-header chains, legal and hostile, the payload length, the next header.
+_EXT_TYPES = (0, 43, 44, 60)
+
+
+def _ext_frame(kind: int, rng: random.Random) -> bytes:
+    if kind == 44:  # Fragment: atomic (processed), or a real fragment (dropped)
+        offset_flags = 0 if rng.random() < 0.5 else rng.choice((1, 8, 0xFFF9, rng.randrange(0x10000)))
+        return bytes((6, 0)) + offset_flags.to_bytes(2, "big") + rng.randbytes(4)
+    units = rng.choice((0, 0, 1, 2))
+    return bytes((6, units)) + rng.randbytes(6 + 8 * units)
+
+
+def _m_ext_chain(pkt: bytearray, rng: random.Random) -> bool:
+    """Put a chain of extension headers between the IPv6 header and TCP: in RFC 8200 §4.1 order, or
+    repeated, hop-by-hop late, or with a length that overruns."""
+    if len(pkt) < 40:
+        return False
+    r = rng.random()
+    if r < 0.4:
+        kinds = [k for k in (0, 60, 43, 44, 60) if rng.random() < 0.5] or [60]
+    elif r < 0.6:
+        kinds = [rng.choice(_EXT_TYPES)] * rng.randint(2, 4)
+    else:
+        kinds = [rng.choice(_EXT_TYPES) for _ in range(rng.randint(1, 6))]
+    frames = [bytearray(_ext_frame(k, rng)) for k in kinds]
+    following = [*kinds[1:], pkt[6]]
+    for frame, nxt in zip(frames, following, strict=True):
+        frame[0] = nxt
+    if frames and rng.random() < 0.15:
+        frames[-1][1] = rng.randrange(256)  # a length that probably overruns
+    pkt[6] = kinds[0]
+    pkt[40:40] = b"".join(frames)
+    _set_total_length(pkt)
+    return rng.random() < 0.9
+
+
+def _m_payload_length(pkt: bytearray, rng: random.Random) -> bool:
+    plen = int.from_bytes(pkt[4:6], "big")
+    new = rng.choice((0, 8, 19, plen - 1, plen + 1, plen + 1000, 0xFFFF, rng.randrange(0x10000)))
+    pkt[4:6] = (new & 0xFFFF).to_bytes(2, "big")
+    return rng.random() < 0.8
+
+
+def _m_next_header(pkt: bytearray, rng: random.Random) -> bool:
+    pkt[6] = rng.choice((58, 17, 59, 50, 51, 0, 43, 44, 60, 135, 255, rng.randrange(256)))
+    return rng.random() < 0.8
+
+
+def _m_version6(pkt: bytearray, rng: random.Random) -> bool:
+    pkt[0] = (rng.choice((0, 4, 5, 7, 15, rng.randrange(16))) << 4) | (pkt[0] & 0x0F)
+    return rng.random() < 0.5
+
+
+def _m_checksum6(pkt: bytearray, rng: random.Random) -> bool:
+    at = _tcp_at(pkt) + 16
+    if at + 2 <= len(pkt):
+        value = int.from_bytes(pkt[at : at + 2], "big") ^ rng.randrange(1, 0x10000)
+        pkt[at : at + 2] = value.to_bytes(2, "big")
+    return False
+
+
 MUTATIONS: tuple[tuple[Callable[[bytearray, random.Random], bool], float], ...] = (
     (_m_truncate, 1.0), (_m_bitflip, 1.5), (_m_bytes, 1.0), (_m_data_offset, 1.5), (_m_options, 2.0),
     (_m_ihl, 1.0), (_m_version, 0.5), (_m_total_length, 1.0), (_m_fragment, 0.6), (_m_protocol, 0.5),
     (_m_checksum, 1.0), (_m_padding, 0.4), (_m_fields, 2.0),
 )
+MUTATIONS6: tuple[tuple[Callable[[bytearray, random.Random], bool], float], ...] = (
+    (_m_truncate, 1.0), (_m_bitflip, 1.5), (_m_bytes, 1.0), (_m_data_offset, 1.5), (_m_options, 2.0),
+    (_m_ext_chain, 2.5), (_m_version6, 0.3), (_m_payload_length, 1.0), (_m_next_header, 0.6),
+    (_m_checksum6, 1.0), (_m_padding, 0.4), (_m_fields, 2.0),
+)
 _MUTATORS = [m for m, _ in MUTATIONS]
 _WEIGHTS = [w for _, w in MUTATIONS]
+_MUTATORS6 = [m for m, _ in MUTATIONS6]
+_WEIGHTS6 = [w for _, w in MUTATIONS6]
 _ANY_LENGTH = (_m_truncate, _m_bitflip, _m_bytes, _m_padding)
 
 
 def mutate(packet: bytes, rng: random.Random) -> bytes:
-    """One to three mutations; checksums repaired afterwards when the last one asks for it."""
+    """One to three mutations (IPv4's or IPv6's set, by the packet's version); checksums repaired
+    afterwards when the last one asks for it."""
     pkt = bytearray(packet)
     fix = False
-    for m in rng.choices(_MUTATORS, _WEIGHTS, k=rng.choice((1, 1, 1, 2, 3))):
+    v6 = _is_v6(pkt)
+    header = 40 if v6 else 20
+    mutators, weights = (_MUTATORS6, _WEIGHTS6) if v6 else (_MUTATORS, _WEIGHTS)
+    for m in rng.choices(mutators, weights, k=rng.choice((1, 1, 1, 2, 3))):
         if not pkt:
             break
-        if len(pkt) < 20 and m not in _ANY_LENGTH:
+        if len(pkt) < header and m not in _ANY_LENGTH:
             continue  # a header field mutation needs the header
         fix = m(pkt, rng)
     if fix:
-        fix_checksums(pkt)
+        (fix_checksums6 if _is_v6(pkt) else fix_checksums)(pkt)
     if rng.random() < 0.01:
         pkt = bytearray(pkt[: rng.randrange(0, 21)])  # tiny buffers
     return bytes(pkt)
+
+
+def _icmp_drops(host: Host) -> int:
+    """The ICMP errors a host dropped and counted (not about a connection of ours, or not in flight)."""
+    c = host.counters
+    return c["OutOfWindowIcmps"] + c["IcmpInErrors"] + c["Icmp6InErrors"]
+
+
+def mutate_icmp(pkt: bytearray, rng: random.Random) -> None:
+    """One fault in an ICMP datagram (its IPv4 header is left valid): truncation, flipped bits with
+    or without a repaired checksum, a broken quoted header."""
+    r = rng.random()
+    if r < 0.3:
+        del pkt[rng.randrange(20, len(pkt) + 1):]
+        if rng.random() < 0.7:
+            pkt[2:4] = len(pkt).to_bytes(2, "big")  # Total Length agrees: the ICMP part is short
+    elif r < 0.7 and len(pkt) > 20:
+        for _ in range(rng.randint(1, 4)):
+            pkt[rng.randrange(20, len(pkt))] ^= 1 << rng.randrange(8)
+    elif len(pkt) > 28:
+        pkt[28] = rng.randrange(256)  # the quote's version and IHL
+    if rng.random() < 0.6:
+        fix_icmp_checksums(pkt)
+    else:
+        _ip_checksum(pkt)
+
+
+def _ip_checksum(pkt: bytearray) -> None:
+    pkt[10:12] = b"\0\0"
+    pkt[10:12] = internet_checksum(pkt[:20]).to_bytes(2, "big")
+
+
+def fix_icmp_checksums(pkt: bytearray) -> None:
+    """Both checksums of an ICMP datagram made right again after a change (the ICMP one when the
+    message is long enough to hold it)."""
+    if len(pkt) >= 24:
+        pkt[22:24] = b"\0\0"
+        pkt[22:24] = internet_checksum(pkt[20:]).to_bytes(2, "big")
+    _ip_checksum(pkt)
 
 
 # ---------------------------------------------------------------------------------------------- the world
@@ -473,7 +640,7 @@ class FuzzWorld:
         self.tick = BATCH * ms_per_segment / 1000.0
         self.report = FuzzReport(seed)
         cfg = config or Config(secret=b"fuzz-victim-key!")
-        self.host = Host(VICTIM, cfg)
+        self.host = Host((VICTIM, VICTIM6), cfg)
         self.peer = Host(PEER, cfg.with_changes(secret=b"fuzz-peer-key..!"))
         self.link = Simulator([self.peer, self.host], delay=0.0005)
         self.now = 0.0
@@ -556,25 +723,35 @@ class FuzzWorld:
             return conn.state.value
         if self.host.time_wait and key in self.host.time_wait:
             return "TIME-WAIT"
-        if key[1] in self.host.listeners and key[0] == VICTIM:
+        if key[1] in self.host.listeners and key[0] in self.host.addresses:
             return "LISTEN"
         return "CLOSED"
 
     # ------------------------------------------------------------------ building states
-    def _next_rport(self) -> int:
+    def _ends(self) -> tuple[str, str]:
+        """(victim, phantom) addresses of a new connection: IPv6 for a V6_SHARE of them."""
+        return (VICTIM6, PHANTOM6) if self.rng.random() < V6_SHARE else (VICTIM, PHANTOM)
+
+    def _stranger(self) -> tuple[str, str]:
+        """(victim, stranger) addresses of either family."""
+        if self.rng.random() < V6_SHARE:
+            return VICTIM6, f"{STRANGERS6}{self.rng.randrange(1, 0xFFFF):x}"
+        return VICTIM, STRANGERS + str(self.rng.randrange(1, 255))
+
+    def _next_rport(self, victim: str = VICTIM, phantom: str = PHANTOM) -> int:
         while True:
             self._rport = 1024 + (self._rport - 1023) % 64000
             for port in (BUILD_PORT, PASSIVE_PORT):
-                key = (VICTIM, port, PHANTOM, self._rport)
+                key = (victim, port, phantom, self._rport)
                 if key in self.host.connections or key in self.host.time_wait:
                     break
             else:
                 return self._rport
 
-    def _next_lport(self) -> int:
+    def _next_lport(self, victim: str = VICTIM, phantom: str = PHANTOM) -> int:
         while True:
             self._lport = 20000 + (self._lport - 19999) % 10000
-            key = (VICTIM, self._lport, PHANTOM, 443)
+            key = (victim, self._lport, phantom, 443)
             if key not in self.host.connections and key not in self.host.time_wait:
                 return self._lport
 
@@ -583,8 +760,8 @@ class FuzzWorld:
         if slot.ts is not None:
             slot.ts = (slot.ts + 1) & MASK
             opts = TcpOptions(timestamp=(slot.ts, slot.conn.tsval(self.now)))
-        _, lport, _, rport = slot.key
-        self.host.on_segment(Segment(PHANTOM, VICTIM, rport, lport, seq & MASK, ack & MASK, flags, 65535, 0, opts,
+        victim, lport, phantom, rport = slot.key
+        self.host.on_segment(Segment(phantom, victim, rport, lport, seq & MASK, ack & MASK, flags, 65535, 0, opts,
                                      payload), self.now)
         self._drain()
 
@@ -600,18 +777,19 @@ class FuzzWorld:
         rng = self.rng
         host = self.host
         now = self.now
+        victim, phantom = self._ends()
         if state is S.SYN_SENT:
-            conn = Host.tcb(host.connect(PHANTOM, 443, now, local_port=self._next_lport()))
+            conn = Host.tcb(host.connect(phantom, 443, now, local_port=self._next_lport(victim, phantom)))
             self._drain()
             return Slot(state, conn.four_tuple, conn)
         if state is S.LISTEN:
-            conn = Host.tcb(host.open_passive(PHANTOM, self._next_rport(), PASSIVE_PORT, now))
+            conn = Host.tcb(host.open_passive(phantom, self._next_rport(victim, phantom), PASSIVE_PORT, now))
             return Slot(state, conn.four_tuple, conn)
-        rport = self._next_rport()
-        key = (VICTIM, BUILD_PORT, PHANTOM, rport)
+        rport = self._next_rport(victim, phantom)
+        key = (victim, BUILD_PORT, phantom, rport)
         opts, ts = self._syn_options()
         irs = rng.getrandbits(32)
-        host.on_segment(Segment(PHANTOM, VICTIM, rport, BUILD_PORT, irs, 0, SYN, 65535, 0, opts), now)
+        host.on_segment(Segment(phantom, victim, rport, BUILD_PORT, irs, 0, SYN, 65535, 0, opts), now)
         embryo = host.connections.get(key)
         if embryo is None:
             self._drain()
@@ -765,15 +943,15 @@ class FuzzWorld:
         """A stranger's SYN to the small listener; if it is answered with a cookie, the ACK that returns
         it with one field tampered with (None when the backlog had room: no cookie)."""
         rng, host = self.rng, self.host
-        src, sport = STRANGERS + str(rng.randrange(1, 255)), rng.randrange(1024, 65536)
-        key = (VICTIM, LISTEN_PORT, src, sport)
+        (victim, src), sport = self._stranger(), rng.randrange(1024, 65536)
+        key = (victim, LISTEN_PORT, src, sport)
         if key in host.connections or key in host.time_wait:
             return None
         irs = rng.getrandbits(32)
         ts = rng.getrandbits(32) if rng.random() < 0.5 else None
         opts = TcpOptions(mss=rng.choice((536, 1460, 8960)), wscale=rng.choice((None, 7)),
                           sack_permitted=rng.random() < 0.5, timestamp=(ts, 0) if ts is not None else None)
-        host.on_segment(Segment(src, VICTIM, sport, LISTEN_PORT, irs, 0, SYN, 65535, 0, opts), self.now)
+        host.on_segment(Segment(src, victim, sport, LISTEN_PORT, irs, 0, SYN, 65535, 0, opts), self.now)
         out = self._drain()
         synack = next((x for x in out if x.flags & SYN and x.dst_addr == src and x.dst_port == sport), None)
         if synack is None or key in host.connections:
@@ -792,7 +970,7 @@ class FuzzWorld:
         else:
             sport = (sport + 1) & 0xFFFF  # another 4-tuple
         ack_opts = TcpOptions(timestamp=((ts + 1) & MASK, ecr)) if ts is not None and ecr is not None else TcpOptions()
-        return "forged cookie", Segment(src, VICTIM, sport, LISTEN_PORT, seq & MASK, (cookie + 1) & MASK, ACK, 65535,
+        return "forged cookie", Segment(src, victim, sport, LISTEN_PORT, seq & MASK, (cookie + 1) & MASK, ACK, 65535,
                                         0, ack_opts)
 
     def _feed_hostile(self, kind: str, seg: Segment, i: int) -> None:
@@ -832,12 +1010,14 @@ class FuzzWorld:
                 return "slot", slot.key, view if informed else None, None
             return "slot", slot.key, view_of_conn(slot.conn) if informed else None, slot.conn
         if r < 0.72:
-            src = STRANGERS + str(rng.randrange(1, 255))
-            return "stranger", (VICTIM, rng.choice((LISTEN_PORT, LISTEN_PORT, BUILD_PORT, PASSIVE_PORT)), src,
+            victim, src = self._stranger()
+            return "stranger", (victim, rng.choice((LISTEN_PORT, LISTEN_PORT, BUILD_PORT, PASSIVE_PORT)), src,
                                 rng.randrange(1, 65536)), None, None
         if r < 0.77:
-            src = rng.choice((STRANGERS + str(rng.randrange(1, 255)), PEER, PHANTOM))
-            return "stranger", (VICTIM, rng.choice((CLOSED_PORT, rng.randrange(1, 65536))), src,
+            victim, src = self._stranger()
+            if rng.random() < 0.4:
+                src = (PHANTOM6 if ":" in victim else rng.choice((PEER, PHANTOM)))
+            return "stranger", (victim, rng.choice((CLOSED_PORT, rng.randrange(1, 65536))), src,
                                 rng.randrange(1, 65536)), None, None
         if r < 0.90 and self.leftovers:
             key = self.leftovers[rng.randrange(len(self.leftovers))]
@@ -915,6 +1095,9 @@ class FuzzWorld:
                 if progress is not None and i % 100_000 == 0:
                     progress(i)
             r = rng.random()
+            if r > 1.0 - ICMP_SHARE:
+                self._feed_icmp(i)
+                continue
             hostile = (self._flood_segment() if r < FLOOD_SHARE else
                        self._forged_cookie() if r < FLOOD_SHARE + COOKIE_SHARE else None)
             if hostile is not None:
@@ -1021,6 +1204,82 @@ class FuzzWorld:
             if not self._slot_alive(slot):
                 self._fallen(slot)
                 self._rebuild(state)
+
+    # ------------------------------------------------------------------ ICMP
+    def _icmp_message(self) -> tuple[IcmpMessage, FourTuple]:
+        """An echo request, or an error about one of the targets (its quote names the 4-tuple),
+        ICMPv6 for a target of that family."""
+        rng = self.rng
+        _kind, key, view, _conn = self._pick_target()
+        la, lp, ra, rp = key
+        v6 = ":" in la
+        version = 6 if v6 else 4
+        if rng.random() < 0.25:
+            body = self._payload(rng.choice((0, 8, 56, 1400)))
+            other = "2001:2::99" if v6 else "198.18.0.99"
+            return IcmpMessage(version, ra, rng.choice((la, la, la, other)), 128 if v6 else ICMP_ECHO_REQUEST,
+                               rng.choice((0, 0, 1)), rng.randrange(65536), rng.randrange(65536), body=body), key
+        if view is None or rng.random() < 0.3:
+            seq = rng.getrandbits(32)
+        else:
+            flight = seq_sub(view.snd_max, view.snd_una)
+            seq = (view.snd_una + rng.choice((0, 0, -1, flight // 2, flight, flight - 1))) & MASK
+        header = 40 if v6 else 20
+        quoted = build_packet(Segment(la, ra, lp, rp, seq, 0, ACK, 1000))[: header + rng.choice((8, 8, 8, 20, 40))]
+        kind = rng.choice(ICMPV6_TYPES if v6 else ICMP_TYPES)
+        code = rng.randrange(16) if kind == 3 and not v6 else rng.randrange(7) if kind == 1 else rng.randrange(3)
+        if kind == 3 and not v6 and rng.random() < 0.4:
+            code = ICMP_FRAG_NEEDED
+        mtu = rng.choice(MTUS) if rng.random() < 0.9 else rng.randrange(65536)
+        router = "2001:2::5:1" if v6 else "198.18.5.1"
+        return IcmpMessage(version, rng.choice((ra, router)), la, kind, code, mtu=mtu, body=quoted), key
+
+    def _feed_icmp(self, i: int) -> None:
+        rng = self.rng
+        report = self.report
+        host = self.host
+        msg, key = self._icmp_message()
+        report.icmp += 1
+        report.by_kind["icmp"] += 1
+        packet = bytearray(build_icmp(msg))
+        if msg.version == 4:
+            if rng.random() < 0.5:
+                mutate_icmp(packet, rng)
+        elif rng.random() < 0.3:
+            packet[rng.randrange(40, len(packet))] ^= 1 << rng.randrange(8)  # ICMPv6: its checksum fails
+        conn = host.connections.get(key)
+        before = conn.state if conn is not None else None
+        counted = _icmp_drops(host)
+        try:
+            parsed = parse_datagram(bytes(packet))
+        except MalformedPacket as exc:
+            report.malformed[exc.reason.value] += 1
+            report.outcomes[OUTCOMES[0]] += 1
+            host.on_malformed(exc.reason.value, msg.version)
+            return
+        except Exception as exc:  # parse_datagram may raise only MalformedPacket
+            self._exception(i, "parse_datagram", packet.hex(), exc)
+            return
+        if isinstance(parsed, Segment):
+            self._feed(parsed, i)  # a flip made it TCP again (checksums and all): a segment like any
+            return
+        try:
+            reply = host.on_icmp(parsed, self.now)
+            self._drain()
+        except Exception as exc:
+            self._exception(i, "on_icmp", parsed.summary(), exc)
+            return
+        if conn is not None and conn.state is not before:
+            report.icmp_state_changes.append(f"#{i} {parsed.summary()}: {before} -> {conn.state}")
+        if _icmp_drops(host) != counted:
+            outcome = "ICMP: dropped, counted"
+        elif reply is not None:
+            outcome = "ICMP: echo answered"
+        elif parsed.is_error and parsed.quote is not None and parsed.quote.protocol == 6 and conn is not None:
+            outcome = "ICMP: error taken (PMTU, soft error)"
+        else:
+            outcome = "ICMP: ignored"
+        report.outcomes[outcome] += 1
 
     def _exception(self, i: int, where: str, what: str, exc: BaseException) -> None:
         report = self.report

@@ -28,6 +28,7 @@ from stack.runtime import Stack
 from stack.tcp.config import Config
 
 STACK, KERNEL = "198.18.0.2", "198.18.0.1"
+STACK6 = "2001:2::2"
 CHUNK = 1 << 20
 
 # The kernel end: send or receive N bytes on one connection; prints seconds taken.
@@ -35,13 +36,15 @@ PEER = r"""
 import socket, sys, time
 mode, host, port, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 if mode == "serve-sink":
-    ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((host, port)); ls.listen(1); print("ready", flush=True)
     s, _ = ls.accept(); n = 0; t = time.perf_counter()
     while (d := s.recv(1 << 20)): n += len(d)
     print(n, time.perf_counter() - t, flush=True); sys.exit()
 if len(sys.argv) > 5:  # a source port chosen by the caller (bench bulk --workers: one flow per worker)
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("", int(sys.argv[5]))); s.connect((host, port))
 else:
     s = socket.create_connection((host, port))
@@ -70,8 +73,8 @@ async def _exited(proc: subprocess.Popen[str]) -> None:
 
 
 async def _through_stack(mtu: int, offload: bool, nbytes: int, faults: list[FaultRule] | None = None,
-                         config: Config | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"mtu": mtu, "offload": offload}
+                         config: Config | None = None, ipv6: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"mtu": mtu, "offload": offload, "family": "ipv6" if ipv6 else "ipv4"}
     engine = FaultEngine(faults) if faults else None  # a fresh engine (same seeds) per case
     async with Stack(config=config or Config(msl=1.0), mtu=mtu, offload=offload, faults=engine) as stack:
         assert stack.netns is not None and stack.host is not None
@@ -103,7 +106,7 @@ async def _through_stack(mtu: int, offload: bool, nbytes: int, faults: list[Faul
             retrans = stack.host.counters["RetransSegs"]
             segs = stack.host.counters["InSegs"] + stack.host.counters["OutSegs"]
             server = await stack.start_server(app, port)
-            peer = _peer(stack.netns, mode, STACK, str(port), str(nbytes))
+            peer = _peer(stack.netns, mode, STACK6 if ipv6 else STACK, str(port), str(nbytes))
             try:
                 n, seconds, cpu = await asyncio.wait_for(done, 600)
                 await _exited(peer)
@@ -120,12 +123,12 @@ async def _through_stack(mtu: int, offload: bool, nbytes: int, faults: list[Faul
     return out
 
 
-def _kernel_to_kernel(nbytes: int) -> dict[str, Any]:
+def _kernel_to_kernel(nbytes: int, loopback: str = "127.0.0.1") -> dict[str, Any]:
     with Netns() as ns:
-        sink = _peer(ns.name, "serve-sink", "127.0.0.1", "5001", "0")
+        sink = _peer(ns.name, "serve-sink", loopback, "5001", "0")
         assert sink.stdout is not None
         sink.stdout.readline()
-        sender = _peer(ns.name, "send", "127.0.0.1", "5001", str(nbytes))
+        sender = _peer(ns.name, "send", loopback, "5001", str(nbytes))
         sender.wait()
         n, seconds = sink.communicate()[0].split()
         return {"MBps": round(int(n) / float(seconds) / 1e6, 1), "path": "loopback in the namespace"}
@@ -167,23 +170,24 @@ def _raw_tun(mtu: int, nbytes: int) -> dict[str, Any]:
 
 def run_bulk(megabytes: int, mtus: list[int], progress: Callable[[str], None] | None = None,
              run: Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]] = asyncio.run,
-             faults: list[FaultRule] | None = None) -> dict[str, Any]:
+             faults: list[FaultRule] | None = None, ipv6: bool = False) -> dict[str, Any]:
     """Every case in turn; `run` runs each stack case's coroutine (the CLI passes one that Ctrl-C
     can cancel, stack/cli/interrupt.py). `faults` apply between the stack and the kernel in every
-    stack case (each case starts a fresh engine, so the same rules and seeds give the same run)."""
+    stack case (each case starts a fresh engine, so the same rules and seeds give the same run). With
+    `ipv6` the stack cases and kernel to kernel (over ::1) run over IPv6; the raw TUN loop stays IPv4."""
     nbytes = megabytes * CHUNK
-    result: dict[str, Any] = {"megabytes": megabytes}
+    result: dict[str, Any] = {"megabytes": megabytes, "family": "ipv6" if ipv6 else "ipv4"}
     if faults:
         result["faults"] = [rule.text for rule in faults]
     say = progress or (lambda line: None)
     for mtu in mtus:
         say(f"MTU {mtu} with offloads: {megabytes} MB each way ...")
-        result[f"mtu{mtu}"] = run(_through_stack(mtu, True, nbytes, faults))
+        result[f"mtu{mtu}"] = run(_through_stack(mtu, True, nbytes, faults, ipv6=ipv6))
         if mtu == 1500:
             say(f"MTU 1500 without offloads: {megabytes // 4} MB each way ...")
-            result["mtu1500_no_offload"] = run(_through_stack(mtu, False, nbytes // 4, faults))
+            result["mtu1500_no_offload"] = run(_through_stack(mtu, False, nbytes // 4, faults, ipv6=ipv6))
     say("kernel to kernel ...")
-    result["kernel_to_kernel"] = _kernel_to_kernel(nbytes)
+    result["kernel_to_kernel"] = _kernel_to_kernel(nbytes, "::1" if ipv6 else "127.0.0.1")
     say("raw TUN loop ...")
     result["raw_tun"] = {f"mtu{mtu}": _raw_tun(mtu, min(nbytes, 256 * CHUNK)) for mtu in mtus}
     return result
@@ -200,7 +204,8 @@ def format_result(r: dict[str, Any]) -> list[str]:
         Column("stack CPU, from", "cores", lambda v: v["from_stack_cpu"], ".2f"),
         Column("retransmitted", "segments", lambda v: v["to_stack_retransmits"] + v["from_stack_retransmits"]),
     ]
-    lines = [f"bulk, {r['megabytes']} MB each way (the no-offload case: a quarter of it)"]
+    over = " over IPv6" if r.get("family") == "ipv6" else ""
+    lines = [f"bulk, {r['megabytes']} MB each way{over} (the no-offload case: a quarter of it)"]
     if r.get("faults"):
         lines.append("faults: " + "; ".join(r["faults"]))
     lines.append("")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from stack.bench.bulk import CHUNK, STACK, _exited, _peer
+from stack.bench.bulk import CHUNK, STACK, STACK6, _exited, _peer
 from stack.bench.table import Column, render
 from stack.link.netns import Netns
 from stack.link.steering import owner
@@ -62,8 +62,8 @@ def source_ports(flows: int, workers: int, server_port: int, first: int = 40000)
     return ports
 
 
-async def _flows(netns: str, mode: str, port: int, nbytes: int, ports: list[int]) -> tuple[int, float]:
-    peers = [_peer(netns, mode, STACK, str(port), str(nbytes), str(p)) for p in ports]
+async def _flows(netns: str, mode: str, target: str, port: int, nbytes: int, ports: list[int]) -> tuple[int, float]:
+    peers = [_peer(netns, mode, target, str(port), str(nbytes), str(p)) for p in ports]
     try:
         for peer in peers:
             await _exited(peer)
@@ -81,17 +81,19 @@ async def _flows(netns: str, mode: str, port: int, nbytes: int, ports: list[int]
     return total, longest
 
 
-async def through_workers(workers: int, flows: int, nbytes: int, mtu: int = 1500) -> dict[str, Any]:
+async def through_workers(workers: int, flows: int, nbytes: int, mtu: int = 1500,
+                          ipv6: bool = False) -> dict[str, Any]:
     """N flows toward the stack, then N from it, with the stack in `workers` processes."""
     opts = WorkerOptions(config=Config(msl=1.0, mtu=mtu), offload=True)
-    out: dict[str, Any] = {"workers": workers, "flows": flows, "mtu": mtu}
+    out: dict[str, Any] = {"workers": workers, "flows": flows, "mtu": mtu, "family": "ipv6" if ipv6 else "ipv4"}
     async with Workers(workers, partial(_apps, nbytes), opts) as pool:
         netns = pool.netns
         assert netns is not None
         for name, mode, port in (("to_stack", "send", SINK_PORT), ("from_stack", "recv", SOURCE_PORT)):
             cpu0 = await pool.cpu_seconds()
             w0 = time.monotonic()
-            total, seconds = await _flows(netns, mode, port, nbytes, source_ports(flows, workers, port))
+            target = STACK6 if ipv6 else STACK
+            total, seconds = await _flows(netns, mode, target, port, nbytes, source_ports(flows, workers, port))
             wall = time.monotonic() - w0
             cpu = await pool.cpu_seconds() - cpu0
             out[f"{name}_MBps"] = round(total / seconds / 1e6, 1) if seconds else None
@@ -104,16 +106,17 @@ async def through_workers(workers: int, flows: int, nbytes: int, mtu: int = 1500
     return out
 
 
-def kernel_flows(flows: int, nbytes: int) -> dict[str, Any]:
+def kernel_flows(flows: int, nbytes: int, ipv6: bool = False) -> dict[str, Any]:
     """N kernel-to-kernel flows over the namespace's loopback, at once."""
+    loopback = "::1" if ipv6 else "127.0.0.1"
     with Netns() as ns:
         sinks = []
         for i in range(flows):
-            sink = _peer(ns.name, "serve-sink", "127.0.0.1", str(5001 + i), "0")
+            sink = _peer(ns.name, "serve-sink", loopback, str(5001 + i), "0")
             assert sink.stdout is not None
             sink.stdout.readline()
             sinks.append(sink)
-        senders = [_peer(ns.name, "send", "127.0.0.1", str(5001 + i), str(nbytes)) for i in range(flows)]
+        senders = [_peer(ns.name, "send", loopback, str(5001 + i), str(nbytes)) for i in range(flows)]
         for sender in senders:
             sender.wait()
         total, longest = 0, 0.0
@@ -126,16 +129,17 @@ def kernel_flows(flows: int, nbytes: int) -> dict[str, Any]:
 
 def run_bulk_workers(megabytes: int, workers: list[int], flows: int,
                      progress: Callable[[str], None] | None = None,
-                     run: Callable[[Any], dict[str, Any]] = asyncio.run) -> dict[str, Any]:
-    """Every worker count in turn, then the kernel reference, in one run."""
+                     run: Callable[[Any], dict[str, Any]] = asyncio.run, ipv6: bool = False) -> dict[str, Any]:
+    """Every worker count in turn, then the kernel reference (over ::1 with `ipv6`), in one run."""
     nbytes = megabytes * CHUNK
     say = progress or (lambda line: None)
-    result: dict[str, Any] = {"megabytes_per_flow": megabytes, "flows": flows, "workers": {}}
+    result: dict[str, Any] = {"megabytes_per_flow": megabytes, "flows": flows, "workers": {},
+                              "family": "ipv6" if ipv6 else "ipv4"}
     for n in workers:
         say(f"{flows} flows, {n} worker(s), MTU 1500 with offloads: {megabytes} MB per flow each way ...")
-        result["workers"][str(n)] = run(through_workers(n, flows, nbytes))
+        result["workers"][str(n)] = run(through_workers(n, flows, nbytes, ipv6=ipv6))
     say(f"{flows} flows kernel to kernel ...")
-    result["kernel_to_kernel"] = kernel_flows(flows, nbytes)
+    result["kernel_to_kernel"] = kernel_flows(flows, nbytes, ipv6)
     return result
 
 
@@ -151,7 +155,8 @@ def format_workers(r: dict[str, Any]) -> list[str]:
         Column("misrouted", "segments", lambda v: v["misrouted"]),
         Column("retransmitted", "segments", lambda v: v["retransmits"]),
     ]
-    lines = [f"bulk, {r['flows']} flows at once, {r['megabytes_per_flow']} MB per flow each way, MTU 1500 "
+    over = " over IPv6" if r.get("family") == "ipv6" else ""
+    lines = [f"bulk{over}, {r['flows']} flows at once, {r['megabytes_per_flow']} MB per flow each way, MTU 1500 "
              f"with offloads; kernel to kernel ({r['flows']} flows, same run): {k2k:,.1f} MB/s", ""]
     lines += render(columns, [(f"{n} worker(s)", v) for n, v in r["workers"].items()], first="stack")
     lines.append("CPU = user+system of every worker process / wall time; flows spread evenly over the workers "

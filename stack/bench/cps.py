@@ -211,13 +211,13 @@ def _config(case: str, msl: float) -> Config:
 
 
 async def stack_client_load(stack: Stack, port: int, ports: int, seconds: float, concurrency: int,
-                        bucket_ms: int) -> dict[str, Any]:
+                        bucket_ms: int, peer: str | None = None) -> dict[str, Any]:
     """`concurrency` connect / send / receive / close loops from the stack for `seconds`.
 
     Driven by callbacks (Stack.connect and a Protocol), not a coroutine per connection: like the
     server side of the other cases, the client costs what an event-driven application costs."""
     loop = asyncio.get_running_loop()
-    peer = stack.peer_addr
+    peer = peer or stack.peer_addr
     nb = int(seconds * 1000 / bucket_ms) + 2
     buckets = [0] * nb
     errors = {"connect_errors": 0, "addr_unavailable": 0, "reset_errors": 0}
@@ -271,8 +271,9 @@ async def stack_client_load(stack: Stack, port: int, ports: int, seconds: float,
 
 
 async def run_case(case: str, seconds: float, concurrency: int, *, msl: float = 30.0,
-                   ports: int = DEFAULT_PORTS, impl: str = "auto") -> dict[str, Any]:
-    """One case at one concurrency in a fresh stack; the measurements of that run."""
+                   ports: int = DEFAULT_PORTS, impl: str = "auto", ipv6: bool = False) -> dict[str, Any]:
+    """One case at one concurrency in a fresh stack; the measurements of that run (over IPv6: the
+    kernel and the stack use their 2001:2:: addresses)."""
     if case not in CASES:
         raise ValueError(f"unknown case {case!r} (choose from {', '.join(CASES)})")
     cfg = _config(case, msl)
@@ -281,6 +282,8 @@ async def run_case(case: str, seconds: float, concurrency: int, *, msl: float = 
     async with Stack(config=cfg) as stack:
         netns = stack.netns
         assert netns is not None and stack.host is not None
+        ours, theirs = (stack.addr6, stack.peer_addr6) if ipv6 else (stack.addr, stack.peer_addr)
+        assert ours is not None and theirs is not None
         server_cpu: Callable[[], float] | None = None
         async with contextlib.AsyncExitStack() as resources:
             if case in ("kernel_closes_first", "stack_closes_first"):
@@ -289,7 +292,7 @@ async def run_case(case: str, seconds: float, concurrency: int, *, msl: float = 
                     await stack.create_server(proto, base + i, backlog=1024)
             else:
                 srv = await resources.enter_async_context(
-                    EchoServer(netns, stack.peer_addr, base, ports, max_seconds=seconds + 2 * GRACE, impl=impl))
+                    EchoServer(netns, theirs, base, ports, max_seconds=seconds + 2 * GRACE, impl=impl))
                 server_cpu = srv.cpu_seconds
             with _Sampler(stack) as sampler:
                 srv_cpu0 = server_cpu() if server_cpu else 0.0
@@ -297,9 +300,9 @@ async def run_case(case: str, seconds: float, concurrency: int, *, msl: float = 
                 u0, s0 = _cpu()
                 w0 = time.monotonic()
                 if case == "stack_as_client":
-                    gen = await stack_client_load(stack, base, ports, seconds, concurrency, bucket_ms)
+                    gen = await stack_client_load(stack, base, ports, seconds, concurrency, bucket_ms, theirs)
                 else:
-                    target = stack.peer_addr if case == "kernel_to_kernel" else stack.addr
+                    target = theirs if case == "kernel_to_kernel" else ours
                     gen = await run_client(netns, target, base, ports, seconds, concurrency, size=SIZE,
                                            wait_eof=case == "stack_closes_first", bucket_ms=bucket_ms, impl=impl)
                 wall = time.monotonic() - w0
@@ -362,7 +365,8 @@ async def run_case(case: str, seconds: float, concurrency: int, *, msl: float = 
 
 async def run_cps(seconds: float = 10.0, concurrency: int = 16, *, c1_seconds: float | None = None,
                   cases: Iterable[str] = CASES, msl: float = 30.0, ports: int = DEFAULT_PORTS, impl: str = "auto",
-                  progress: Progress | None = None, workers: list[int] | None = None) -> dict[str, Any]:
+                  progress: Progress | None = None, workers: list[int] | None = None,
+                  ipv6: bool = False) -> dict[str, Any]:
     """Every case at `concurrency` for `seconds`, then at concurrency 1 for `c1_seconds`.
 
     Returns the contract object of `tcpstack bench cps --json`: one entry per case with `cps`,
@@ -376,15 +380,15 @@ async def run_cps(seconds: float = 10.0, concurrency: int = 16, *, c1_seconds: f
     for case in cases:
         if progress:
             progress(f"{case}: {seconds:g} s at concurrency {concurrency} ...")
-        result = await run_case(case, seconds, concurrency, msl=msl, ports=ports, impl=impl)
+        result = await run_case(case, seconds, concurrency, msl=msl, ports=ports, impl=impl, ipv6=ipv6)
         if progress:
             progress(f"{case}: {result['cps']:,.0f} conn/s; {c1:g} s at concurrency 1 ...")
-        single = await run_case(case, c1, 1, msl=msl, ports=ports, impl=impl)
+        single = await run_case(case, c1, 1, msl=msl, ports=ports, impl=impl, ipv6=ipv6)
         result["c1_cps"] = single["cps"]
         result["c1_latency_us"] = single["latency_us"]
         result["c1_cpu"] = single["cpu"]
         report[case] = result
-    report.update(seconds=seconds, concurrency=concurrency, c1_seconds=c1, msl=msl,
+    report.update(family="ipv6" if ipv6 else "ipv4", seconds=seconds, concurrency=concurrency, c1_seconds=c1, msl=msl,
                   time_wait_seconds=2 * msl, ports_per_destination=ports, payload_bytes=SIZE)
     if "kernel_to_kernel" in report:
         k2k = report["kernel_to_kernel"]["cps"]
@@ -394,7 +398,7 @@ async def run_cps(seconds: float = 10.0, concurrency: int = 16, *, c1_seconds: f
         from stack.bench.cps_workers import add_worker_runs
 
         await add_worker_runs(report, workers, seconds, concurrency, cases, msl=msl, ports=ports, impl=impl,
-                              progress=progress)
+                              progress=progress, ipv6=ipv6)
     return report
 
 
@@ -406,6 +410,7 @@ def format_table(report: dict[str, Any]) -> str:
     """The human-readable form of a `run_cps` report."""
     lines = [
         f"tcpstack bench cps: connect / send {report.get('payload_bytes', SIZE)} B / echo / close, "
+        f"{'over IPv6, ' if report.get('family') == 'ipv6' else ''}"
         f"{report['seconds']:g} s at concurrency {report['concurrency']}, "
         f"{report.get('c1_seconds', 0):g} s at concurrency 1; 2MSL = {report.get('time_wait_seconds', 0):g} s",
         "",

@@ -49,9 +49,10 @@ async def _servers(case: str, base: int, ports: int, stack: Stack) -> None:
 
 
 async def _clients(base: int, ports: int, seconds: float, concurrency: int, workers: int, bucket_ms: int,
-                   stack: Stack) -> dict[str, Any]:
+                   ipv6: bool, stack: Stack) -> dict[str, Any]:
     share = concurrency // workers + (1 if stack.worker < concurrency % workers else 0)
-    return await stack_client_load(stack, base, ports, seconds, max(1, share), bucket_ms)
+    peer = stack.peer_addr6 if ipv6 else stack.peer_addr
+    return await stack_client_load(stack, base, ports, seconds, max(1, share), bucket_ms, peer)
 
 
 def _merge_loads(parts: list[Any]) -> dict[str, Any]:
@@ -116,9 +117,10 @@ class _PoolSampler:
 
 
 async def run_case_workers(case: str, seconds: float, concurrency: int, workers: int, *, msl: float = 30.0,
-                           ports: int = 16, impl: str = "auto", steering: str = "ports") -> dict[str, Any]:
+                           ports: int = 16, impl: str = "auto", steering: str = "ports",
+                           ipv6: bool = False) -> dict[str, Any]:
     """One stack case with the stack in `workers` processes; the same measurements as run_case,
-    plus `misrouted` and `workers`."""
+    plus `misrouted` and `workers` (over IPv6 with `ipv6`: the 2001:2:: addresses)."""
     if case == "kernel_to_kernel":
         raise ValueError("kernel_to_kernel has no stack: run it with run_case")
     cfg = _config(case, msl)
@@ -126,16 +128,18 @@ async def run_case_workers(case: str, seconds: float, concurrency: int, workers:
     base = BASE_PORT[case]
     app: Callable[[Stack], Any]
     if case == "stack_as_client":
-        app = partial(_clients, base, ports, seconds, concurrency, workers, bucket_ms)
+        app = partial(_clients, base, ports, seconds, concurrency, workers, bucket_ms, ipv6)
     else:
         app = partial(_servers, case, base, ports)
     async with Workers(workers, app, WorkerOptions(config=cfg), hold=True, steering=steering) as pool:
         netns = pool.netns
         assert netns is not None
+        link = pool.link
+        ours, theirs = (link.addr6, link.peer_addr6) if ipv6 else (link.addr, link.peer_addr)
         async with contextlib.AsyncExitStack() as resources:
             if case == "stack_as_client":
                 await resources.enter_async_context(
-                    EchoServer(netns, "198.18.0.1", base, ports, max_seconds=seconds + 2 * GRACE, impl=impl))
+                    EchoServer(netns, theirs, base, ports, max_seconds=seconds + 2 * GRACE, impl=impl))
             sampler = _PoolSampler(pool)
             m0 = machine_ticks()
             cpu0 = await pool.cpu_seconds()
@@ -145,7 +149,7 @@ async def run_case_workers(case: str, seconds: float, concurrency: int, workers:
             if case == "stack_as_client":
                 gen = _merge_loads(await pool.ask("result", timeout=seconds + 30))
             else:
-                gen = await run_client(netns, "198.18.0.2", base, ports, seconds, concurrency, size=SIZE,
+                gen = await run_client(netns, ours, base, ports, seconds, concurrency, size=SIZE,
                                        wait_eof=case == "stack_closes_first", bucket_ms=bucket_ms, impl=impl)
             wall = time.monotonic() - w0
             cpu1 = await pool.cpu_seconds()
@@ -199,7 +203,7 @@ async def run_case_workers(case: str, seconds: float, concurrency: int, workers:
 
 async def add_worker_runs(report: dict[str, Any], workers: list[int], seconds: float, concurrency: int,
                           cases: Iterable[str], *, msl: float, ports: int, impl: str,
-                          progress: Callable[[str], None] | None = None) -> None:
+                          progress: Callable[[str], None] | None = None, ipv6: bool = False) -> None:
     """Put `workers` and `workers_ratio` into a run_cps report that already holds the one-process
     cases (the "1" entry) and kernel_to_kernel (measured in the same run)."""
     stack_cases = [c for c in cases if c != "kernel_to_kernel"]
@@ -212,7 +216,8 @@ async def add_worker_runs(report: dict[str, Any], workers: list[int], seconds: f
                 continue
             if progress:
                 progress(f"{case} with {n} workers: {seconds:g} s at concurrency {concurrency} ...")
-            entry[case] = await run_case_workers(case, seconds, concurrency, n, msl=msl, ports=ports, impl=impl)
+            entry[case] = await run_case_workers(case, seconds, concurrency, n, msl=msl, ports=ports, impl=impl,
+                                                 ipv6=ipv6)
             if progress:
                 progress(f"{case} with {n} workers: {entry[case]['cps']:,.0f} conn/s, "
                          f"misrouted {entry[case]['misrouted']}")

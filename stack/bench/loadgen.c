@@ -73,10 +73,34 @@ struct slot {
     double started;
 };
 
+/* An address of either family into *sa (port 0); its length, or 0 when it is neither. */
+static socklen_t parse_addr(const char *addr, struct sockaddr_storage *sa) {
+    memset(sa, 0, sizeof *sa);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)sa;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)sa;
+    if (inet_pton(AF_INET, addr, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        return sizeof *v4;
+    }
+    if (inet_pton(AF_INET6, addr, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        return sizeof *v6;
+    }
+    return 0;
+}
+
+static void set_port(struct sockaddr_storage *sa, int port) {
+    if (sa->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
+}
+
 static int client(const char *addr, int port, int nports, double seconds, int conc, int size, int wait_eof,
                   int bucket_ms, long requests) {
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
+    struct sockaddr_storage sa;
+    socklen_t salen = parse_addr(addr, &sa);
+    if (!salen) {
         fprintf(stderr, "loadgen: bad address %s\n", addr);
         return 2;
     }
@@ -107,11 +131,11 @@ static int client(const char *addr, int port, int nports, double seconds, int co
         for (int i = 0; i < conc; i++) {
             struct slot *s = &slots[i];
             if (s->phase != IDLE) continue;
-            int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+            int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
             if (fd < 0) { idle++; continue; }
-            sa.sin_port = htons((uint16_t)(port + (next_port++ % nports)));
+            set_port(&sa, (int)(port + (next_port++ % nports)));
             s->started = now_s();
-            if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
+            if (connect(fd, (struct sockaddr *)&sa, salen) < 0 && errno != EINPROGRESS) {
                 if (errno == EADDRNOTAVAIL) addr_err++; else connect_err++;
                 close(fd);
                 idle++;
@@ -232,8 +256,9 @@ static volatile sig_atomic_t stop;
 static void on_term(int sig) { (void)sig; stop = 1; }
 
 static int echo(const char *addr, int port, int nports, double max_seconds) {
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
+    struct sockaddr_storage sa;
+    socklen_t salen = parse_addr(addr, &sa);
+    if (!salen) {
         fprintf(stderr, "loadgen: bad address %s\n", addr);
         return 2;
     }
@@ -242,10 +267,10 @@ static int echo(const char *addr, int port, int nports, double max_seconds) {
     int ep = epoll_create1(0);
     int one = 1;
     for (int i = 0; i < nports; i++) {
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        sa.sin_port = htons((uint16_t)(port + i));
-        if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 4096) < 0) {
+        set_port(&sa, port + i);
+        if (bind(fd, (struct sockaddr *)&sa, salen) < 0 || listen(fd, 4096) < 0) {
             fprintf(stderr, "loadgen: cannot listen on %s:%d: %s\n", addr, port + i, strerror(errno));
             return 1;
         }

@@ -227,6 +227,7 @@ def py_client(addr: str, port: int, nports: int, seconds: float, concurrency: in
               bucket_ms: int, requests: int = 1) -> dict[str, Any]:
     """The same loop as loadgen.c's client, in Python (see the module docstring for its speed)."""
     ep = select.epoll()
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
     payload = b"x" * size
     nb = int(seconds * 1000 / bucket_ms) + 2
     buckets = [0] * nb
@@ -255,7 +256,7 @@ def py_client(addr: str, port: int, nports: int, seconds: float, concurrency: in
             next_sample = t + 0.1
         failed_now = 0
         while idle > failed_now:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(family, socket.SOCK_STREAM)
             s.setblocking(False)
             rc = s.connect_ex((addr, port + next_port % nports))
             next_port += 1
@@ -342,7 +343,7 @@ def py_echo(addr: str, port: int, nports: int, max_seconds: float) -> None:
     ep = select.epoll()
     listeners: dict[int, socket.socket] = {}
     for i in range(nports):
-        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ls = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         ls.bind((addr, port + i))
         ls.listen(4096)

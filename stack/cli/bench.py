@@ -16,6 +16,7 @@ from stack.bench import bulk
 from stack.cli import interrupt
 from stack.cli.common import (
     CliError,
+    UsageError,
     add_fault_arguments,
     bounded_int,
     fault_engine,
@@ -24,6 +25,7 @@ from stack.cli.common import (
     require_kernel_link,
     seconds_at_most,
 )
+from stack.link.tun import IPV6_MIN_MTU
 
 MAX_SECONDS = 3600.0  # every load loop is bounded: an hour is more than any benchmark needs
 MAX_CONCURRENCY = 1024
@@ -70,6 +72,7 @@ def _register_bulk(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
                         "TUN), for each N given, beside as many kernel-to-kernel flows")
     p.add_argument("--flows", type=bounded_int("flow count", 1, 64), default=2, metavar="N",
                    help="parallel flows with --workers (default 2)")
+    p.add_argument("--ipv6", action="store_true", help="the kernel and the stack talk over IPv6 (2001:2::1, ::2)")
     add_fault_arguments(p)
     p.set_defaults(func=_run_bulk)
 
@@ -87,11 +90,14 @@ def _run_bulk(args: argparse.Namespace) -> int:
         if engine is not None:
             raise CliError("--fault is not measured with --workers")
         result = bulk_workers.run_bulk_workers(args.mb, args.workers, args.flows,
-                                               None if args.json else _progress, interrupt.run)
+                                               None if args.json else _progress, interrupt.run, ipv6=args.ipv6)
         print(json.dumps(result) if args.json else "\n".join(bulk_workers.format_workers(result)))
         return 0
-    result = bulk.run_bulk(args.mb, args.mtu or [1500, 65000], None if args.json else _progress, interrupt.run,
-                           faults=list(engine.rules) if engine is not None else None)
+    mtus = args.mtu or [1500, 65000]
+    if args.ipv6 and min(mtus) < IPV6_MIN_MTU:
+        raise UsageError(f"--ipv6 needs every --mtu at {IPV6_MIN_MTU} or more (IPv6's minimum)")
+    result = bulk.run_bulk(args.mb, mtus, None if args.json else _progress, interrupt.run,
+                           faults=list(engine.rules) if engine is not None else None, ipv6=args.ipv6)
     if args.json:
         print(json.dumps(result))
     else:
@@ -127,6 +133,8 @@ def _register_cps(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--workers", type=worker_list, metavar="N[,N...]",
                    help="also run every stack case with the stack in N worker processes on a multi-queue TUN "
                         "device, for each N given (e.g. 1,2; 'auto' = one per core)")
+    p.add_argument("--ipv6", action="store_true",
+                   help="the kernel and the stack talk over IPv6 (2001:2::1 and 2001:2::2) in every case")
     p.add_argument("--profile", metavar="FILE",
                    help="cProfile the stack process and write pstats to FILE (slows the stack ~2.5x)")
     p.set_defaults(func=run_cps_command)
@@ -146,7 +154,7 @@ def run_cps_command(args: argparse.Namespace) -> int:
         _progress(f"load generator: {generator}")
     coro = run_cps(args.seconds, args.concurrency, c1_seconds=args.c1_seconds, cases=cases, msl=args.msl,
                    ports=args.ports, impl=args.loadgen, progress=None if args.json else _progress,
-                   workers=args.workers)
+                   workers=args.workers, ipv6=args.ipv6)
     try:
         if args.profile:
             import cProfile

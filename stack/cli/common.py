@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from stack.faults import FaultEngine, FaultRule, FaultRuleError, load_rules, parse_rule
 from stack.link.tun import kernel_link_available
+from stack.wire.address import canonical_address
 
 if TYPE_CHECKING:
     Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -103,11 +103,12 @@ def seconds_at_most(limit: float) -> Callable[[str], float]:
 port_number = bounded_int("port number", 1, 65535)
 
 
-def ipv4_address(text: str) -> str:
+def ip_address(text: str) -> str:
+    """An IPv4 or IPv6 address, in the canonical text the stack compares addresses in."""
     try:
-        return str(ipaddress.IPv4Address(text))
+        return canonical_address(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an IPv4 address: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not an IPv4 or IPv6 address: {text!r}") from None
 
 
 def mtu_value(text: str) -> int:

@@ -14,7 +14,9 @@ Requests (a JSON object with "cmd")::
                          info (ss -i's numbers, or null). Every socket is returned; filtering and
                          formatting happen in the client.
     {"cmd": "stats"}  -> {"ok": true, "result": {"stats": {NAME: VALUE, ...}}}
-    {"cmd": "info"}   -> {"ok": true, "result": {"pid", "netns", "addr", "peer", "control",
+    {"cmd": "info"}   -> {"ok": true, "result": {"pid", "netns", "addr", "peer" (the ready line's
+                          pair), "addr4", "addr6" (the stack's address of each family; addr6 null
+                          without IPv6), "control",
                           "apps": [[APP, PORT], ...], "msl", "fin_timeout", "rfc1337", "mtu", "uptime",
                           "started", "config": {KNOB: VALUE, ...} (every Config knob, stack/cli/knobs.py)}}
                           (started: wall time; with pid and netns it tells `stats` whose history it holds)

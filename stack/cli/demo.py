@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from stack.cli.knobs import add_config_arguments, config_from_args
 from stack.faults import FaultEngine
 from stack.link.nsenter import netns_socket
 from stack.link.steering import owner
+from stack.link.tun import IPV6_MIN_MTU
 from stack.observe.conversation import Conversations, plain_cause
 from stack.observe.ladder import render_text
 from stack.observe.ladder_svg import render_svg
@@ -41,6 +43,8 @@ from stack.tcp.states import State
 
 STACK_ADDR = "198.18.0.2"
 KERNEL_ADDR = "198.18.0.1"
+STACK_ADDR6 = "2001:2::2"
+KERNEL_ADDR6 = "2001:2::1"
 DEMO_DEFAULTS = {"msl": 1.0}
 PROGRESS_EVERY = 5.0  # seconds between "still waiting" lines during a long 2MSL
 
@@ -54,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--workers", type=int, choices=range(1, 9), default=1, metavar="N",
                    help="run the stack as N worker processes on a multi-queue TUN device; part i runs on "
                         "worker i mod N (default 1)")
+    p.add_argument("--ipv6", action="store_true",
+                   help=f"the kernel connects over IPv6: {KERNEL_ADDR6} -> {STACK_ADDR6} (default IPv4)")
     add_fault_arguments(p)
     add_offload_argument(p)
     # The demo's MSL is 1 s (2MSL = 2 s; Linux uses 60 s for 2MSL), so TIME-WAIT ends during it.
@@ -70,13 +76,13 @@ def _rfc(ss_name: str) -> str:
 _WORKER: tuple[int, int] | None = None
 
 
-async def _kernel_client(netns: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
-    sock = netns_socket(netns)
+async def _kernel_client(netns: str, addr: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+    sock = netns_socket(netns, socket.AF_INET6 if ":" in addr else socket.AF_INET)
     if _WORKER is not None:
         index, count = _WORKER
         kport = next(p for p in range(40000 + 100 * index, 65536) if owner(p, port, count) == index)
-        sock.bind((KERNEL_ADDR, kport))
-    await asyncio.get_running_loop().sock_connect(sock, (STACK_ADDR, port))
+        sock.bind(("", kport))  # any address of the family: connect picks the kernel side's
+    await asyncio.get_running_loop().sock_connect(sock, (addr, port))
     reader, writer = await asyncio.open_connection(sock=sock)
     return reader, writer, sock.getsockname()[1]
 
@@ -135,9 +141,9 @@ PARTS = (
 )
 
 
-async def _kernel_side(part: Part, stack: Stack, netns: str, kport: list[int]) -> None:
+async def _kernel_side(part: Part, stack: Stack, netns: str, stack_addr: str, kport: list[int]) -> None:
     """What the kernel's socket does in each part (its port goes to `kport` once connected)."""
-    r, w, port = await _kernel_client(netns, part.port)
+    r, w, port = await _kernel_client(netns, stack_addr, part.port)
     kport.append(port)
     try:
         if part.port == 7:
@@ -163,20 +169,21 @@ async def _kernel_side(part: Part, stack: Stack, netns: str, kport: list[int]) -
         w.close()
 
 
-def _gone(stack: Stack, port: int, kport: list[int]) -> bool:
+def _gone(stack: Stack, port: int, kernel_addr: str, kport: list[int]) -> bool:
     """The stack's connection of this part has left every table (CLOSED, TIME-WAIT over)."""
     if not kport or stack.host is None:
         return False
-    # The listener answers for a 4-tuple nobody holds: that reads as gone, too.
-    return stack.host.state_for((STACK_ADDR, port, KERNEL_ADDR, kport[0])) in (None, State.LISTEN)
+    # The listener answers for a 4-tuple nobody holds: that reads as gone, too (state_of says None).
+    return stack.state_of(port, (kernel_addr, kport[0])) is None
 
 
-async def _run_part(part: Part, stack: Stack, rec: Conversations, diag: SockDiag, msl: float, faults: bool,
-                    out: TextIO, progress: Callable[[float], None] | None = None) -> tuple[bool, str]:
+async def _run_part(part: Part, stack: Stack, ends: tuple[str, str], rec: Conversations, diag: SockDiag, msl: float,
+                    faults: bool, out: TextIO, progress: Callable[[float], None] | None = None) -> tuple[bool, str]:
     """Run one part to its end, or for a bounded time when faults keep it from ending; print its
     ladder and what really happened. Returns (finished, svg). `progress` hears of a long wait for
-    the end (TIME-WAIT's 2MSL) every PROGRESS_EVERY seconds."""
+    the end (TIME-WAIT's 2MSL) every PROGRESS_EVERY seconds. `ends` is (stack address, kernel address)."""
     assert stack.netns is not None and stack.host is not None
+    stack_addr, kernel_addr = ends
     server = await stack.create_server(part.protocol, part.port)
     kport: list[int] = []
     budget = 4 * msl + 5  # the whole close, 2MSL included, with room for retransmissions
@@ -184,23 +191,24 @@ async def _run_part(part: Part, stack: Stack, rec: Conversations, diag: SockDiag
     start = loop.time()
     client_error: BaseException | None = None
     try:
-        await asyncio.wait_for(_kernel_side(part, stack, stack.netns, kport), budget)
+        await asyncio.wait_for(_kernel_side(part, stack, stack.netns, stack_addr, kport), budget)
     except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
         client_error = exc
     if kport and part.port == 8:
-        await _until(lambda: _gone(stack, part.port, kport) or (stack.host is not None and bool(stack.host.time_wait)),
+        await _until(lambda: _gone(stack, part.port, kernel_addr, kport)
+                     or (stack.host is not None and bool(stack.host.time_wait)),
                      max(0.1, budget - (loop.time() - start)), quiet=True)
         tw = len(stack.host.time_wait)
         if tw:
             print(f"  tcpstack is in TIME-WAIT: {tw} connection(s); waiting 2MSL = {2 * msl:g} s ...", file=out)
-    finished = bool(kport) and await _until(lambda: _gone(stack, part.port, kport),
+    finished = bool(kport) and await _until(lambda: _gone(stack, part.port, kernel_addr, kport),
                                             max(0.1, budget - (loop.time() - start)), quiet=True,
                                             progress=progress)
     server.close()
     if not kport:
         print(f"{part.title}\n\n  the kernel could not connect: {client_error!r}\n", file=out)
         return False, ""
-    stack_state = stack.state_of(part.port, (KERNEL_ADDR, kport[0]))  # None: gone, or only the listener
+    stack_state = stack.state_of(part.port, (kernel_addr, kport[0]))  # None: gone, or only the listener
     kernel_state = diag.state_of(kport[0], None)
     if not finished:
         # A fault kept this close from ending: reset what is left, so the next part starts clean.
@@ -244,9 +252,10 @@ def _what_happened(part: Part, rec: Conversations, kport: int, msl: float) -> li
 
 
 async def _demo(config: Config, svg_path: str | None, faults: FaultEngine | None = None, offload: bool = True,
-                pcap: str | None = None, trace: str | None = None) -> int:
+                pcap: str | None = None, trace: str | None = None, ipv6: bool = False) -> int:
     msl = config.msl
     out = sys.stdout
+    ends = (STACK_ADDR6, KERNEL_ADDR6) if ipv6 else (STACK_ADDR, KERNEL_ADDR)
     async with Stack(config=config, addr=STACK_ADDR, peer_addr=KERNEL_ADDR, faults=faults, offload=offload,
                      pcap=pcap, trace=trace) as stack:
         netns = stack.netns
@@ -263,8 +272,8 @@ async def _demo(config: Config, svg_path: str | None, faults: FaultEngine | None
         if faults is not None:
             faults.listeners.append(rec.fault)
         print("tcpstack demo: the TCP close between the Linux kernel and tcpstack", file=out)
-        print(f"  kernel   {KERNEL_ADDR}  (a real Linux socket in network namespace {netns})", file=out)
-        print(f"  tcpstack {STACK_ADDR}  (this process, on the namespace's TUN device)", file=out)
+        print(f"  kernel   {ends[1]}  (a real Linux socket in network namespace {netns})", file=out)
+        print(f"  tcpstack {ends[0]}  (this process, on the namespace's TUN device)", file=out)
         shortened = "shortened to " if msl < 30 else ""
         print(f"  tcpstack's MSL is {shortened}{msl:g} s here, so its TIME-WAIT (2MSL = {2 * msl:g} s) ends "
               "during the demo;\n  the kernel keeps TIME-WAIT for Linux's fixed 60 s.", file=out)
@@ -278,7 +287,7 @@ async def _demo(config: Config, svg_path: str | None, faults: FaultEngine | None
 
         finished = []
         for part in PARTS:
-            done, svg = await _run_part(part, stack, rec, diag, msl, faults is not None, out, waiting)
+            done, svg = await _run_part(part, stack, ends, rec, diag, msl, faults is not None, out, waiting)
             finished.append(done)
             if svg:
                 svgs.append(svg)
@@ -348,9 +357,11 @@ def run(args: argparse.Namespace) -> int:
         if value:
             check_writable(value, option)
     require_kernel_link()
+    if args.ipv6 and config.mtu < IPV6_MIN_MTU:
+        raise UsageError(f"--ipv6 needs --mtu {IPV6_MIN_MTU} at least (IPv6's minimum), not {config.mtu}")
     if args.workers > 1:
         from stack.cli.demo_workers import demo_workers
 
         return interrupt.run(demo_workers(args.workers, config, args.svg, faults, args.offload, args.pcap,
-                                          args.trace))
-    return interrupt.run(_demo(config, args.svg, faults, args.offload, args.pcap, args.trace))
+                                          args.trace, args.ipv6))
+    return interrupt.run(_demo(config, args.svg, faults, args.offload, args.pcap, args.trace, args.ipv6))

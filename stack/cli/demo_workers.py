@@ -42,7 +42,7 @@ def _setup(stack: Stack) -> None:
     _STATE.update(rec=rec, diag=diag)
 
 
-async def _part(stack: Stack, index: int, msl: float, faults: bool) -> tuple[bool, str, str]:
+async def _part(stack: Stack, index: int, ends: tuple[str, str], msl: float, faults: bool) -> tuple[bool, str, str]:
     """One part, run in this worker: (finished, svg, the text it printed)."""
     out = io.StringIO()
 
@@ -50,14 +50,16 @@ async def _part(stack: Stack, index: int, msl: float, faults: bool) -> tuple[boo
         print(f"  ... {seconds:.0f} s of {2 * msl:g} s in TIME-WAIT", file=out)
 
     print(f"  (worker {stack.worker} of {stack.workers})", file=out)
-    finished, svg = await demo._run_part(demo.PARTS[index], stack, _STATE["rec"], _STATE["diag"], msl, faults, out,
-                                         waiting)
+    finished, svg = await demo._run_part(demo.PARTS[index], stack, ends, _STATE["rec"], _STATE["diag"], msl, faults,
+                                         out, waiting)
     return finished, svg, out.getvalue()
 
 
 async def demo_workers(workers: int, config: Config, svg_path: str | None, faults: FaultEngine | None = None,
-                       offload: bool = True, pcap: str | None = None, trace: str | None = None) -> int:
+                       offload: bool = True, pcap: str | None = None, trace: str | None = None,
+                       ipv6: bool = False) -> int:
     msl = config.msl
+    ends = (demo.STACK_ADDR6, demo.KERNEL_ADDR6) if ipv6 else (demo.STACK_ADDR, demo.KERNEL_ADDR)
     out = sys.stdout
     opts = WorkerOptions(config=config, addr=demo.STACK_ADDR, peer_addr=demo.KERNEL_ADDR, offload=offload,
                          faults=faults, pcap=pcap, trace=trace)
@@ -65,8 +67,8 @@ async def demo_workers(workers: int, config: Config, svg_path: str | None, fault
         netns = pool.netns
         assert netns is not None
         print("tcpstack demo: the TCP close between the Linux kernel and tcpstack", file=out)
-        print(f"  kernel   {demo.KERNEL_ADDR}  (a real Linux socket in network namespace {netns})", file=out)
-        print(f"  tcpstack {demo.STACK_ADDR}  ({workers} worker processes, one per queue of the namespace's "
+        print(f"  kernel   {ends[1]}  (a real Linux socket in network namespace {netns})", file=out)
+        print(f"  tcpstack {ends[0]}  ({workers} worker processes, one per queue of the namespace's "
               "multi-queue TUN device)", file=out)
         print(f"  tcpstack's MSL is {'shortened to ' if msl < 30 else ''}{msl:g} s here, so its TIME-WAIT "
               f"(2MSL = {2 * msl:g} s) ends during the demo;\n  the kernel keeps TIME-WAIT for Linux's fixed 60 s.",
@@ -77,7 +79,7 @@ async def demo_workers(workers: int, config: Config, svg_path: str | None, fault
         print(file=out, flush=True)
         finished, svgs = [], []
         for index in range(len(demo.PARTS)):
-            done, svg, text = await pool.call(index % workers, _part, index, msl, faults is not None,
+            done, svg, text = await pool.call(index % workers, _part, index, ends, msl, faults is not None,
                                               timeout=8 * msl + 30)
             print(text, end="", file=out, flush=True)
             finished.append(done)

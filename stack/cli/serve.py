@@ -5,6 +5,10 @@
                    [--config-file FILE.toml] [--max-time-wait N] [--tw-reuse] ...
                    (every Config knob, stack/cli/knobs.py)
 
+The same TUN carries IPv4 and IPv6: the kernel side is 198.18.0.1/24 and 2001:2::1/64, the stack
+answers as 198.18.0.2 and 2001:2::2. `--addr`/`--peer-addr` override the pair of their family,
+`--ipv6` makes IPv6 the family the ready line names.
+
 Once the kernel in the namespace can connect, exactly one line goes to stdout (flushed):
 `ready netns=NAME addr=A peer=B`; everything else (warnings) goes to stderr. With `--pcap -` (or
 `--trace -`) stdout carries the capture, live (`tcpstack serve ... --pcap - | tcpdump -nr -`), and
@@ -24,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import signal
@@ -43,7 +46,7 @@ from stack.cli.common import (
     add_offload_argument,
     check_writable,
     fault_engine,
-    ipv4_address,
+    ip_address,
     port_number,
     require_kernel_link,
 )
@@ -51,6 +54,7 @@ from stack.cli.control import ControlError, ControlServer, default_path, netns_n
 from stack.cli.knobs import add_config_arguments, config_from_args, config_summary
 from stack.faults import FaultEngine
 from stack.link.netns import LinkUnavailable, NetnsBusy, NetnsError
+from stack.link.tun import IPV6_MIN_MTU, check_addresses
 from stack.observe.capture import STDOUT, pcap_writer, trace_writer
 from stack.observe.pcap import PcapWriter
 from stack.observe.snapshot import socket_rows
@@ -65,6 +69,9 @@ log = logging.getLogger("tcpstack")
 DEFAULT_ADDR = "198.18.0.2"
 DEFAULT_PEER = "198.18.0.1"
 PREFIX = 24
+DEFAULT_ADDR6 = "2001:2::2"
+DEFAULT_PEER6 = "2001:2::1"
+PREFIX6 = 64
 
 
 def register(sub: Subcommands) -> None:
@@ -79,10 +86,14 @@ def register(sub: Subcommands) -> None:
                    help="network namespace to use: made (and deleted on exit) if it does not exist; one that exists "
                         "and is not tcpstack's is used as it is and left as it was (default: a fresh "
                         "tcps-<pid>-<n>)")
-    p.add_argument("--addr", type=ipv4_address, default=DEFAULT_ADDR, metavar="A",
-                   help=f"the stack's address (default {DEFAULT_ADDR})")
-    p.add_argument("--peer-addr", type=ipv4_address, default=DEFAULT_PEER, metavar="B",
-                   help=f"the kernel's address in the namespace (default {DEFAULT_PEER}, a /{PREFIX})")
+    p.add_argument("--addr", type=ip_address, metavar="A",
+                   help=f"the stack's address, IPv4 or IPv6 (default {DEFAULT_ADDR}; with --ipv6 {DEFAULT_ADDR6})")
+    p.add_argument("--peer-addr", type=ip_address, metavar="B",
+                   help=f"the kernel's address in the namespace, of --addr's family (default {DEFAULT_PEER}, a "
+                        f"/{PREFIX}; with --ipv6 {DEFAULT_PEER6}, a /{PREFIX6})")
+    p.add_argument("--ipv6", action="store_true",
+                   help="IPv6 first: the defaults of --addr and --peer-addr are the IPv6 ones (the link carries "
+                        "both families either way; the other keeps its defaults)")
     p.add_argument("--pcap", metavar="FILE",
                    help="record every packet in and out, live (classic pcap, tcpdump -r); - for stdout")
     p.add_argument("--trace", metavar="FILE",
@@ -131,13 +142,30 @@ def _apps(args: argparse.Namespace) -> list[tuple[str, int]]:
     return list(zip(apps, ports, strict=True))
 
 
-def _check_addresses(addr: str, peer: str) -> None:
-    # The kernel routes only its connected /24 into the TUN, so the stack must sit inside it.
-    network = ipaddress.IPv4Network(f"{peer}/{PREFIX}", strict=False)
-    if ipaddress.IPv4Address(addr) not in network:
-        raise UsageError(f"--addr {addr} must be inside the kernel side's network {network} (--peer-addr {peer})")
-    if addr == peer:
-        raise UsageError("--addr and --peer-addr must differ")
+def _addresses(args: argparse.Namespace, mtu: int) -> None:
+    """Fill in --addr/--peer-addr (the family of whichever is given, else --ipv6's) and check them;
+    `args.v4` and `args.v6` become the (stack, kernel) pairs of both families (v6: None when the MTU
+    is below IPv6's 1280)."""
+    given = args.addr or args.peer_addr
+    v6 = ":" in given if given else args.ipv6
+    if given and args.ipv6 and not v6:
+        raise UsageError("--ipv6 with IPv4 addresses: give IPv6 ones, or leave --ipv6 out")
+    addr = args.addr or (DEFAULT_ADDR6 if v6 else DEFAULT_ADDR)
+    peer = args.peer_addr or (DEFAULT_PEER6 if v6 else DEFAULT_PEER)
+    if (":" in addr) != (":" in peer):
+        raise UsageError(f"--addr {addr} and --peer-addr {peer} must be of one family")
+    try:
+        # The kernel routes only its connected prefix into the TUN, so the stack must sit inside it.
+        check_addresses(addr, peer, PREFIX6 if v6 else PREFIX, 6 if v6 else 4)
+    except ValueError as exc:
+        raise UsageError(f"--addr/--peer-addr: {exc}") from None
+    args.addr, args.peer_addr, args.ipv6 = addr, peer, v6
+    args.v4 = (DEFAULT_ADDR, DEFAULT_PEER) if v6 else (addr, peer)
+    args.v6 = (addr, peer) if v6 else (DEFAULT_ADDR6, DEFAULT_PEER6)
+    if mtu < IPV6_MIN_MTU:
+        if v6:
+            raise UsageError(f"--mtu {mtu} is below IPv6's minimum of {IPV6_MIN_MTU}")
+        args.v6 = None
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -149,8 +177,8 @@ def _config(args: argparse.Namespace) -> Config:
 
 def run(args: argparse.Namespace) -> int:
     apps = _apps(args)
-    _check_addresses(args.addr, args.peer_addr)
     config = _config(args)
+    _addresses(args, config.mtu)
     faults = fault_engine(args)
     for option, path in (("--pcap", args.pcap), ("--trace", args.trace), ("--stats-log", args.stats_log)):
         if path and path != STDOUT:
@@ -232,8 +260,10 @@ class Session:
             return {
                 "pid": os.getpid(),
                 "netns": stack.netns,
-                "addr": stack.addr,
-                "peer": stack.peer_addr,
+                "addr": self.args.addr,
+                "peer": self.args.peer_addr,
+                "addr4": stack.addr,
+                "addr6": stack.addr6,
                 "control": control_path,
                 "apps": [[app, port] for app, port in self.apps],
                 "msl": cfg.msl,
@@ -267,8 +297,10 @@ class Session:
         if args.workers > 1:
             await self._start_workers()
             return
-        stack = Stack(config=self.config, addr=args.addr, peer_addr=args.peer_addr, prefix=PREFIX, netns=args.netns,
-                      faults=self.faults, offload=args.offload, pcap=self.pcap, trace=self.trace,
+        (addr, peer), v6 = args.v4, args.v6
+        stack = Stack(config=self.config, addr=addr, peer_addr=peer, prefix=PREFIX,
+                      addr6=v6[0] if v6 else None, peer_addr6=v6[1] if v6 else None, prefix6=PREFIX6,
+                      netns=args.netns, faults=self.faults, offload=args.offload, pcap=self.pcap, trace=self.trace,
                       stats_log=args.stats_log)
         try:
             await stack.start()
@@ -291,7 +323,9 @@ class Session:
 
     async def _start_workers(self) -> None:
         args = self.args
-        opts = WorkerOptions(config=self.config, addr=args.addr, peer_addr=args.peer_addr, prefix=PREFIX,
+        (addr, peer), v6 = args.v4, args.v6
+        opts = WorkerOptions(config=self.config, addr=addr, peer_addr=peer, prefix=PREFIX,
+                             addr6=v6[0] if v6 else None, peer_addr6=v6[1] if v6 else None, prefix6=PREFIX6,
                              offload=args.offload, faults=self.faults, pcap=args.pcap, trace=args.trace)
         pool = Workers(args.workers, partial(serve_apps, self.apps), opts, netns=args.netns)
         try:
@@ -328,7 +362,9 @@ class Session:
 
         def info() -> dict[str, Any]:
             cfg = self.config
+            v6 = self.args.v6
             return {"pid": os.getpid(), "netns": pool.netns, "addr": self.args.addr, "peer": self.args.peer_addr,
+                    "addr4": self.args.v4[0], "addr6": v6[0] if v6 else None,
                     "control": control_path, "apps": [[app, port] for app, port in self.apps],
                     "msl": cfg.msl, "fin_timeout": cfg.fin_timeout, "rfc1337": cfg.rfc1337, "mtu": cfg.mtu,
                     "config": config_summary(cfg), "uptime": round(time.time() - self.started_wall, 3),

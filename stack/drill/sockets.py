@@ -22,7 +22,9 @@ from stack.drill.core import Config, ConnectionHandle, Core, InvalidCall, Listen
 from stack.drill.runner import BIND_PORT, REMOTE_ADDR
 from stack.drill.symbols import SIOCINQ
 
-_RESET_ERRNO = {"refused": errno.ECONNREFUSED, "timed-out": errno.ETIMEDOUT}
+_RESET_ERRNO = {"refused": errno.ECONNREFUSED, "timed-out": errno.ETIMEDOUT, "net-unreachable": errno.ENETUNREACH,
+                "host-unreachable": errno.EHOSTUNREACH, "protocol-unreachable": errno.ENOPROTOOPT,
+                "prohibited": errno.EACCES, "protocol-error": errno.EPROTO}
 _TCP = socket.IPPROTO_TCP
 _SOL = socket.SOL_SOCKET
 

@@ -27,6 +27,8 @@ ignored)::
                      where flags= is the change, spell it has=F
       flags==F       exactly these flags
       port=N  sport=N  dport=N       either port / source port / destination port
+      addr=A  src=A  dst=A           either address / source / destination: an address or a
+                                     prefix of either family (198.18.0.1, 2001:2::/64)
       payload=yes|no                 carries data or not
       state=S[,S...]                 the stack's connection is in one of these states when the
                                      segment is sent, not when it arrives (TIME-WAIT, FIN-WAIT-1,
@@ -37,6 +39,9 @@ ignored)::
       every=K        every Kth (K, 2K, ...)             (counted per rule, all connections)
       p=P [seed=S]   probability (0.1 or 10%), drawn after nth/first/every; seed= makes the rule's
                      own RNG reproducible (without it, it is seeded from the engine's seed)
+      proto=icmp     the rule acts on ICMP and ICMPv6 datagrams instead of TCP segments (a rule
+                     without it never touches ICMP): drop, delay, dup, corrupt and truncate, with
+                     the matchers that read no TCP field (after, before, nth, first, every, p)
 
     DURATION = NUMBER[us|ms|s], e.g. 200us 50ms 1.5s (a bare number is seconds)
 
@@ -50,6 +55,7 @@ Examples::
     corrupt in p=0.01 seed=3
     inject in rst seq=+0 flags=F        # an exact RST right behind the peer's FIN
     rewrite out has=S window=0
+    drop in proto=icmp nth=1            # lose the first ICMP message toward the stack (a PTB, a ping)
 
 Rules apply in order as a pipeline (every matching rule applies, not just the first); see
 `stack.faults.engine` for the details. A bad rule raises `FaultRuleError` (1-based column, and the

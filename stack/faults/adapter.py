@@ -13,7 +13,7 @@ from typing import NamedTuple
 from stack.faults.engine import Crossing, FaultEngine, Release
 from stack.tcp.config import FourTuple
 from stack.tcp.host import Host
-from stack.wire import MalformedPacket, parse_packet
+from stack.wire import MalformedPacket, Reason, parse_packet
 from stack.wire.segment import Segment
 
 IN = "in"  # toward the stack
@@ -67,9 +67,16 @@ class FaultAdapter:
         try:
             seg = parse_packet(packet)
         except MalformedPacket as bad:
+            if bad.reason is Reason.NOT_TCP:
+                # ICMP (or another protocol): only proto=icmp rules act on it; the driver sorts it out.
+                return [(None, c) for c in self.engine.cross_icmp(IN, packet, now)]
             self.host.on_malformed(bad.reason.value)
             return []
         return [(seg if c.packet is packet else None, c) for c in self.inbound(seg, packet, now)]
+
+    def outbound_icmp(self, packet: bytes, now: float) -> list[Crossing]:
+        """What crosses when the host sends an ICMP datagram (an echo reply): proto=icmp rules."""
+        return self.engine.cross_icmp(OUT, packet, now)
 
     def released(self, now: float) -> list[Release]:
         """Segments `reorder` held back whose turn (or timeout) has come."""

@@ -38,6 +38,7 @@ from stack.faults.rules import (
 )
 from stack.native import checksum_adjust, checksum_adjust32, tcp_checksum_ipv4
 from stack.wire import build_packet
+from stack.wire.address import address_matches
 from stack.wire.segment import ACK, RST, SYN, Segment
 
 StateOf = Callable[[Segment, str], str | None]
@@ -124,12 +125,13 @@ class FaultEngine:
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self.rule_counts: dict[str, int] = {}  # by rule text (identical rules share a count)
         self._rules: list[_RuleState] = []
+        self._icmp_rules: list[_RuleState] = []  # proto=icmp: they never see a TCP segment
         for index, rule in enumerate(self.rules):
             if not isinstance(rule, FaultRule):
                 raise TypeError(f"not a FaultRule: {rule!r}")
             # A string seed is hashed with SHA-512 by random.Random: stable across runs and platforms.
             rng = random.Random(rule.seed if rule.seed is not None else f"tcpstack-faults/{seed}/{index}")
-            self._rules.append(_RuleState(rule, rng))
+            (self._icmp_rules if rule.proto == "icmp" else self._rules).append(_RuleState(rule, rng))
             self.rule_counts.setdefault(rule.text, 0)
         self._held: list[_Held] = []
         self._order = 0
@@ -186,14 +188,28 @@ class FaultEngine:
             return False
         if rule.dport is not None and seg.dst_port != rule.dport:
             return False
+        if rule.addr is not None and not (address_matches(seg.src_addr, rule.addr)
+                                          or address_matches(seg.dst_addr, rule.addr)):
+            return False
+        if rule.src is not None and not address_matches(seg.src_addr, rule.src):
+            return False
+        if rule.dst is not None and not address_matches(seg.dst_addr, rule.dst):
+            return False
         if rule.payload is not None and bool(seg.payload) != rule.payload:
             return False
+        return self._selects(rs, seg, direction, now, state)
+
+    def _selects(self, rs: _RuleState, seg: Segment | None, direction: str, now: float,
+                 state: list[str | None]) -> bool:
+        """The matchers every rule has (time window, connection state, counts, p); an ICMP
+        datagram (`seg` None) has no connection state, and its rules match on none."""
+        rule = rs.rule
         elapsed = now - self.start
         if rule.after is not None and elapsed < rule.after:
             return False
         if rule.before is not None and elapsed >= rule.before:
             return False
-        if rule.states:
+        if rule.states and seg is not None:
             if not state:
                 state.append(self.state_of(seg, direction) if self.state_of is not None else None)
             current = state[0] or "CLOSED"  # no connection at all reads as CLOSED
@@ -209,6 +225,39 @@ class FaultEngine:
         if rule.every is not None and seen % rule.every:
             return False
         return rule.p is None or rs.rng.random() < rule.p
+
+    def cross_icmp(self, direction: str, packet: bytes, now: float) -> list[Crossing]:
+        """`cross` for an ICMP or ICMPv6 datagram: only proto=icmp rules apply (drop, delay, dup,
+        corrupt, truncate); they count like the others but reach no listener (which take segments)."""
+        crossing = [Crossing(packet, 0.0)]
+        for rs in self._icmp_rules:
+            rule = rs.rule
+            if rule.direction != direction:
+                continue
+            action = rule.action
+            name = action.name
+            out: list[Crossing] = []
+            for c in crossing:
+                if not self._selects(rs, None, direction, now, []):
+                    out.append(c)
+                    continue
+                faults = (*c.faults, name)
+                if isinstance(action, Delay):
+                    extra = action.delay + (rs.rng.uniform(-action.jitter, action.jitter) if action.jitter else 0.0)
+                    out.append(Crossing(c.packet, c.delay + max(0.0, extra), faults))
+                elif isinstance(action, Dup):
+                    out.append(c)
+                    out.extend(Crossing(c.packet, c.delay, faults) for _ in range(action.copies))
+                elif isinstance(action, Corrupt):
+                    out.append(Crossing(corrupt_packet(c.packet, action.bits, rs.rng), c.delay, faults))
+                elif isinstance(action, Truncate):
+                    keep = action.length if action.length is not None else max(0, len(c.packet) - (action.cut or 0))
+                    out.append(Crossing(c.packet[:keep], c.delay, faults))
+                rs.applied += 1  # (a drop appends nothing: lost)
+                self.counters[_COUNTER_OF[name]] += 1
+                self.rule_counts[rs.text] += 1
+            crossing = out
+        return crossing
 
     def _apply(self, rs: _RuleState, item: _Item, direction: str, now: float, out: list[_Item]) -> None:
         action = rs.rule.action

@@ -18,9 +18,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from stack.tcp.states import State
+from stack.wire.address import network_text
 from stack.wire.segment import flags_text, parse_flags_text
 
 DIRECTIONS = ("in", "out")
+PROTOS = ("tcp", "icmp")  # what a rule acts on: TCP segments (the default) or ICMP/ICMPv6 datagrams
+# The actions and matchers that make sense for an ICMP datagram: nothing that reads or writes TCP.
+ICMP_ACTIONS = ("drop", "delay", "dup", "corrupt", "truncate")
+_TCP_MATCHERS = ("flags", "flags_exact", "port", "sport", "dport", "addr", "src", "dst", "payload", "states")
 INJECT_KINDS = ("rst", "syn", "ack")
 SEQ_SPACE = 1 << 32
 _MAX_DURATION = 1e9  # ~31 years: anything larger is a typo, and inf would never release a held packet
@@ -51,6 +56,9 @@ def _rebuild_error(column: int, reason: str, line: int | None) -> FaultRuleError
 
 
 # ---------------------------------------------------------------------- values
+ADDRESS_KEYS = ("addr", "src", "dst")  # matchers of either / the source / the destination address
+
+
 def parse_duration(text: str) -> float:
     """'50ms' / '1.5s' / '200us' / '0' -> seconds. Raises ValueError.
 
@@ -294,6 +302,9 @@ class FaultRule:
     port: int | None = None
     sport: int | None = None
     dport: int | None = None
+    addr: str | None = None  # an address or prefix of either family, e.g. 2001:2::/64
+    src: str | None = None
+    dst: str | None = None
     payload: bool | None = None
     states: tuple[str, ...] = ()
     after: float | None = None
@@ -303,10 +314,20 @@ class FaultRule:
     every: int | None = None
     p: float | None = None
     seed: int | None = None
+    proto: str = "tcp"
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise ValueError(f"unknown direction {self.direction!r} (expected 'in' or 'out')")
+        if self.proto not in PROTOS:
+            raise ValueError(f"unknown proto {self.proto!r} (expected {' or '.join(PROTOS)})")
+        if self.proto == "icmp":
+            if self.action.name not in ICMP_ACTIONS:
+                allowed = ", ".join(ICMP_ACTIONS)
+                raise ValueError(f"{self.action.name} acts on TCP segments; proto=icmp allows {allowed}")
+            tcp_only = [name for name in _TCP_MATCHERS if getattr(self, name) not in (None, ())]
+            if tcp_only:
+                raise ValueError(f"proto=icmp cannot match on TCP fields ({', '.join(tcp_only)})")
         if not isinstance(self.action, tuple(ACTIONS.values())):
             raise ValueError(f"not a fault action: {self.action!r}")
         for name in ("flags", "flags_exact"):
@@ -321,6 +342,10 @@ class FaultRule:
             value = getattr(self, name)
             if value is not None:
                 _check_int(name, value, 1, 1 << 62)
+        for name in ADDRESS_KEYS:
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, network_text(value))
         if self.seed is not None:
             _check_int("seed", self.seed, 0, 1 << 64)
         if self.p is not None and not (isinstance(self.p, (int, float)) and 0.0 <= self.p <= 1.0):
@@ -339,13 +364,15 @@ class FaultRule:
     def text(self) -> str:
         """The canonical one-line form; `parse_rule(rule.text) == rule`."""
         words = [self.action.name, self.direction, *self.action.positional()]
+        if self.proto != "tcp":
+            words.append(f"proto={self.proto}")
         if self.flags is not None:
             # In a rewrite, `flags=` is the change, so the "any of" matcher is spelled `has=`.
             key = "has" if isinstance(self.action, Rewrite) else "flags"
             words.append(f"{key}={flags_text(self.flags)}")
         if self.flags_exact is not None:
             words.append(f"flags=={flags_text(self.flags_exact)}")
-        for name in ("port", "sport", "dport"):
+        for name in ("port", "sport", "dport", *ADDRESS_KEYS):
             value = getattr(self, name)
             if value is not None:
                 words.append(f"{name}={value}")
@@ -382,8 +409,8 @@ _KEY_VALUE = re.compile(r"([a-z][a-z0-9_]*)(==|\+=|-=|=)(.*)", re.ASCII | re.DOT
 _UINT = re.compile(r"[0-9]+", re.ASCII)
 _OFFSET = re.compile(r"[+-][0-9]+", re.ASCII)
 _FLOAT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?%?", re.ASCII)
-_MATCH_KEYS = ("flags", "has", "port", "sport", "dport", "payload", "state", "after", "before",
-               "nth", "first", "every", "p", "seed")
+_MATCH_KEYS = ("flags", "has", "port", "sport", "dport", "addr", "src", "dst", "payload", "state", "after",
+               "before", "nth", "first", "every", "p", "seed", "proto")
 _ACTION_KEYS: dict[str, tuple[str, ...]] = {
     "drop": (), "delay": ("jitter",), "dup": ("copies",), "reorder": ("hold", "timeout"), "corrupt": ("bits",),
     "truncate": ("len", "cut"), "rewrite": ("window", "seq", "ack", "flags"), "inject": ("seq",),
@@ -471,8 +498,8 @@ def parse_rule(text: str) -> FaultRule:
     try:
         return FaultRule(action=action, direction=direction,
                          **{k: v for k, v in args.values.items() if not k.startswith("a_")})
-    except ValueError as exc:  # cross-field checks not caught above; should not happen
-        raise FaultRuleError(action_col, str(exc)) from None
+    except ValueError as exc:  # cross-field checks not caught above (proto=icmp with a TCP matcher)
+        raise FaultRuleError(args.columns.get("proto", action_col), str(exc)) from None
 
 
 def _parse_arg(action: str, key: str, op: str, value: str, col: int, vcol: int, args: _Args) -> None:
@@ -493,6 +520,15 @@ def _parse_arg(action: str, key: str, op: str, value: str, col: int, vcol: int, 
         args.put("flags", _flags_value(key, value, vcol), col, "flags matcher ('flags=' / 'has=')")
     elif key in ("port", "sport", "dport", "nth", "first", "every", "seed"):
         args.put(key, _int_value(key, value, vcol), col, repr(key))
+    elif key in ADDRESS_KEYS:
+        try:
+            args.put(key, network_text(value), col, repr(key))
+        except ValueError as exc:
+            raise FaultRuleError(vcol, str(exc)) from None
+    elif key == "proto":
+        if value not in PROTOS:
+            raise FaultRuleError(vcol, f"proto must be {' or '.join(PROTOS)}, not {value!r}")
+        args.put(key, value, col, repr(key))
     elif key == "payload":
         if value not in ("yes", "no"):
             raise FaultRuleError(vcol, f"payload must be 'yes' or 'no', not {value!r}")

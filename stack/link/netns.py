@@ -413,6 +413,14 @@ class Netns:
         self._require_active()
         _ip(["-n", self.name, "-batch", "-"], input="".join(c + "\n" for c in commands))
 
+    def sysctl(self, settings: dict[str, str]) -> None:
+        """Write kernel settings of this namespace (its own net.* tree), e.g. a device's IPv6 knobs."""
+        self._require_active()
+        result = self.run(["sysctl", "-q", "-w", *(f"{key}={value}" for key, value in settings.items())],
+                          capture_output=True, text=True, timeout=10)
+        if result.returncode != 0:
+            raise NetnsError(f"sysctl in namespace {self.name} failed: {result.stderr.strip()}")
+
     def pids(self) -> list[int]:
         return _pids_in(self.name) if self.active else []
 

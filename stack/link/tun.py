@@ -3,7 +3,10 @@
 Layout (defaults): the kernel in namespace `tcps-<pid>-<n>` owns 198.18.0.1/24 on the TUN device and
 routes the whole /24 into it; the userspace stack reads those packets from the fd and answers as
 198.18.0.2. 198.18.0.0/15 is the benchmarking range (RFC 2544), so it never collides with a real
-network, and nothing is configured in the root namespace at all.
+network, and nothing is configured in the root namespace at all. The same device carries IPv6: the
+kernel owns 2001:2::1/64 (2001:2::/48 is IPv6's benchmarking range, RFC 5180) and the stack answers
+as 2001:2::2. A TUN has no link layer, so the kernel resolves no neighbours on it (no NDP: its
+neighbour entries are NOARP) and sends the packets for the /64 straight into the fd.
 
 The device is created in the root namespace (that is where /dev/net/tun is opened) and then moved
 into the private one; the fd stays attached to the device across the move, so all reads and writes
@@ -28,18 +31,30 @@ from stack.link.netns import LinkUnavailable, Netns, NetnsError, netns_available
 
 __all__ = [
     "DEFAULT_ADDR",
+    "DEFAULT_ADDR6",
     "DEFAULT_PEER_ADDR",
+    "DEFAULT_PEER_ADDR6",
+    "DEFAULT_PREFIX6",
     "DEFAULT_TXQUEUELEN",
+    "IPV6_MIN_MTU",
     "LinkClosed",
     "LinkStats",
     "LinkUnavailable",
     "TunLink",
+    "TunQueue",
+    "check_addresses",
     "kernel_link_available",
     "require_kernel_link",
 ]
 
 DEFAULT_ADDR = "198.18.0.2"
 DEFAULT_PEER_ADDR = "198.18.0.1"
+# IPv6 on the same device: 2001:2::/48 is reserved for benchmarking (RFC 5180), as 198.18.0.0/15
+# is for IPv4 (RFC 2544); the kernel side takes ::1 of a /64, the stack answers as ::2.
+DEFAULT_ADDR6 = "2001:2::2"
+DEFAULT_PEER_ADDR6 = "2001:2::1"
+DEFAULT_PREFIX6 = 64
+IPV6_MIN_MTU = 1280  # RFC 8200 §5; below it Linux turns IPv6 off on the device
 # The device's queue toward us, in packets (the kernel's default for TUN is 500). The stack handles
 # some 10-30k packets/s, the kernel can send a whole burst at once: when a client holding 20,000
 # connections exits, 20,000 FINs come in a millisecond, and while they wait the kernel retransmits
@@ -103,6 +118,24 @@ class LinkStats:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+def check_addresses(addr: str, peer_addr: str, prefix: int, version: int) -> None:
+    """`addr` (the stack) and `peer_addr` (the kernel side, with `prefix`) of one family: both of
+    `version`, different, and the stack's inside the kernel side's network. Raises ValueError."""
+    try:
+        network = ipaddress.ip_network(f"{peer_addr}/{prefix}", strict=False)
+        stack_ip = ipaddress.ip_address(addr)
+    except ValueError as exc:
+        raise ValueError(f"bad IPv{version} address or prefix: {exc}") from None
+    if network.version != version or stack_ip.version != version:
+        raise ValueError(f"{addr} and {peer_addr}/{prefix} must both be IPv{version}")
+    if stack_ip not in network:
+        # The kernel only routes its connected prefix into the TUN (no routes are ever added),
+        # so the stack's address has to sit inside it.
+        raise ValueError(f"addr {addr} is not inside the kernel side's network {network}")
+    if stack_ip == ipaddress.ip_address(peer_addr):
+        raise ValueError("addr and peer_addr must differ")
 
 
 class _QueueIO:
@@ -200,7 +233,7 @@ class TunQueue(_QueueIO):
         self.netns = netns
         self.offload = offload
         self.stats = LinkStats()
-        self._read_size = 65535 + 16
+        self._read_size = 65535 + 40 + 16  # as TunLink: the largest IPv6 packet, plus a virtio-net header
 
     def close(self) -> None:
         """Close this process's copy of the fd (the queue stays attached while others hold it)."""
@@ -210,7 +243,10 @@ class TunQueue(_QueueIO):
 
 
 class TunLink(_QueueIO):
-    """A non-blocking TUN fd carrying raw IPv4 packets to and from the kernel in a private netns.
+    """A non-blocking TUN fd carrying raw IPv4 and IPv6 packets to and from the kernel in a private
+    netns. The kernel side gets `peer_addr/prefix` and `peer_addr6/prefix6` (None: IPv4 only;
+    an MTU below 1280 leaves the default IPv6 addresses out, since IPv6 needs 1280). With
+    `queues=N` the device is multi-queue: `queue(i)` hands out each queue as a link of its own.
 
     With `netns=None` the link makes its own namespace and deletes it on close; a `Netns` passed in
     must already be created and stays the caller's to delete.
@@ -227,6 +263,9 @@ class TunLink(_QueueIO):
         name: str | None = None,
         txqueuelen: int | None = DEFAULT_TXQUEUELEN,
         offload: bool = False,
+        addr6: str | None = DEFAULT_ADDR6,
+        peer_addr6: str | None = DEFAULT_PEER_ADDR6,
+        prefix6: int = DEFAULT_PREFIX6,
         queues: int = 1,
         steering: str = "ports",
     ) -> None:
@@ -243,22 +282,26 @@ class TunLink(_QueueIO):
         if steering not in ("ports", "automq"):
             raise ValueError(f"steering {steering!r}: 'ports' or 'automq'")
         self.steering = steering
-        network = ipaddress.IPv4Network(f"{peer_addr}/{prefix}", strict=False)
-        stack_ip = ipaddress.IPv4Address(addr)
-        if stack_ip not in network:
-            # The kernel only routes its connected prefix into the TUN (no routes are ever added),
-            # so the stack's address has to sit inside it.
-            raise ValueError(f"addr {addr} is not inside the kernel side's network {network}")
-        if stack_ip == ipaddress.IPv4Address(peer_addr):
-            raise ValueError("addr and peer_addr must differ")
+        check_addresses(addr, peer_addr, prefix, 4)
         if not 68 <= mtu <= 65535:
             raise ValueError(f"mtu {mtu} out of range 68..65535 (68 is IPv4's minimum)")
+        if mtu < IPV6_MIN_MTU and (addr6, peer_addr6) == (DEFAULT_ADDR6, DEFAULT_PEER_ADDR6):
+            addr6 = peer_addr6 = None  # IPv4 only: the default IPv6 addresses need MTU 1280
+        if (addr6 is None) != (peer_addr6 is None):
+            raise ValueError("addr6 and peer_addr6 go together (both None: no IPv6)")
+        if addr6 is not None and peer_addr6 is not None:
+            check_addresses(addr6, peer_addr6, prefix6, 6)
+            if mtu < IPV6_MIN_MTU:
+                raise ValueError(f"mtu {mtu} is below IPv6's minimum of {IPV6_MIN_MTU} (RFC 8200 §5)")
         # IFNAMSIZ is 16 with the NUL; the charset also keeps the name one token in `ip -batch`.
         if name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", name):
             raise ValueError(f"bad interface name {name!r} (1..15 of letters, digits, '_', '.', '-')")
         self.addr = addr
         self.peer_addr = peer_addr
         self.prefix = prefix
+        self.addr6 = addr6
+        self.peer_addr6 = peer_addr6
+        self.prefix6 = prefix6
         self.mtu = mtu
         self.txqueuelen = txqueuelen  # None: leave the kernel's default (500)
         # TSO/checksum offload through the virtio-net header (stack.link.vnet): every packet on the
@@ -270,7 +313,7 @@ class TunLink(_QueueIO):
         self.stats = LinkStats()
         # TUN hands out whole packets, never more than the MTU (no IFF_VNET_HDR, so no GSO);
         # reading 64 KiB stays correct even if someone raises the MTU inside the namespace later.
-        self._read_size = 65535 + 16  # the largest IPv4 packet, plus a virtio-net header
+        self._read_size = 65535 + 40 + 16  # the largest IPv6 packet (40 + 65535), plus a virtio-net header
 
     @property
     def netns(self) -> str:
@@ -338,13 +381,21 @@ class TunLink(_QueueIO):
                     f"could not move {self.name} into namespace {self.netns}: {exc.stderr.strip()}"
                 ) from exc
             dev = self.name
-            commands = [
-                f"link set dev {dev} mtu {self.mtu}",
-                # No IPv6 link-local address: otherwise the kernel sends router solicitations into
-                # the TUN a moment after it comes up, and the stack only speaks IPv4.
-                f"link set dev {dev} addrgenmode none",
-                f"addr add {self.peer_addr}/{self.prefix} dev {dev}",
-            ]
+            if self.peer_addr6 is not None:
+                # The device's IPv6 knobs, before any address: no duplicate address detection
+                # (nothing else is on a point-to-point TUN; the address is usable at once), no
+                # router advertisements accepted and no solicitations sent.
+                conf = f"net.ipv6.conf.{dev}"
+                self.namespace.sysctl({f"{conf}.accept_dad": "0", f"{conf}.accept_ra": "0",
+                                       f"{conf}.router_solicitations": "0", f"{conf}.disable_ipv6": "0"})
+            commands = [f"link set dev {dev} mtu {self.mtu}"]
+            if self.mtu >= IPV6_MIN_MTU:  # below it the kernel has no IPv6 on the device at all
+                # No IPv6 link-local address: nothing of the kernel's own (router solicitations,
+                # MLD reports from fe80::) goes into the TUN; the stack only needs the one below.
+                commands.append(f"link set dev {dev} addrgenmode none")
+            commands.append(f"addr add {self.peer_addr}/{self.prefix} dev {dev}")
+            if self.peer_addr6 is not None:
+                commands.append(f"addr add {self.peer_addr6}/{self.prefix6} dev {dev} nodad")
             if self.txqueuelen is not None:
                 commands.append(f"link set dev {dev} txqueuelen {self.txqueuelen}")
             commands.append(f"link set dev {dev} up")
@@ -388,9 +439,10 @@ class TunLink(_QueueIO):
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
+        v6 = f", {self.addr6} <-> {self.peer_addr6}/{self.prefix6}" if self.addr6 else ""
         return (
             f"TunLink({self.name or '?'} in {self.netns}, {self.addr} <-> "
-            f"{self.peer_addr}/{self.prefix}, mtu {self.mtu}, {state})"
+            f"{self.peer_addr}/{self.prefix}{v6}, mtu {self.mtu}, {state})"
         )
 
     # -- conveniences -----------------------------------------------------------------------------

@@ -24,9 +24,11 @@ from typing import Any, BinaryIO, TextIO
 
 from stack.faults.adapter import FaultNote
 from stack.observe.pcap import PcapWriter
-from stack.observe.trace import Direction, TraceWriter, endpoint
+from stack.observe.trace import Direction, TraceWriter
 from stack.tcp.events import StateChanged
 from stack.wire import MalformedPacket, parse_packet
+from stack.wire.address import endpoint
+from stack.wire.icmp import IcmpMessage
 from stack.wire.segment import Segment
 
 log = logging.getLogger("tcpstack")
@@ -122,6 +124,16 @@ class Capture:
         if self.trace is not None and seg is not None:
             self.trace.segment(wall, "in" if direction == "in" else "out", seg,
                                "+".join(note.faults) if note is not None else None)
+        self._touched()
+
+    def icmp(self, direction: str, when: float, packet: bytes | bytearray, msg: IcmpMessage | None) -> None:
+        """An ICMP or ICMPv6 datagram crossed (`msg` None: one the parser refused). In the pcap as it
+        was; in the trace as an "icmp" record."""
+        wall = when + self.clock_offset
+        if self.pcap is not None:
+            self.pcap.write(packet, wall)
+        if self.trace is not None and msg is not None:
+            self.trace.icmp(wall, "in" if direction == "in" else "out", msg.summary())
         self._touched()
 
     def state(self, event: StateChanged) -> None:

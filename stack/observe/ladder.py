@@ -350,8 +350,8 @@ def segments_from_packets(
     packets: Iterable[tuple[float, bytes]], stack_port: int, peer_port: int | None = None
 ) -> list[tuple[float, str, Segment]]:
     """The TCP segments of one connection in a capture (e.g. `read_pcap`), ready for
-    `entries_from_segments`. Packets that are not well-formed IPv4/TCP, or belong to other ports,
-    are skipped: a capture on a shared interface has plenty of both."""
+    `entries_from_segments`. Packets that are not well-formed TCP over IPv4 or IPv6, or belong to other
+    ports, are skipped: a capture on a shared interface has plenty of both."""
     from stack.wire.parse import parse_packet  # here, so the renderers work without the wire codec
     from stack.wire.reasons import MalformedPacket
 

@@ -20,8 +20,10 @@ see stack/tcp/counters.py); `nstat` prefixes the section they come from in /proc
                TcpStackTCPFinTimeout, TcpStackTCPRcvNoListener, TcpStackInternalErrors, the fault
                engine's TcpStackFaultDrop ..., and one TcpStackInMalformed<Reason> per wire reason.
 
-There are no `Icmp` counters: tcpstack neither sends nor answers ICMP (a packet of another
-protocol counts in IpInUnknownProtos), so `nstat` would print none either.
+* `Icmp...`, `IcmpMsg...`, `Icmp6...`  ICMP and ICMPv6 (stack.tcp.icmp), counted under Linux's full
+               names already (IcmpInEchos, IcmpOutEchoReps, IcmpMsgInType8, Icmp6InPktTooBigs, ...),
+               printed as they are, where nstat prints them: Icmp and IcmpMsg after Ip, Icmp6 last.
+               TcpExtOutOfWindowIcmps counts errors whose quoted SEQ was not in flight (RFC 5927).
 
 History, as nstat keeps it: each call prints the increase since the previous call and stores the
 values it saw; the first call, or one after the stack restarted, prints the values since the
@@ -61,7 +63,9 @@ LINUX_TCPEXT = {
     "TCPOFOQueue": "TCPOFOQueue", "TCPChallengeACK": "TCPChallengeACK", "TCPSYNChallenge": "TCPSYNChallenge",
     "TCPSynRetrans": "TCPSynRetrans", "TCPACKSkippedChallenge": "TCPACKSkippedChallenge",
     "TCPKeepAliveProbes": "TCPKeepAlive", "TCPZeroWindowProbes": "TCPWinProbe",
+    "OutOfWindowIcmps": "OutOfWindowIcmps",
 }
+ICMP_PREFIXES = ("Icmp6", "IcmpMsg", "Icmp")  # the stack's ICMP counters carry their section already
 # Wire reasons that Linux counts in the IP MIB rather than in TcpInErrs.
 IP_REASONS: dict[str, str] = {
     Reason.TRUNCATED: "IpInHdrErrors",
@@ -71,6 +75,12 @@ IP_REASONS: dict[str, str] = {
     Reason.BAD_TOTAL_LENGTH: "IpInHdrErrors",
     Reason.NOT_TCP: "IpInUnknownProtos",
     Reason.FRAGMENT: "IpInDiscards",
+    # IPv6's header errors are summed with IPv4's (Linux keeps them apart, as Ip6InHdrErrors and
+    # Ip6InTruncatedPkts, in a section of their own).
+    Reason.BAD_PAYLOAD_LENGTH: "IpInHdrErrors",
+    Reason.EXT_HEADER_OVERRUN: "IpInHdrErrors",
+    Reason.EXT_HEADER_LOOP: "IpInHdrErrors",
+    Reason.HOP_BY_HOP_NOT_FIRST: "IpInHdrErrors",
 }
 IP_COUNTERS = ("IpInHdrErrors", "IpInUnknownProtos", "IpInDiscards")
 
@@ -85,14 +95,17 @@ def nstat_name(raw: str) -> str:
         return "Tcp" + raw
     if raw in LINUX_TCPEXT:
         return "TcpExt" + LINUX_TCPEXT[raw]
+    if raw.startswith(ICMP_PREFIXES):
+        return raw
     if raw.startswith(MALFORMED_PREFIX):
         return "TcpStackInMalformed" + _camel(raw[len(MALFORMED_PREFIX):])
     return "TcpStack" + raw
 
 
 def nstat_view(raw: Mapping[str, int]) -> dict[str, int]:
-    """The stack's counters under nstat's names, in nstat's order (Ip, Tcp, TcpExt; then ours).
-    Every counter of `raw` appears (zeros included); the Ip counters are sums of wire reasons."""
+    """The stack's counters under nstat's names, in nstat's order (Ip, Icmp, IcmpMsg, Tcp, TcpExt,
+    Icmp6; then ours). Every counter of `raw` appears (zeros included); the Ip counters are sums of
+    wire reasons."""
     ip = dict.fromkeys(IP_COUNTERS, 0)
     ip_errors = 0
     for reason, name in IP_REASONS.items():
@@ -102,13 +115,23 @@ def nstat_view(raw: Mapping[str, int]) -> dict[str, int]:
     tcp: dict[str, int] = {}
     ext: dict[str, int] = {}
     own: dict[str, int] = {}
+    icmp: dict[str, int] = {}
+    icmp_msg: dict[str, int] = {}
+    icmp6: dict[str, int] = {}
     for name, value in raw.items():
         if name == "InErrs":
             value = max(0, value - ip_errors)  # TcpInErrs: TCP-level errors, as Linux counts them
         shown = nstat_name(name)
-        (tcp if name in TCP_MIB else ext if name in LINUX_TCPEXT else own)[shown] = value
+        if name.startswith("Icmp6"):
+            icmp6[shown] = value
+        elif name.startswith("IcmpMsg"):
+            icmp_msg[shown] = value
+        elif name.startswith("Icmp"):
+            icmp[shown] = value
+        else:
+            (tcp if name in TCP_MIB else ext if name in LINUX_TCPEXT else own)[shown] = value
     tcp = {"Tcp" + n: tcp["Tcp" + n] for n in TCP_MIB if "Tcp" + n in tcp}
-    return {**ip, **tcp, **ext, **own}
+    return {**ip, **icmp, **dict(sorted(icmp_msg.items())), **tcp, **ext, **icmp6, **own}
 
 
 def all_raw_names(raw: Iterable[str], faults: Iterable[str] = ()) -> list[str]:

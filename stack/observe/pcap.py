@@ -1,4 +1,4 @@
-"""Classic libpcap capture files of raw IPv4 packets, written without a syscall per packet.
+"""Classic libpcap capture files of raw IP packets (IPv4 and IPv6), written without a syscall per packet.
 
 The format is the original one (not pcapng) because every tool opens it: `tcpdump -r`, Wireshark,
 scapy's `rdpcap`. Layout (https://www.tcpdump.org/manpages/pcap-savefile.5.html)::

@@ -27,6 +27,7 @@ The text forms copy iproute2's `ss` (misc/ss.c), because that is what people alr
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from typing import Any
 from stack.tcp.handle import TcpInfo
 from stack.tcp.host import Host
 from stack.tcp.states import State
+from stack.wire.address import endpoint
 
 S = State
 
@@ -108,11 +110,11 @@ class SocketRow:
 
     @property
     def local(self) -> str:
-        return f"{self.local_addr}:{self.local_port}"
+        return endpoint(self.local_addr, self.local_port)
 
     @property
     def peer(self) -> str:
-        return f"{self.peer_addr}:{'*' if self.peer_port is None else self.peer_port}"
+        return endpoint(self.peer_addr, "*" if self.peer_port is None else self.peer_port)
 
     def to_json(self) -> dict[str, Any]:
         timer = None
@@ -248,12 +250,14 @@ def tcp_info_json(info: TcpInfo) -> dict[str, Any]:
     }
 
 
-def _row_order(row: SocketRow) -> tuple[int, tuple[int, ...], int]:
+def _row_order(row: SocketRow) -> tuple[int, bytes, int]:
+    # IPv4 peers (4 octets) before IPv6 ones (16), each in numeric order.
+    addr = row.peer_addr
     try:
-        peer = tuple(int(part) for part in row.peer_addr.split("."))
-    except ValueError:
-        peer = ()
-    return row.local_port, peer, row.peer_port or 0
+        peer = socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
+    except OSError:
+        peer = b""
+    return row.local_port, bytes([len(peer)]) + peer, row.peer_port or 0
 
 
 def host_stats(host: Host, extra: Mapping[str, int] | None = None) -> dict[str, int]:
@@ -315,6 +319,7 @@ class Summary:
     estab: int  # Tcp CurrEstab: ESTABLISHED and CLOSE-WAIT
     orphaned: int  # TCP "orphan": connections no application holds any more
     timewait: int  # TCP "tw": TIME-WAIT records
+    inuse6: int = 0  # of `inuse`, the IPv6 ones (/proc/net/sockstat6's TCP6 inuse)
 
     @property
     def total(self) -> int:
@@ -337,6 +342,7 @@ class Summary:
             "sockets": self.sockets,
             "alloc": self.alloc,
             "inuse": self.inuse,
+            "inuse6": self.inuse6,
         }
 
 
@@ -350,9 +356,9 @@ def summarize(rows: Iterable[SocketRow]) -> Summary:
     * `estab` is CurrEstab (ESTABLISHED + CLOSE-WAIT), `orphaned` the orphans, `timewait` the
       records, and `closed` is alloc - (inuse - tw), inuse being the sockets not CLOSED -- so
       TIME-WAIT records count in `closed` too, exactly as with the kernel;
-    * the transport table's TCP line is inuse.
+    * the transport table's TCP line is inuse, split into IP and IPv6 by the local address.
     """
-    sockets = alloc = inuse = estab = orphaned = timewait = 0
+    sockets = alloc = inuse = inuse6 = estab = orphaned = timewait = 0
     for row in rows:
         if row.state is S.TIME_WAIT:
             timewait += 1
@@ -360,25 +366,29 @@ def summarize(rows: Iterable[SocketRow]) -> Summary:
         alloc += 1
         if row.state is not S.CLOSED:
             inuse += 1
+            if ":" in row.local_addr:
+                inuse6 += 1
         if row.state in _CURR_ESTAB:
             estab += 1
         if row.orphan:
             orphaned += 1
         else:
             sockets += 1
-    return Summary(sockets, alloc, inuse, estab, orphaned, timewait)
+    return Summary(sockets, alloc, inuse, estab, orphaned, timewait, inuse6)
 
 
 def format_summary(summary: Summary) -> list[str]:
-    """`ss -s`'s lines, less the transports tcpstack does not have (RAW, UDP, FRAG, IPv6)."""
+    """`ss -s`'s lines, less the transports tcpstack does not have (RAW, UDP, FRAG). The IP and
+    IPv6 columns split the TCP sockets in use by family, as sockstat and sockstat6 do."""
     s = summary
+    ip4 = s.inuse - s.inuse6
     return [
         f"Total: {s.sockets}",
         f"TCP:   {s.total} (estab {s.estab}, closed {s.closed}, orphaned {s.orphaned}, timewait {s.timewait})",
         "",
         "Transport Total     IP        IPv6",
-        f"TCP\t  {s.inuse:<9d} {s.inuse:<9d} {0:<9d}".rstrip(),
-        f"INET\t  {s.inuse:<9d} {s.inuse:<9d} {0:<9d}".rstrip(),
+        f"TCP\t  {s.inuse:<9d} {ip4:<9d} {s.inuse6:<9d}".rstrip(),
+        f"INET\t  {s.inuse:<9d} {ip4:<9d} {s.inuse6:<9d}".rstrip(),
     ]
 
 
@@ -471,9 +481,9 @@ def format_table(rows: Sequence[SocketRow], *, show_state: bool = True, show_tim
             "state": row.state.ss_name,
             "recv": str(row.recv_q),
             "send": str(row.send_q),
-            "laddr": row.local_addr,
+            "laddr": f"[{row.local_addr}]" if ":" in row.local_addr else row.local_addr,
             "lport": str(row.local_port),
-            "raddr": row.peer_addr,
+            "raddr": f"[{row.peer_addr}]" if ":" in row.peer_addr else row.peer_addr,
             "rport": "*" if row.peer_port is None else str(row.peer_port),
         }
         for row in rows

@@ -52,7 +52,7 @@ class KernelSocket:
 
 
 class SockDiag:
-    """A reusable dump of the TCP/IPv4 sockets of one namespace (or of this one, with netns=None)."""
+    """A reusable dump of the TCP sockets (IPv4 and IPv6) of one namespace (or of this one, with netns=None)."""
 
     def __init__(self, netns: str | None = None) -> None:
         if netns is None:
@@ -72,8 +72,12 @@ class SockDiag:
         self.close()
 
     def dump(self) -> list[KernelSocket]:
+        """Every TCP socket of the namespace: IPv4's, then IPv6's (one request per family, as ss)."""
+        return self._dump(socket.AF_INET) + self._dump(socket.AF_INET6)
+
+    def _dump(self, family: int) -> list[KernelSocket]:
         self._seq += 1
-        body = _REQ.pack(socket.AF_INET, socket.IPPROTO_TCP, 0, 0xFFFFFFFF) + bytes(48)
+        body = _REQ.pack(family, socket.IPPROTO_TCP, 0, 0xFFFFFFFF) + bytes(48)
         header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP,
                                 self._seq, 0)
         self._sock.send(header + body)
@@ -102,13 +106,18 @@ class SockDiag:
         return None
 
 
+def _address(family: int, raw: bytes) -> str:
+    # inet_diag_sockid holds 16 octets for either family; IPv4 uses the first 4.
+    return socket.inet_ntop(socket.AF_INET6, raw) if family == socket.AF_INET6 else socket.inet_ntoa(raw[:4])
+
+
 def _parse(data: bytes, at: int) -> KernelSocket:
-    _family, state, timer, retrans = _MSG_HEAD.unpack_from(data, at)
+    family, state, timer, retrans = _MSG_HEAD.unpack_from(data, at)
     sport, dport, src, dst = _SOCKID.unpack_from(data, at + 4)
     expires, rqueue, wqueue = struct.unpack_from("=III", data, at + 4 + 48)
     return KernelSocket(
         KERNEL_STATES.get(state, str(state)),
-        (socket.inet_ntoa(src[:4]), sport),
-        (socket.inet_ntoa(dst[:4]), dport),
+        (_address(family, src), sport),
+        (_address(family, dst), dport),
         timer, retrans, expires, rqueue, wqueue,
     )

@@ -5,7 +5,7 @@
     EXPRESSION = TERM { or TERM }             `||` for or, `&&` or nothing for and,
     TERM       = FACTOR { [and] FACTOR }      `!` or `not` negates, ( ) group
     FACTOR     = src HOST | dst HOST           local / peer address: ADDR, ADDR/PREFIX, ADDR:PORT,
-                                               :PORT, *:PORT
+                                               :PORT, *:PORT; IPv6 as [ADDR], [ADDR]:PORT, ADDR/PREFIX
                | sport OP PORT | dport OP PORT local / peer port; PORT is :N, N or a service name
     OP         = = == eq | != ne neq | < lt | > gt | <= le | >= ge   (none: =)
 
@@ -163,17 +163,26 @@ def _port(text: str) -> int | None:
 
 
 def _host(text: str) -> Callable[[str, int | None], bool]:
-    """ADDR, ADDR/PREFIX, ADDR:PORT, :PORT, *:PORT, * -> a matcher of (address, port)."""
+    """ADDR, ADDR/PREFIX, ADDR:PORT, :PORT, *:PORT, * -> a matcher of (address, port). IPv6 as ss
+    writes it: [ADDR] or [ADDR]:PORT (brackets when a port follows), or a bare ADDR[/PREFIX]."""
     addr_text, port = text, None
-    if ":" in text:
+    if text.startswith("["):
+        close = text.find("]")
+        rest = text[close + 1 :] if close > 0 else "?"
+        if rest and not rest.startswith(":"):
+            raise SsFilterError(f"not an [IPv6 address] or [IPv6 address]:port: {text!r}")
+        addr_text = text[1:close]
+        if rest:
+            port = _port(rest)
+    elif text.count(":") == 1:
         addr_text, _, port_text = text.rpartition(":")
         port = _port(port_text)
     network = None
     if addr_text not in ("", "*"):
         try:
-            network = ipaddress.IPv4Network(addr_text, strict=False)
+            network = ipaddress.ip_network(addr_text, strict=False)
         except ValueError:
-            raise SsFilterError(f"not an IPv4 address or prefix: {addr_text!r}") from None
+            raise SsFilterError(f"not an IPv4 or IPv6 address or prefix: {addr_text!r}") from None
 
     def match(addr: str, row_port: int | None) -> bool:
         if port is not None and row_port != port:
@@ -181,7 +190,7 @@ def _host(text: str) -> Callable[[str, int | None], bool]:
         if network is None:
             return True
         try:
-            return ipaddress.IPv4Address(addr) in network
+            return ipaddress.ip_address(addr) in network  # False for the other family
         except ValueError:
             return False
 

@@ -2,7 +2,8 @@
 
 One JSON object per line, keys in the order below, every record carrying `kind` and `time`
 (float seconds on whatever clock drove the run: UNIX time, or the simulated clock of a test).
-Endpoints are "addr:port" strings from this stack's point of view (`local` is ours).
+Endpoints are "addr:port" strings from this stack's point of view (`local` is ours); an IPv6
+address is bracketed, "[2001:2::2]:80", as ss prints it (stack.wire.address.endpoint).
 
 Schema (version 1; `SCHEMA` below is the machine-readable form the tests check against)::
 
@@ -21,6 +22,11 @@ Schema (version 1; `SCHEMA` below is the machine-readable form the tests check a
      "detail": "rule 2: drop 1st FIN"}
         an action of the fault injector, with or without a segment it applied to
         (e.g. "link-down" has none). `dir` is null when no segment is involved.
+
+    {"kind": "icmp", "time": 5.01, "dir": "in",
+     "message": "10.0.0.1 > 10.0.0.2: ICMP type 8 code 0 id 7 seq 1 len 56"}
+        an ICMP or ICMPv6 message crossing the stack's boundary (stack.wire.icmp): `message` is
+        IcmpMessage.summary().
 
     {"kind": "call", "time": 5.0, "local": "10.0.0.2:40000", "remote": "10.0.0.1:7" | null,
      "call": "close", "result": "ok"}
@@ -41,11 +47,12 @@ from typing import Any, Literal, TextIO
 from stack.observe._stream import OwnedStream
 from stack.tcp.events import Event, StateChanged
 from stack.tcp.states import State
+from stack.wire.address import endpoint
 from stack.wire.segment import Segment
 
 SCHEMA_VERSION = 1
 Direction = Literal["in", "out"]
-KINDS = ("state", "segment", "fault", "call")
+KINDS = ("state", "segment", "fault", "call", "icmp")
 
 _NUM = (int, float)
 _STR = (str,)
@@ -71,6 +78,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "segment": _STR_OR_NULL,
         "detail": _STR,
     },
+    "icmp": {"kind": _STR, "time": _NUM, "dir": _STR, "message": _STR},
     "call": {
         "kind": _STR,
         "time": _NUM,
@@ -83,11 +91,6 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
 
 _STATE_NAMES = frozenset(s.value for s in State)
 DEFAULT_FLUSH_BYTES = 64 * 1024
-
-
-def endpoint(addr: str, port: int) -> str:
-    """'10.0.0.2', 40000 -> '10.0.0.2:40000' (the form every trace record uses)."""
-    return f"{addr}:{port}"
 
 
 def validate_record(record: Any) -> None:
@@ -172,6 +175,9 @@ class TraceWriter(OwnedStream):
                 "fault": fault,
             }
         )
+
+    def icmp(self, time: float, direction: Direction, message: str) -> None:
+        self._emit({"kind": "icmp", "time": float(time), "dir": _check_dir(direction), "message": message})
 
     def fault(
         self,

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from stack.faults.adapter import FaultAdapter, FaultNote
-from stack.faults.engine import FaultEngine
+from stack.faults.engine import Crossing, FaultEngine
 from stack.link import vnet
 from stack.observe.capture import Capture, PcapTarget, TraceTarget, shown_segment
 from stack.runtime.server import Server as Server  # re-exported: callers import it from here
@@ -28,7 +28,8 @@ from stack.tcp.events import Accepted, Closed, Connected, EndOfStream, Readable,
 from stack.tcp.handle import ConnectionHandle
 from stack.tcp.host import Host
 from stack.tcp.states import State
-from stack.wire import MalformedPacket, build_packet, parse_packet
+from stack.wire import MalformedPacket, Reason, build_packet, parse_packet
+from stack.wire.icmp import IcmpMessage, build_icmp, parse_icmp
 from stack.wire.segment import Segment
 
 log = logging.getLogger("tcpstack")
@@ -55,7 +56,8 @@ class Stack:
     `stats_interval` seconds (stack.observe.statslog)."""
 
     def __init__(self, link: Any = None, *, config: Config | None = None, addr: str = "198.18.0.2",
-                 peer_addr: str = "198.18.0.1", prefix: int = 24, netns: str | None = None,
+                 peer_addr: str = "198.18.0.1", prefix: int = 24, addr6: str | None = "2001:2::2",
+                 peer_addr6: str | None = "2001:2::1", prefix6: int = 64, netns: str | None = None,
                  mtu: int | None = None, faults: FaultEngine | None = None, offload: bool = True,
                  pcap: PcapTarget | None = None, trace: TraceTarget | None = None,
                  stats_log: str | None = None, stats_interval: float = 1.0, workers: int | str = 1,
@@ -72,6 +74,10 @@ class Stack:
         self.addr = addr
         self.peer_addr = peer_addr
         self.prefix = prefix
+        # The same link carries IPv6 too (None: IPv4 only; an MTU below 1280 drops the defaults).
+        self.addr6 = addr6
+        self.peer_addr6 = peer_addr6
+        self.prefix6 = prefix6
         self._netns_name = netns
         self.link: Any = link
         self._owns_link = link is None
@@ -142,10 +148,12 @@ class Stack:
         if not isinstance(pcap, str | None) or not isinstance(trace, str | None):
             raise ValueError("with workers, pcap= and trace= are paths (or '-'): the parts are merged")
         opts = WorkerOptions(config=self.config, addr=self.addr, peer_addr=self.peer_addr, prefix=self.prefix,
+                             addr6=self.addr6, peer_addr6=self.peer_addr6, prefix6=self.prefix6,
                              offload=self.offload, faults=self.faults, pcap=pcap, trace=trace)
         self.pool = Workers(self.workers, self._app, opts, netns=self._netns_name)
         await self.pool.start()
         self.link = self.pool.link
+        self.addr6, self.peer_addr6 = self.link.addr6, self.link.peer_addr6
 
     async def _start_link(self) -> None:
         if self.link is None:
@@ -156,7 +164,9 @@ class Stack:
             if ns is not None:
                 ns.create()
             self.link = TunLink(ns, addr=self.addr, peer_addr=self.peer_addr, prefix=self.prefix,
+                                addr6=self.addr6, peer_addr6=self.peer_addr6, prefix6=self.prefix6,
                                 mtu=self.config.mtu, offload=self.offload)
+            self.addr6, self.peer_addr6 = self.link.addr6, self.link.peer_addr6
             self._own_netns = ns
             try:
                 self.link.open()
@@ -164,7 +174,7 @@ class Stack:
                 if ns is not None:
                     ns.delete()
                 raise
-        self.host = Host(self.addr, self.config, start=self.loop.time())
+        self.host = Host((self.addr, self.addr6) if self.addr6 else self.addr, self.config, start=self.loop.time())
         self._vnet = bool(getattr(self.link, "offload", False))
         if self._vnet:
             # The kernel splits what we send: segments may carry up to 64 KB whatever the MTU.
@@ -345,6 +355,10 @@ class Stack:
         time = self.loop.time
         faults = self._faults
         offloaded = self._vnet
+        if faults is None and self.capture is None and not self.observers:
+            self._receive_plain(packets, host, time, offloaded)
+            self._flush()
+            return
         for raw in packets:
             now = time()  # per packet: state changes of one batch keep their order in traces
             packet: bytes | bytearray = raw
@@ -371,6 +385,37 @@ class Stack:
             self._release_faults()
         self._flush()
 
+    def _receive_plain(self, packets: list[bytes], host: Host, time: Callable[[], float], offloaded: bool) -> None:
+        """`_receive` for a batch nobody records and no fault rule touches: the same steps,
+        without a call per packet for what is not there."""
+        on_segment = host.on_segment
+        header_len = vnet.HEADER_LEN
+        for raw in packets:
+            now = time()
+            if offloaded:
+                # A checksum the local kernel left partial: nothing on a wire to check.
+                verify = not raw[0] & vnet.NEEDS_CSUM
+                packet = raw[header_len:]
+            else:
+                verify = True
+                packet = raw
+            try:
+                seg = parse_packet(packet, verify_checksums=verify)
+            except MalformedPacket as bad:
+                host.on_malformed(bad.reason.value)
+                continue
+            try:
+                on_segment(seg, now)
+            except Exception:
+                self._core_failed(seg)
+
+    def _core_failed(self, seg: Segment) -> None:
+        """A bug in the core must not take the stack down: count it, log it, go on."""
+        self.internal_errors += 1
+        assert self.host is not None
+        self.host.counters.inc("InternalErrors")
+        log.exception("core failed on %s", seg.summary())
+
     def _receive(self, packet: bytes | bytearray, seg: Segment | None, now: float, verify: bool = True,
                  note: FaultNote | None = None) -> None:
         """One packet into the core (parsed here unless the caller already did), recorded first."""
@@ -381,6 +426,9 @@ class Stack:
             try:
                 seg = parse_packet(packet, verify_checksums=verify)
             except MalformedPacket as bad:
+                if bad.reason is Reason.NOT_TCP:
+                    self._receive_icmp(packet, now, verify)  # the one way to ICMP: off the TCP path
+                    return
                 if capture is not None:
                     capture.packet("in", now, packet, None, note)  # it crossed, corrupt or not
                 host.on_malformed(bad.reason.value)
@@ -392,10 +440,47 @@ class Stack:
         try:
             host.on_segment(seg, now)
         except Exception:
-            # A bug in the core must not take the stack down: count it, log it, go on.
+            self._core_failed(seg)
+
+    def _receive_icmp(self, packet: bytes | bytearray, now: float, verify: bool) -> None:
+        """A datagram that carries no TCP: ICMP goes to the host (stack.tcp.icmp), and what it
+        answers (an echo reply) goes out at once; any other protocol is counted and dropped."""
+        host = self.host
+        assert host is not None
+        capture = self.capture
+        try:
+            msg = parse_icmp(packet, verify_checksums=verify)
+        except MalformedPacket as bad:
+            if capture is not None:
+                capture.icmp("in", now, packet, None)
+            host.on_malformed(bad.reason.value, packet[0] >> 4)
+            return
+        if capture is not None:
+            capture.icmp("in", now, packet, msg)
+        try:
+            reply = host.on_icmp(msg, now)
+        except Exception:
             self.internal_errors += 1
             host.counters.inc("InternalErrors")
-            log.exception("core failed on %s", seg.summary())
+            log.exception("core failed on %s", msg.summary())
+            return
+        if reply is None:
+            return
+        out = build_icmp(reply)
+        faults = self._faults
+        for crossing in faults.outbound_icmp(out, now) if faults is not None else [Crossing(out, 0.0)]:
+            if crossing.delay > 0:
+                self.loop.call_later(crossing.delay, self._write_icmp, crossing.packet, reply)
+            else:
+                self._write_icmp(crossing.packet, reply)
+
+    def _write_icmp(self, packet: bytes, msg: IcmpMessage) -> None:
+        """An ICMP datagram the host sends crosses now (a fault rule may have changed its bytes)."""
+        if self._closed:
+            return
+        if self.capture is not None:
+            self.capture.icmp("out", self.loop.time(), packet, msg)
+        self.link.write_batch([vnet.PLAIN + packet] if self._vnet else [packet])
 
     def _receive_late(self, packet: bytes, note: FaultNote | None) -> None:
         """A packet a `delay` or `reorder` rule held: it reaches the host (and the observers) now."""
@@ -633,5 +718,6 @@ class Stack:
 
     # ---------------------------------------------------------------- observation
     def state_of(self, local_port: int, remote: tuple[str, int]) -> State | None:
-        state = self._host().state_for((self.addr, local_port, remote[0], remote[1]))
+        host = self._host()
+        state = host.state_for((host.local_address_for(remote[0]), local_port, remote[0], remote[1]))
         return None if state is State.LISTEN else state

@@ -10,6 +10,7 @@ socket nobody reads.
 from __future__ import annotations
 
 import asyncio
+import errno
 from typing import TYPE_CHECKING, Any
 
 from stack.tcp.connection import InvalidCall
@@ -27,16 +28,36 @@ _EXCEPTIONS: dict[CloseReason, type[Exception] | None] = {
     CloseReason.REFUSED: ConnectionRefusedError,
     CloseReason.TIMED_OUT: TimeoutError,
 }
+# Errors learnt from ICMP (stack.tcp.icmp): an OSError with Linux's errno.
+_ERRNOS = {
+    CloseReason.NET_UNREACHABLE: errno.ENETUNREACH,
+    CloseReason.HOST_UNREACHABLE: errno.EHOSTUNREACH,
+    CloseReason.PROTOCOL_UNREACHABLE: errno.ENOPROTOOPT,
+    CloseReason.PROHIBITED: errno.EACCES,
+    CloseReason.PROTOCOL_ERROR: errno.EPROTO,
+}
+
+
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_NO_EXTRA: dict[str, Any] = {}
+_LOST = asyncio.Protocol()  # what a transport holds once its protocol heard connection_lost
 
 
 def close_exception(reason: CloseReason) -> Exception | None:
+    number = _ERRNOS.get(reason)
+    if number is not None:
+        return OSError(number, f"connection {reason.value}")
     exc_type = _EXCEPTIONS[reason]
     return exc_type(f"connection {reason.value}") if exc_type is not None else None
 
 
 class TcpTransport(asyncio.Transport):
+    # One per connection: slots, and no `extra` dict (get_extra_info answers from the handle).
+    __slots__ = ("_closing", "_conn", "_eof_pending", "_eof_seen", "_high", "_lost", "_low", "_pending",
+                 "_protocol", "_reading", "_stack", "_writing_paused")
+
     def __init__(self, stack: Stack, conn: ConnectionHandle, protocol: asyncio.BaseProtocol) -> None:
-        super().__init__()
+        self._extra = _NO_EXTRA
         self._stack = stack
         self._conn = conn
         self._protocol = protocol
@@ -60,9 +81,10 @@ class TcpTransport(asyncio.Transport):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         la, lp, ra, rp = self._conn.four_tuple
         if name == "peername":
-            return (ra, rp)
+            # As a socket of the family gives it: IPv6 adds flowinfo and scope_id (both 0 here).
+            return (ra, rp, 0, 0) if ":" in ra else (ra, rp)
         if name == "sockname":
-            return (la, lp)
+            return (la, lp, 0, 0) if ":" in la else (la, lp)
         if name == "tcp_state":
             return self._conn.state.value
         if name == "connection":
@@ -108,7 +130,7 @@ class TcpTransport(asyncio.Transport):
 
     # ---------------------------------------------------------------- writing
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not isinstance(data, bytes | bytearray | memoryview):
+        if not isinstance(data, _BYTES_LIKE):
             raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
         if self._lost:
             # First: a connection the peer reset (or the stack aborted) is also "closing", and
@@ -230,7 +252,12 @@ class TcpTransport(asyncio.Transport):
         self._closing = True
         self._conn.user_data = None  # no cycle left for the garbage collector to find
         self._stack.forget_transport(self)
-        self._stack.loop.call_soon(self._protocol.connection_lost, exc)
+        self._stack.loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: Exception | None) -> None:
+        protocol = self._protocol
+        self._protocol = _LOST  # as asyncio's own transports drop theirs: no transport <-> protocol cycle
+        protocol.connection_lost(exc)
 
     def __repr__(self) -> str:
         return f"<TcpTransport {self._conn!r}>"

@@ -37,7 +37,7 @@ import resource
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stack.faults.engine import FaultEngine
@@ -82,6 +82,10 @@ class WorkerOptions:
     addr: str = "198.18.0.2"
     peer_addr: str = "198.18.0.1"
     prefix: int = 24
+    # The same device carries IPv6 (None: IPv4 only; the link drops the defaults below MTU 1280).
+    addr6: str | None = "2001:2::2"
+    peer_addr6: str | None = "2001:2::1"
+    prefix6: int = 64
     offload: bool = True
     faults: FaultEngine | None = None
     pcap: str | None = None  # a path; "-" is merged to standard output at the end
@@ -139,6 +143,7 @@ class Workers:
             ns.create()
         self._own_netns = ns
         link = TunLink(ns, addr=opts.addr, peer_addr=opts.peer_addr, prefix=opts.prefix, mtu=opts.config.mtu,
+                       addr6=opts.addr6, peer_addr6=opts.peer_addr6, prefix6=opts.prefix6,
                        offload=opts.offload, queues=self.count, steering=self.steering)
         try:
             link.open()
@@ -147,6 +152,8 @@ class Workers:
                 ns.delete()
             raise
         self.link = link
+        # What the link settled on (no IPv6 below MTU 1280) is what every worker's host answers as.
+        opts = self.options = replace(opts, addr6=link.addr6, peer_addr6=link.peer_addr6)
         ctx = multiprocessing.get_context("fork")
         loop = asyncio.get_running_loop()
         try:
@@ -353,6 +360,7 @@ async def _serve(index: int, count: int, queue: Any, pipe: multiprocessing.conne
     if faults is not None:
         faults = FaultEngine(faults.rules, seed=derive_seed(faults.seed, index))
     stack = Stack(queue, config=opts.config, addr=opts.addr, peer_addr=opts.peer_addr, prefix=opts.prefix,
+                  addr6=opts.addr6, peer_addr6=opts.peer_addr6, prefix6=opts.prefix6,
                   faults=faults, pcap=part_path(opts.pcap, index) if opts.pcap else None,
                   trace=part_path(opts.trace, index) if opts.trace else None)
     stop = loop.create_future()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from stack.tcp.context import Context
 from stack.tcp.events import Writable
 from stack.tcp.sender import schedule_loss_probe
-from stack.tcp.seq import MASK, seq_ge, seq_gt, seq_le, seq_lt, seq_sub
+from stack.tcp.seq import HALF, MASK, seq_ge, seq_lt
 from stack.tcp.tcb import Tcb, Timer
 from stack.wire.segment import FIN, SYN, Segment
 
@@ -21,7 +21,7 @@ def rtt_sample(c: Tcb, seg: Segment, ack: int, ctx: Context) -> None:
     now = ctx.now
     ts = seg.options.timestamp
     if c.ts_ok and ts is not None and ts[1]:
-        elapsed = (c.tsval(now) - ts[1]) & MASK
+        elapsed = (int(now * 1000.0) + c.ts_offset - ts[1]) & MASK  # Tcb.tsval(now) - TSecr
         if elapsed < 1 << 30:
             c.rtt.sample(elapsed / 1000.0)
             c.cc.on_rtt_sample(elapsed / 1000.0, now)
@@ -37,20 +37,26 @@ def on_ack(c: Tcb, seg: Segment, ack: int, ctx: Context) -> None:
     """An acceptable ACK (already checked against SND.MAX and RFC 5961 §5) in a synchronized state."""
     una = c.snd_una
     c.probes_out = 0  # the peer answers (Linux resets icsk_probes_out on every ACK)
-    if seg.options.sack_blocks and una != c.snd_max:
-        c.recovery.on_sack_blocks(c, seg.options.sack_blocks)
-    if seq_gt(ack, una):
-        _new_ack(c, seg, ack, ctx)
+    blocks = seg.options.sack_blocks
+    if blocks and una != c.snd_max:
+        c.recovery.on_sack_blocks(c, blocks)
+    # stack.tcp.seq's comparisons written out (every ACK comes here): `advance` is SEG.ACK - SND.UNA.
+    advance = (ack - una) & MASK
+    if 0 < advance < HALF:
+        _new_ack(c, seg, ack, advance, ctx)
     elif (
-        ack == una
-        and seq_gt(c.snd_max, una)
+        advance == 0
+        and 0 < ((c.snd_max - una) & MASK) < HALF
         and not seg.payload
         and not seg.flags & (SYN | FIN)
         and (seg.window << c.snd_wscale) == c.snd_wnd
     ):
         c.recovery.on_duplicate_ack(c, ctx)  # RFC 5681 §2's definition of a duplicate ACK
-    # Window update, guarded against old segments by WL1/WL2 (§3.10.7.4).
-    if seq_lt(c.snd_wl1, seg.seq) or (c.snd_wl1 == seg.seq and seq_le(c.snd_wl2, ack)):
+    # Window update, guarded against old segments by WL1/WL2 (§3.10.7.4): WL1 < SEG.SEQ, or
+    # WL1 = SEG.SEQ and WL2 =< SEG.ACK.
+    wl1 = c.snd_wl1
+    seq = seg.seq
+    if 0 < ((seq - wl1) & MASK) < HALF or (wl1 == seq and ((ack - c.snd_wl2) & MASK) < HALF):
         was_closed = c.snd_wnd == 0
         c.snd_wnd = seg.window << c.snd_wscale
         c.snd_wl1 = seg.seq
@@ -62,8 +68,7 @@ def on_ack(c: Tcb, seg: Segment, ack: int, ctx: Context) -> None:
             c.probes_start = None
 
 
-def _new_ack(c: Tcb, seg: Segment, ack: int, ctx: Context) -> None:
-    acked = seq_sub(ack, c.snd_una)
+def _new_ack(c: Tcb, seg: Segment, ack: int, acked: int, ctx: Context) -> None:
     c.bytes_acked += acked
     rtt_sample(c, seg, ack, ctx)
     c.snd_una = ack
@@ -72,6 +77,7 @@ def _new_ack(c: Tcb, seg: Segment, ack: int, ctx: Context) -> None:
     c.send_buf.ack_to(ack)
     c.retries = 0
     c.probes_start = None
+    c.soft_error = None  # something got through: forget the last ICMP error (Linux tcp_ack)
     if c.tlp_high_seq is not None and seq_ge(ack, c.tlp_high_seq):
         c.tlp_high_seq = None  # the probe's round is over: another may follow
     c.recovery.on_new_ack(c, acked, ctx)

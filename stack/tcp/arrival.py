@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from stack.tcp import congestion, recovery
 from stack.tcp.acks import on_ack, rtt_sample
+from stack.tcp.config import default_peer_mss
 from stack.tcp.context import Context
 from stack.tcp.events import Accepted, CloseReason, Connected
 from stack.tcp.outcome import ESTABLISHED, CookieCheck, Outcome, ToTimeWait
 from stack.tcp.receiver import accept_text, fin_received
 from stack.tcp.sender import challenge_ack, push, reply_rst, send_ack, send_syn
-from stack.tcp.seq import MASK, seq_add, seq_ge, seq_gt, seq_in, seq_le, seq_lt, seq_sub
+from stack.tcp.seq import HALF, MASK, MOD, seq_add, seq_ge, seq_gt, seq_le, seq_lt
 from stack.tcp.states import State
 from stack.tcp.tcb import Tcb, Timer
 from stack.wire.segment import ACK, FIN, RST, SYN, Segment
@@ -51,9 +52,10 @@ def negotiate(c: Tcb, syn: Segment, now: float) -> None:
         c.ts_recent_time = now
     else:
         c.ts_ok = False
-    peer_mss = opts.mss if opts.mss else 536
+    local = c.four_tuple[0]
+    peer_mss = opts.mss if opts.mss else default_peer_mss(local)
     # The MSS excludes options; with timestamps every segment carries 12 bytes of them (RFC 7323 §2).
-    c.snd_mss = max(64, min(peer_mss, cfg.mss) - (12 if c.ts_ok else 0))
+    c.snd_mss = max(64, min(peer_mss, cfg.mss_for(local)) - (12 if c.ts_ok else 0))
 
 
 def become_established(c: Tcb, seg: Segment, ctx: Context, cause: str) -> Outcome | None:
@@ -107,7 +109,7 @@ def segment_arrives(c: Tcb, seg: Segment, ctx: Context) -> Outcome | None:
     ts = seg.options.timestamp if c.ts_ok else None
 
     # A retransmitted SYN in SYN-RECEIVED means our SYN-ACK was lost: send it again (as Linux does).
-    if state is S.SYN_RECEIVED and flags & (SYN | ACK | RST) == SYN and seg.seq == c.irs:
+    if flags & SYN and state is S.SYN_RECEIVED and flags & (SYN | ACK | RST) == SYN and seg.seq == c.irs:
         if ts is not None and seq_ge(ts[0], c.ts_recent):
             # Echo this SYN's TSval, as Linux's tcp_check_req does: the peer then measures the
             # RTT of the SYN that was answered, not of one that was lost.
@@ -117,7 +119,8 @@ def segment_arrives(c: Tcb, seg: Segment, ctx: Context) -> Outcome | None:
 
     seq = seg.seq
     if (
-        state is S.SYN_RECEIVED
+        flags & SYN
+        and state is S.SYN_RECEIVED
         and not c.passive
         and flags & (SYN | ACK | RST) == SYN | ACK
         and seq_add(seq, 1) == c.rcv_nxt
@@ -134,20 +137,24 @@ def segment_arrives(c: Tcb, seg: Segment, ctx: Context) -> Outcome | None:
         send_ack(c, ctx)
         return None
 
-    # First: the acceptability test (Table 6).
+    # First: the acceptability test (Table 6). The window [RCV.NXT, RCV.NXT + RCV.WND) is tested
+    # as an offset from RCV.NXT (stack.tcp.seq's seq_in, written out: once per segment).
     payload = seg.payload
     seg_len = len(payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
     rcv_nxt = c.rcv_nxt
-    wnd = c.rcv_wnd
-    right = seq_add(rcv_nxt, wnd)
+    wnd = (c.rcv_adv - rcv_nxt) & MASK  # RCV.WND (Tcb.rcv_wnd)
+    if wnd > HALF:
+        wnd = 0
+    right = (rcv_nxt + wnd) & MASK
+    offset = (seq - rcv_nxt) & MASK
     if seg_len == 0:
-        acceptable = seq == rcv_nxt if wnd == 0 else seq_in(seq, rcv_nxt, right)
+        acceptable = offset == 0 if wnd == 0 else offset < wnd
     elif wnd == 0:
         # Nothing fits a zero window -- but a bare FIN at RCV.NXT takes no buffer, and Linux takes it
         # (tcp_data_queue), so a peer does not loop FIN, ACK, FIN until the application reads.
         acceptable = seq == rcv_nxt and not payload and bool(flags & FIN)
     else:
-        acceptable = seq_in(seq, rcv_nxt, right) or seq_in(seq_add(seq, seg_len - 1), rcv_nxt, right)
+        acceptable = offset < wnd or ((offset + seg_len - 1) & MASK) < wnd
     if not acceptable:
         if flags & RST:
             return None
@@ -186,13 +193,15 @@ def segment_arrives(c: Tcb, seg: Segment, ctx: Context) -> Outcome | None:
     if not flags & ACK:
         return None
     ack = seg.ack
-    if seq_gt(ack, c.snd_max):
+    # The comparisons of stack.tcp.seq written out from here on: every segment passes them.
+    if 0 < ((ack - c.snd_max) & MASK) < HALF:  # SEG.ACK > SND.MAX
         # Acknowledges something never sent (§3.10.7.4): ACK and drop. A SYN-RECEIVED embryo resets.
         if state is S.SYN_RECEIVED:
             return _bad_ack_in_syn_received(c, seg, ctx)
         challenge_ack(c, ctx)
         return None
-    if c.max_snd_wnd and seq_lt(ack, seq_sub(c.snd_una, c.max_snd_wnd) & MASK):
+    max_snd_wnd = c.max_snd_wnd
+    if max_snd_wnd and 0 < ((c.snd_una - max_snd_wnd - ack) & MASK) < HALF:  # SEG.ACK < SND.UNA - MAX.SND.WND
         challenge_ack(c, ctx)  # RFC 5961 §5: too old to be from the real peer
         return None
     outcome: Outcome | None = None
@@ -207,14 +216,14 @@ def segment_arrives(c: Tcb, seg: Segment, ctx: Context) -> Outcome | None:
         state = S.ESTABLISHED
 
     # RFC 7323 §4.3: TS.Recent follows the segment that covers the last ACK we sent.
-    if ts is not None and seq_le(seq, c.last_ack_sent) and seq_ge(ts[0], c.ts_recent):
+    if ts is not None and ((c.last_ack_sent - seq) & MASK) < HALF and ((ts[0] - c.ts_recent) & MASK) < HALF:
         c.ts_recent = ts[0]
         c.ts_recent_time = now
 
     on_ack(c, seg, ack, ctx)
     state = c.state
     fin_seq = c.fin_seq
-    if fin_seq is not None and seq_gt(ack, fin_seq):
+    if fin_seq is not None and 0 < ((ack - fin_seq) & MASK) < HALF:
         # Our FIN is acknowledged.
         if state is S.FIN_WAIT_1:
             c.set_state(S.FIN_WAIT_2, "rcv ACK of FIN", ctx)
@@ -229,10 +238,13 @@ def segment_arrives(c: Tcb, seg: Segment, ctx: Context) -> Outcome | None:
     # Trim to the window: what precedes RCV.NXT was seen already, what passes the right edge is
     # dropped with any FIN behind it (§3.10.7.4, "the idealized segment").
     if payload:
-        if seq_lt(seq, rcv_nxt):
-            payload = payload[seq_sub(rcv_nxt, seq) :]
+        seen = (rcv_nxt - seq) & MASK
+        if 0 < seen < HALF:  # SEG.SEQ < RCV.NXT: that much is a duplicate
+            payload = payload[seen:]
             seq = rcv_nxt
-        room = seq_sub(right, seq)
+        room = (right - seq) & MASK
+        if room > HALF:
+            room -= MOD
         if len(payload) > room:
             payload = payload[: max(room, 0)]
             flags &= ~FIN

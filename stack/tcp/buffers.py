@@ -113,7 +113,8 @@ class SendBuffer:
     def release(self) -> None:
         """The connection is gone: give its memory back to the pool."""
         if self.pool is not None:
-            self.pool.charge(-len(self.data))
+            if self.data:  # most connections end with nothing queued: no account to settle
+                self.pool.charge(-len(self.data))
             self.pool = None
 
     def end_seq(self) -> int:
@@ -192,7 +193,9 @@ class ReceiveQueue:
     def release(self) -> None:
         """The connection is gone: give its memory back to the pool (data stays readable)."""
         if self.pool is not None:
-            self.pool.charge(-self.mem)
+            mem = self.mem
+            if mem:
+                self.pool.charge(-mem)
             self.pool = None
 
     def add(self, data: bytes) -> None:

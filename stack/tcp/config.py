@@ -13,6 +13,16 @@ from typing import Any
 
 # (local_addr, local_port, remote_addr, remote_port)
 FourTuple = tuple[str, int, str, int]
+
+# Fixed headers in front of a segment's data, per family (RFC 9293 §3.7.1): 20 IPv4 or 40 IPv6, 20 TCP.
+IPV4_TCP_HEADERS = 40
+IPV6_TCP_HEADERS = 60
+
+
+def default_peer_mss(addr: str) -> int:
+    """The send MSS to assume when a SYN carries no MSS option (RFC 9293 §3.7.1, MUST-15): 536
+    (576 - 40) over IPv4, 1220 (1280 - 60) over IPv6. `addr` is either address of the connection."""
+    return 1220 if ":" in addr else 536
 IsnFunction = Callable[[FourTuple, float], int]
 
 
@@ -79,7 +89,7 @@ class Config:
 
     # --- options and buffers ----------------------------------------------------------------------
     mtu: int = 1500
-    """MTU of the link; the announced MSS is mtu - 40."""
+    """MTU of the link; the announced MSS is mtu - 40 over IPv4, mtu - 60 over IPv6. IPv6 needs 1280."""
     window_scaling: bool = True
     """Offer window scaling in SYNs (RFC 7323)."""
     sack: bool = True
@@ -102,6 +112,15 @@ class Config:
     counts pages; the defaults are Linux's on a machine with 8 GiB). Above `pressure`: memory
     pressure, receive windows stop growing, until below `low`. Above `high`: a connection may
     queue only a minimum more, and orphans still holding data to send are reset on close."""
+
+    # --- ICMP (stack.tcp.icmp) ---------------------------------------------------------------------
+    icmp_echo: bool = True
+    """Answer echo requests, ping (Linux: `icmp_echo_ignore_all` = 0)."""
+    icmp_msgs_per_sec: int = 1000
+    """ICMP messages the host sends per second at most, echo replies included (Linux
+    `icmp_msgs_per_sec`, a token bucket)."""
+    icmp_msgs_burst: int = 50
+    """Size of that token bucket: how many may leave at once (Linux `icmp_msgs_burst`)."""
 
     # --- keepalive (off by default, RFC 9293 §3.8.4) ----------------------------------------------
     keepalive: bool = False
@@ -134,8 +153,13 @@ class Config:
 
     @property
     def mss(self) -> int:
-        """The MSS this stack announces: MTU less 20 bytes of IPv4 and 20 of TCP header."""
-        return self.mtu - 40
+        """The MSS this stack announces over IPv4: MTU less 20 bytes of IPv4 and 20 of TCP header."""
+        return self.mtu - IPV4_TCP_HEADERS
+
+    def mss_for(self, addr: str) -> int:
+        """The MSS announced on a connection whose addresses are `addr`'s family: the MTU less the
+        fixed IP and TCP headers (RFC 9293 §3.7.1: 40 octets over IPv4, 60 over IPv6)."""
+        return self.mtu - (IPV6_TCP_HEADERS if ":" in addr else IPV4_TCP_HEADERS)
 
     def with_changes(self, **changes: Any) -> Config:
         return replace(self, **changes)

@@ -50,6 +50,31 @@ COUNTER_NAMES: tuple[str, ...] = (
     "TCPZeroWindowProbes",
     "TCPRcvNoListener",  # segment to a port nobody listens on (answered with RST)
     "TCPMisrouted",  # another worker's flow reached this one (multi-queue TUN): dropped, no RST
+    # ICMP and ICMPv6 (stack.tcp.icmp), named as Linux's /proc/net/snmp and snmp6 with their section;
+    # per-type IcmpMsgInType<n> / Icmp6InType<n> (and Out) appear once counted.
+    "IcmpInMsgs",
+    "IcmpInErrors",  # malformed, or an error about no connection of ours
+    "IcmpInCsumErrors",
+    "IcmpInDestUnreachs",
+    "IcmpInTimeExcds",
+    "IcmpInParmProbs",
+    "IcmpInEchos",
+    "IcmpOutMsgs",
+    "IcmpOutEchoReps",
+    "IcmpOutRateLimitGlobal",  # echo replies the token bucket held back
+    "Icmp6InMsgs",
+    "Icmp6InErrors",
+    "Icmp6InCsumErrors",
+    "Icmp6InDestUnreachs",
+    "Icmp6InPktTooBigs",
+    "Icmp6InTimeExcds",
+    "Icmp6InParmProblems",
+    "Icmp6InEchos",
+    "Icmp6OutMsgs",
+    "Icmp6OutEchoReplies",
+    "Icmp6OutRateLimitGlobal",
+    "OutOfWindowIcmps",  # ICMP errors quoting a SEQ outside SND.UNA..SND.NXT (RFC 5927 §5.1)
+    "PMTUReductions",  # connections whose MSS path MTU discovery lowered
 )
 
 # Counted drops of malformed input, one per wire reason: "InMalformed.<reason>".

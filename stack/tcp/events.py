@@ -24,6 +24,19 @@ class CloseReason(Enum):
     """Retransmissions, keepalive probes or the user timeout ran out (ETIMEDOUT)."""
     ABORTED = "aborted"
     """The application aborted, or closed with unread data, or the stack reset it (RST sent)."""
+    # The connection timed out after an ICMP error about it (a soft error, RFC 1122 §4.2.3.9):
+    # the application sees that error instead of ETIMEDOUT, as Linux's tcp_write_err reports
+    # sk_err_soft (stack.tcp.icmp maps each type and code).
+    NET_UNREACHABLE = "net-unreachable"
+    """ENETUNREACH: no route to the peer's network."""
+    HOST_UNREACHABLE = "host-unreachable"
+    """EHOSTUNREACH: the peer's host is unreachable (or the datagrams' time exceeded)."""
+    PROTOCOL_UNREACHABLE = "protocol-unreachable"
+    """ENOPROTOOPT: the peer's host does not speak TCP."""
+    PROHIBITED = "prohibited"
+    """EACCES: communication administratively prohibited (ICMPv6)."""
+    PROTOCOL_ERROR = "protocol-error"
+    """EPROTO: a parameter problem with our datagrams."""
 
 
 @dataclass(frozen=True, slots=True)

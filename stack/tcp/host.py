@@ -10,6 +10,7 @@ and return an `Outcome`; the host acts on it (`act`): only here do connections e
 
 from __future__ import annotations
 
+import errno
 import weakref
 from collections.abc import Callable
 from typing import NamedTuple
@@ -17,12 +18,13 @@ from typing import NamedTuple
 from stack.native import TimerWheel
 from stack.tcp.arrival import listen_arrives, negotiate, return_to_listen
 from stack.tcp.budget import MemoryPool
-from stack.tcp.config import Config, FourTuple
+from stack.tcp.config import Config, FourTuple, default_peer_mss
 from stack.tcp.connection import Connection
 from stack.tcp.context import Context
 from stack.tcp.counters import Counters
 from stack.tcp.events import CloseReason, Event
 from stack.tcp.handle import ConnectionHandle
+from stack.tcp.icmp import IcmpHost, error_key, prefix, seq_acceptable, tcp_error
 from stack.tcp.isn import IsnGenerator
 from stack.tcp.outcome import CookieCheck, Established, Finished, Outcome, ToTimeWait
 from stack.tcp.sender import push, reply_rst, send_ack, send_syn
@@ -31,6 +33,9 @@ from stack.tcp.states import State, check_transition
 from stack.tcp.syncookie import check_cookie, make_cookie, recently_sent
 from stack.tcp.tcb import N_TIMERS, Timer, _window_shift
 from stack.tcp.timewait import TimeWait, TimeWaitTable, TwAction
+from stack.wire.address import canonical_address
+from stack.wire.icmp import IcmpMessage
+from stack.wire.reasons import ICMP_REASONS
 from stack.wire.segment import ACK, FIN, RST, SYN, Segment, TcpOptions
 
 S = State
@@ -70,7 +75,8 @@ class Listener:
 class Host:
     def __init__(self, addresses: str | tuple[str, ...] = "198.18.0.2", config: Config | None = None,
                  *, timer_resolution: float = 0.0001, start: float = 0.0) -> None:
-        self.addresses = (addresses,) if isinstance(addresses, str) else tuple(addresses)
+        # Canonical text (stack.wire.address): what parse_packet puts in every segment it decodes.
+        self.addresses = tuple(map(canonical_address, (addresses,) if isinstance(addresses, str) else addresses))
         self.config = config or Config()
         self.counters = Counters()
         self.connections: dict[FourTuple, Connection] = {}
@@ -89,6 +95,7 @@ class Host:
         # host's: (local port, remote port) -> bool. A flow another worker owns is neither answered
         # nor picked as a local port here. None: every flow is ours.
         self.owns_flow: Callable[[int, int], bool] | None = None
+        self.icmp = IcmpHost(self.config, self.counters, start)
 
     # ------------------------------------------------------------------ driver settings
     @property
@@ -152,11 +159,38 @@ class Host:
             self.counters.inc("TCPRcvNoListener")
         reply_rst(seg, ctx)
 
-    def on_malformed(self, reason: str) -> None:
-        """A packet the wire layer refused: count it by reason (it is dropped)."""
+    def on_malformed(self, reason: str, version: int = 4) -> None:
+        """A packet the wire layer refused: count it by reason (it is dropped). A bad ICMP message
+        counts as Linux counts it, in the ICMP section of its IP `version`, not as a TCP error."""
+        if reason in ICMP_REASONS:
+            section = prefix(version)
+            self.counters.inc("InMalformed." + reason)
+            self.counters.inc(section + "InErrors")
+            if reason == "bad_icmp_checksum":
+                self.counters.inc(section + "InCsumErrors")
+            return
         self.counters.malformed(reason)
         if reason == "bad_tcp_checksum":
             self.counters["InCsumErrors"] += 1
+
+    def on_icmp(self, msg: IcmpMessage, now: float) -> IcmpMessage | None:
+        """ICMP or ICMPv6 in (stack.tcp.icmp): returns the echo reply to send, if any. An error
+        reaches the connection its quote names only with a SEQ in flight (RFC 5927 §5.1)."""
+        icmp = self.icmp
+        icmp.received(msg)
+        if not msg.is_error:
+            return icmp.answer_echo(msg, self.addresses, now)
+        key = error_key(msg)
+        conn = self.connections.get(key) if key is not None else None
+        if conn is None or msg.quote is None:
+            if key is None or not (self.time_wait and key in self.time_wait):
+                self.counters.inc(prefix(msg.version) + "InErrors")  # about nothing of ours (Linux)
+            return None
+        if not seq_acceptable(conn, msg.quote.seq):
+            self.counters.inc("OutOfWindowIcmps")
+            return None
+        self.act(conn, tcp_error(conn, msg, self.context(now)))
+        return None
 
     def on_timers(self, now: float) -> None:
         """Advance the timer wheel to `now` and run every timer that expired."""
@@ -253,6 +287,10 @@ class Host:
         if owned and conn.orphan:
             ctx.orphans -= 1
         self._embryo_done(conn)
+        # The handle keeps answering through its connection; the way back is no longer needed
+        # (every event about the connection is out). Without this cycle a connection the
+        # application dropped is freed at once, not by the cyclic garbage collector.
+        conn.handle = None
 
     def _embryo_done(self, conn: Connection) -> None:
         if conn.listen_port is not None:
@@ -270,10 +308,11 @@ class Host:
             self._forget(conn)
             return
         record = conn.enter_time_wait(cause, ctx)
+        held = conn.handle is not None and conn.announced
         self._forget(conn)
         self.time_wait.add(record)
         self.counters.inc("TW")
-        if conn.handle is not None and conn.announced:
+        if held:
             self._time_wait_handles[conn.four_tuple] = conn
 
     def _time_wait_ended(self, tw: TimeWait, cause: str, now: float) -> None:
@@ -322,7 +361,9 @@ class Host:
         """Active OPEN (RFC 9293 §3.10.1): send a SYN and enter SYN-SENT."""
         ctx = self.context(now)
         cfg = config or self.config
-        laddr = local_addr or self.addresses[0]
+        if ":" in remote_addr:
+            remote_addr = canonical_address(remote_addr)  # IPv6 text has more than one spelling
+        laddr = local_addr or self.local_address_for(remote_addr)
         if local_port is None:
             local_port = self._pick_port(laddr, remote_addr, remote_port, now)
         key = (laddr, local_port, remote_addr, remote_port)
@@ -348,7 +389,8 @@ class Host:
         """A fully specified passive OPEN (RFC 9293 §3.10.1): a connection in LISTEN that accepts
         only this peer, and that a SEND turns into an active open (LISTEN -> SYN-SENT)."""
         ctx = self.context(now)
-        key = (self.addresses[0], local_port, remote_addr, remote_port)
+        remote_addr = canonical_address(remote_addr)
+        key = (self.local_address_for(remote_addr), local_port, remote_addr, remote_port)
         if key in self.connections or key in self.time_wait:
             raise PortInUse(f"{key} is in use")
         conn = self._new_connection(key, config or self.config, now, passive=False, listen_port=None, iss=None)
@@ -357,14 +399,29 @@ class Host:
         assert conn.handle is not None
         return conn.handle
 
+    def local_address_for(self, remote_addr: str) -> str:
+        """The host's first address of `remote_addr`'s family: IPv6 text has a ':', IPv4 none.
+        Raises OSError(ENETUNREACH) when the host has no address of that family."""
+        v6 = ":" in remote_addr
+        for addr in self.addresses:
+            if (":" in addr) == v6:
+                return addr
+        family = "IPv6" if v6 else "IPv4"
+        raise OSError(errno.ENETUNREACH, f"no {family} address on this host to reach {remote_addr} from")
+
     # ------------------------------------------------------------------ internals
     def _new_connection(self, key: FourTuple, cfg: Config, now: float, *, passive: bool,
                         listen_port: int | None, iss: int | None) -> Connection:
         cid = self._next_cid
         self._next_cid += 1
-        if iss is None:
-            iss = cfg.isn(key, now) if cfg.isn is not None else self._isn.isn(key, now)
-        conn = Connection(key, cid, cfg, iss & 0xFFFFFFFF, self._isn.ts_offset(key), now, passive, listen_port)
+        if iss is None and cfg.isn is None:
+            iss, ts_offset = self._isn.isn_and_ts_offset(key, now)
+        else:
+            if iss is None:
+                assert cfg.isn is not None
+                iss = cfg.isn(key, now)
+            ts_offset = self._isn.ts_offset(key)
+        conn = Connection(key, cid, cfg, iss & 0xFFFFFFFF, ts_offset, now, passive, listen_port)
         conn.recv.pool = conn.send_buf.pool = self.ctx.memory  # their bytes count toward tcp_mem (stack.tcp.budget)
         conn.handle = ConnectionHandle(self, conn)
         self.connections[key] = conn
@@ -405,11 +462,12 @@ class Host:
         ts_clock = (int(now * 1000.0) + self._isn.ts_offset(key)) & MASK if cfg.timestamps and opts.timestamp else None
         wscale = opts.wscale if cfg.window_scaling else None
         sack = cfg.sack and opts.sack_permitted
-        cookie, tsval = make_cookie(self._isn.secret, key, syn.seq, opts.mss or 536, now, wscale=wscale, sack=sack,
-                                    ts_clock=ts_clock)
-        options = TcpOptions(mss=cfg.mss)
+        cookie, tsval = make_cookie(self._isn.secret, key, syn.seq, opts.mss or default_peer_mss(syn.dst_addr), now,
+                                    wscale=wscale, sack=sack, ts_clock=ts_clock)
+        mss = cfg.mss_for(syn.dst_addr)
+        options = TcpOptions(mss=mss)
         if tsval is not None and opts.timestamp is not None:
-            options = TcpOptions(mss=cfg.mss, wscale=_window_shift(cfg.recv_buffer) if wscale is not None else None,
+            options = TcpOptions(mss=mss, wscale=_window_shift(cfg.recv_buffer) if wscale is not None else None,
                                  sack_permitted=sack, timestamp=(tsval, opts.timestamp[0]))
         window = min(cfg.recv_buffer, 65535)
         reply = Segment(syn.dst_addr, syn.src_addr, syn.dst_port, syn.src_port, cookie, seq_add(syn.seq, 1),

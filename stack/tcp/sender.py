@@ -11,7 +11,7 @@ from __future__ import annotations
 from stack.tcp.context import Context
 from stack.tcp.events import CloseReason
 from stack.tcp.outcome import Finished
-from stack.tcp.seq import seq_add, seq_gt, seq_lt, seq_sub
+from stack.tcp.seq import HALF, MASK, MOD, seq_add, seq_gt, seq_lt, seq_sub
 from stack.tcp.states import SENDING_STATES, State
 from stack.tcp.tcb import INF, Tcb, Timer
 from stack.wire.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
@@ -48,13 +48,15 @@ def emit(c: Tcb, flags: int, seq: int, payload: bytes, ctx: Context, options: Tc
 def _options(c: Tcb, flags: int, now: float) -> TcpOptions:
     if flags & SYN:
         return _syn_options(c, now)
-    if not c.ts_ok and not c.sack_ok:
+    ts_ok = c.ts_ok
+    if not ts_ok and not c.sack_ok:
         return _NO_OPTIONS
-    timestamp = (c.tsval(now), c.ts_recent) if c.ts_ok else None
+    # Tcb.tsval, inline: this runs for every segment sent.
+    timestamp = ((int(now * 1000.0) + c.ts_offset) & MASK, c.ts_recent) if ts_ok else None
     blocks: tuple[tuple[int, int], ...] = ()
     if c.sack_ok and flags & ACK and c.recv.ooo:
-        blocks = c.recv.sack_blocks(3 if c.ts_ok else 4)
-    return TcpOptions(sack_blocks=blocks, timestamp=timestamp)
+        blocks = c.recv.sack_blocks(3 if ts_ok else 4)
+    return TcpOptions(None, None, False, blocks, timestamp)
 
 
 def _syn_options(c: Tcb, now: float) -> TcpOptions:
@@ -66,7 +68,7 @@ def _syn_options(c: Tcb, now: float) -> TcpOptions:
     ts: tuple[int, int] | None = None
     if cfg.timestamps and (not answering or c.ts_ok):
         ts = (c.tsval(now), c.ts_recent if answering else 0)
-    return TcpOptions(mss=cfg.mss, wscale=wscale, sack_permitted=sack, timestamp=ts)
+    return TcpOptions(mss=cfg.mss_for(c.four_tuple[0]), wscale=wscale, sack_permitted=sack, timestamp=ts)
 
 
 def send_ack(c: Tcb, ctx: Context) -> None:
@@ -109,6 +111,12 @@ def push(c: Tcb, ctx: Context) -> None:
     if c.state not in SENDING_STATES:
         return
     buf = c.send_buf
+    data = buf.data
+    # Unsent bytes: the buffer's length less SND.NXT - its first sequence number (seq_sub written
+    # out, here and in the loop: push runs for every segment received and every write).
+    sent = (c.snd_nxt - buf.seq) & MASK
+    if len(data) - (sent - MOD if sent > HALF else sent) <= 0 and not c.fin_queued:
+        return  # nothing unsent, no FIN to send: nothing below would act (most calls end here)
     mss = c.send_mss()
     size = max(mss, ctx.tso_size) if mss == c.snd_mss else mss  # TSO: the link splits large segments
     recovery = c.recovery
@@ -119,16 +127,26 @@ def push(c: Tcb, ctx: Context) -> None:
         cwnd += min(recovery.dupacks, 2) * mss
     sent_any = False
     while True:
-        avail = len(buf) - seq_sub(c.snd_nxt, buf.seq)
+        snd_nxt = c.snd_nxt
+        sent = (snd_nxt - buf.seq) & MASK
+        avail = len(data) - (sent - MOD if sent > HALF else sent)
         if avail <= 0:
             if avail == 0 and c.fin_queued:
                 _send_data(c, b"", FIN, ctx)  # a bare FIN goes out even into a closed window
                 sent_any = True
             break
         # In recovery the loss-recovery algorithm says what is in flight (RFC 6675 §5: the pipe).
-        flight = recovery.pipe(c) if recovery.in_recovery else seq_sub(c.snd_nxt, c.snd_una)
-        usable = min(c.snd_wnd, cwnd) - flight
-        n = min(avail, size, usable)
+        if recovery.in_recovery:
+            flight = recovery.pipe(c)
+        else:
+            flight = (snd_nxt - c.snd_una) & MASK
+            if flight > HALF:
+                flight -= MOD
+        snd_wnd = c.snd_wnd
+        usable = (snd_wnd if snd_wnd < cwnd else cwnd) - flight
+        n = avail if avail < size else size
+        if usable < n:
+            n = usable
         if n <= 0:
             break
         last = n == avail

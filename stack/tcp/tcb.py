@@ -12,6 +12,7 @@ rewinds `snd_nxt` to `snd_una` (go-back-N), and against which ACKs are validated
 from __future__ import annotations
 
 from enum import IntEnum
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from stack.tcp import budget, congestion
@@ -21,8 +22,8 @@ from stack.tcp.context import Context
 from stack.tcp.events import Closed, CloseReason, StateChanged
 from stack.tcp.outcome import FINISHED, Finished
 from stack.tcp.rtt import RttEstimator
-from stack.tcp.seq import MASK, seq_add, seq_gt, seq_sub
-from stack.tcp.states import State, check_transition
+from stack.tcp.seq import HALF, MASK, seq_add, seq_sub
+from stack.tcp.states import TRANSITIONS, State, check_transition
 
 if TYPE_CHECKING:
     from stack.tcp.handle import ConnectionHandle
@@ -42,6 +43,7 @@ class Timer(IntEnum):
 
 
 N_TIMERS = len(Timer)  # a timer-wheel entry's id is cid * N_TIMERS + kind
+_TIMER_KINDS = tuple(range(N_TIMERS))
 
 
 class Tcb:
@@ -105,6 +107,7 @@ class Tcb:
         "snd_wl2",
         "snd_wnd",
         "snd_wscale",
+        "soft_error",
         "state",
         "syn_flags_sent",
         "tlp_high_seq",
@@ -171,6 +174,10 @@ class Tcb:
         self.cc = congestion.create(config.congestion_control, 536, config.initial_cwnd_segments)
         self.recovery: LossRecovery  # set by Connection (NewReno's; SACK's once negotiated)
         self.retries = 0
+        # The last ICMP error about this connection (RFC 1122 §4.2.3.9 soft error, stack.tcp.icmp):
+        # what the application sees instead of ETIMEDOUT if it times out; new data acknowledged
+        # clears it (Linux sk_err_soft, reset in tcp_ack).
+        self.soft_error: CloseReason | None = None
         self.rtt_seq: int | None = None  # the segment being timed (RFC 6298 §3), if any
         self.rtt_time = 0.0
         # When the retransmission timer first resent data since the last new ACK (Linux
@@ -211,7 +218,8 @@ class Tcb:
     @property
     def rcv_wnd(self) -> int:
         """RCV.WND as last advertised: what the acceptability test of §3.10.7.4 checks against."""
-        return max(0, seq_sub(self.rcv_adv, self.rcv_nxt))
+        d = (self.rcv_adv - self.rcv_nxt) & MASK  # max(0, seq_sub(...)), inline: once per segment
+        return d if d <= HALF else 0
 
     @property
     def recv_queue_len(self) -> int:
@@ -255,30 +263,44 @@ class Tcb:
 
     # ------------------------------------------------------------------ the receive window
     def window_free(self) -> int:
-        return budget.window_cap(self, max(0, self.cfg.recv_buffer - self.recv.ready_len - self.recv.ooo_bytes))
+        recv = self.recv
+        free = self.cfg.recv_buffer - recv.ready_len - recv.ooo_bytes
+        if free < 0:
+            free = 0
+        pool = recv.pool
+        return budget.window_cap(self, free) if pool is not None and pool.under_pressure else free
 
     def advertise(self) -> int:
         """The window field of an outgoing ACK. The right edge never moves left (RFC 9293 §3.8.6.2.2
         SHLD-14) and grows only by useful amounts (receiver SWS avoidance, SHLD-13)."""
+        # Sequence arithmetic of stack.tcp.seq written out: this runs for every ACK sent.
         shift = self.rcv_wscale
         rcv_nxt = self.rcv_nxt
-        right = seq_add(rcv_nxt, self.window_free())
-        grow = seq_sub(right, self.rcv_adv)
-        if grow < 0 or 0 < grow < min(self.cfg.recv_buffer // 2, self.snd_mss):
-            right = self.rcv_adv
-        wnd = max(0, seq_sub(right, rcv_nxt))
-        field = min(wnd >> shift, 65535)
-        if (field << shift) < wnd and field < 65535:
+        adv = self.rcv_adv
+        right = (rcv_nxt + self.window_free()) & MASK
+        grow = (right - adv) & MASK
+        if grow > HALF:  # the new edge would be left of the advertised one
+            right = adv
+        elif grow and grow < min(self.cfg.recv_buffer // 2, self.snd_mss):
+            right = adv  # too small a gain to announce (SWS avoidance)
+        wnd = (right - rcv_nxt) & MASK
+        if wnd > HALF:
+            wnd = 0
+        field = wnd >> shift
+        if field >= 65535:
+            field = 65535
+        elif (field << shift) < wnd:
             field += 1  # round up: scaling must not pull the edge left (RFC 7323 §2.4)
-        edge = seq_add(rcv_nxt, field << shift)
-        if seq_gt(edge, self.rcv_adv):
+        edge = (rcv_nxt + (field << shift)) & MASK
+        if 0 < ((edge - adv) & MASK) < HALF:
             self.rcv_adv = edge
         return field
 
     # ------------------------------------------------------------------ state changes
     def set_state(self, new: State, cause: str, ctx: Context) -> None:
         old = self.state
-        check_transition(old, new)
+        if (old, new) not in TRANSITIONS:
+            check_transition(old, new)  # raises, with the message
         self.state = new
         now = ctx.now
         self.history.append((now, old, new, cause))
@@ -317,8 +339,13 @@ class Tcb:
             self._timer_id[kind] = -1
 
     def cancel_all_timers(self, ctx: Context) -> None:
-        for kind in Timer:
-            self.clear_timer(kind, ctx)
+        self.deadlines = [INF] * N_TIMERS
+        timer_ids = self._timer_id
+        for kind in _TIMER_KINDS:
+            timer_id = timer_ids[kind]
+            if timer_id >= 0:
+                ctx.wheel.cancel(timer_id)
+                timer_ids[kind] = -1
 
     def timer_due(self, kind: Timer, ctx: Context) -> bool:
         """The wheel fired `kind`: whether its deadline is really due. A lazily pushed-back
@@ -335,6 +362,7 @@ class Tcb:
         return True
 
 
+@lru_cache(maxsize=64)
 def _window_shift(buffer: int) -> int:
     """The smallest window-scale shift that lets 16 bits cover `buffer` (RFC 7323 §2.3, max 14)."""
     shift = 0

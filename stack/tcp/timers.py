@@ -31,7 +31,7 @@ def _on_rtx(c: Tcb, ctx: Context) -> Outcome | None:
         limit = cfg.syn_retries if state is S.SYN_SENT else cfg.synack_retries
         if c.retries >= limit:
             counters.inc("TCPAbortOnTimeout")
-            return c.finish(CloseReason.TIMED_OUT, "SYN retries exhausted", ctx)
+            return c.finish(c.soft_error or CloseReason.TIMED_OUT, "SYN retries exhausted", ctx)
         c.retries += 1
         if state is S.SYN_RECEIVED or c.retries > cfg.syn_linear_timeouts:
             c.rtt.on_timeout()  # (the first SYN retransmissions keep the initial RTO: Linux)
@@ -60,7 +60,7 @@ def _on_rtx(c: Tcb, ctx: Context) -> Outcome | None:
     if timed_out:
         # Silently, as Linux's tcp_write_err: a peer that answers nothing would not see a RST.
         counters.inc("TCPAbortOnTimeout")
-        return c.finish(CloseReason.TIMED_OUT, "retransmissions exhausted", ctx)
+        return c.finish(c.soft_error or CloseReason.TIMED_OUT, "retransmissions exhausted", ctx)
     c.retries += 1
     counters.inc("TCPTimeouts")
     c.cc.on_timeout(now, c.in_flight)
@@ -126,7 +126,7 @@ def _on_persist(c: Tcb, ctx: Context) -> Outcome | None:
 
 def _probing_failed(c: Tcb, ctx: Context) -> Outcome:
     ctx.counters.inc("TCPAbortOnTimeout")
-    return c.finish(CloseReason.TIMED_OUT, "zero-window probes exhausted", ctx)
+    return c.finish(c.soft_error or CloseReason.TIMED_OUT, "zero-window probes exhausted", ctx)
 
 
 def _on_loss_probe(c: Tcb, ctx: Context) -> Outcome | None:
@@ -174,7 +174,7 @@ def _on_keepalive(c: Tcb, ctx: Context) -> Outcome | None:
         return None
     if c.keepalive_sent >= cfg.keepalive_probes:
         ctx.counters.inc("TCPAbortOnTimeout")
-        return reset(c, CloseReason.TIMED_OUT, "keepalive probes unanswered", ctx)
+        return reset(c, c.soft_error or CloseReason.TIMED_OUT, "keepalive probes unanswered", ctx)
     c.keepalive_sent += 1
     ctx.counters.inc("TCPKeepAliveProbes")
     send_probe(c, ctx)  # RFC 9293 §3.8.4: SEG.SEQ = SND.NXT-1, no data

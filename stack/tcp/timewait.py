@@ -145,9 +145,16 @@ class TimeWait:
 # 60-byte packed record, and a timer wheel of its own whose timer ids ARE those keys, so a timer that
 # fires needs no side map. Records are unpacked into a TimeWait only when a segment or a timer
 # touches them, which is rare.
+#
+# An IPv6 remote address does not fit the key's 32 bits (nor would a 160-bit key fit the wheel's
+# 64-bit timer ids), so a local IPv6 address numbers its records' remote addresses instead
+# (`_RemoteIds`): the key holds that 32-bit number, and each distinct remote address costs one
+# entry for as long as a record of it lives. Clients are far fewer than their connections, so a
+# record stays the size of an IPv4 one (README: bytes per record of both families).
 
 _RECORD = struct.Struct("!IIIIHBBQdddd")
 _TS_OK = 1
+_ADDR_BITS = 0xFFFFFFFF
 
 
 def _addr_int(addr: str, cache: dict[str, int] = {}) -> int:  # noqa: B006 - a deliberate memo
@@ -165,7 +172,54 @@ def _pack_key(four_tuple: FourTuple) -> int:
 
 
 def _unpack_key(local: str, key: int) -> FourTuple:
-    return (local, key >> 48, socket.inet_ntoa((key & 0xFFFFFFFF).to_bytes(4, "big")), (key >> 32) & 0xFFFF)
+    return (local, key >> 48, socket.inet_ntoa((key & _ADDR_BITS).to_bytes(4, "big")), (key >> 32) & 0xFFFF)
+
+
+class _RemoteIds:
+    """The remote IPv6 addresses of one local address's records, each as a 32-bit number with a
+    count of the records that use it; a number is reused once its last record is gone."""
+
+    __slots__ = ("addrs", "free", "ids", "refs")
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.addrs: list[str] = []
+        self.refs: list[int] = []
+        self.free: list[int] = []
+
+    def key(self, four_tuple: FourTuple) -> int | None:
+        """The record key of `four_tuple`, None if no record has its remote address."""
+        _, lport, raddr, rport = four_tuple
+        number = self.ids.get(raddr)
+        return None if number is None else (lport << 48) | (rport << 32) | number
+
+    def acquire(self, four_tuple: FourTuple) -> int:
+        _, lport, raddr, rport = four_tuple
+        number = self.ids.get(raddr)
+        if number is None:
+            if self.free:
+                number = self.free.pop()
+                self.addrs[number] = raddr
+            else:
+                number = len(self.addrs)
+                if number > _ADDR_BITS:
+                    raise OverflowError("more than 2**32 remote addresses in TIME-WAIT")
+                self.addrs.append(raddr)
+                self.refs.append(0)
+            self.ids[raddr] = number
+        self.refs[number] += 1
+        return (lport << 48) | (rport << 32) | number
+
+    def release(self, key: int) -> None:
+        number = key & _ADDR_BITS
+        self.refs[number] -= 1
+        if not self.refs[number]:
+            del self.ids[self.addrs[number]]
+            self.addrs[number] = ""
+            self.free.append(number)
+
+    def four_tuple(self, local: str, key: int) -> FourTuple:
+        return (local, key >> 48, self.addrs[key & _ADDR_BITS], (key >> 32) & 0xFFFF)
 
 
 class TimeWaitTable:
@@ -176,25 +230,36 @@ class TimeWaitTable:
         self._start = start
         self._records: dict[str, dict[int, bytes]] = {}
         self._wheels: dict[str, TimerWheel] = {}
+        self._count = 0  # records in all the dicts: the host asks on every segment without a connection
+        self._remote_ids: dict[str, _RemoteIds] = {}  # per local IPv6 address
+
+    def _key(self, four_tuple: FourTuple) -> int | None:
+        ids = self._remote_ids.get(four_tuple[0])
+        return _pack_key(four_tuple) if ids is None else ids.key(four_tuple)
+
+    def _four_tuple(self, local: str, key: int) -> FourTuple:
+        ids = self._remote_ids.get(local)
+        return _unpack_key(local, key) if ids is None else ids.four_tuple(local, key)
 
     # ---- mapping-like reading (what observers and tests use)
     def __len__(self) -> int:
-        return sum(len(records) for records in self._records.values())
+        return self._count
 
     def __bool__(self) -> bool:
-        return any(self._records.values())
+        return self._count > 0
 
     def __contains__(self, four_tuple: object) -> bool:
         if not isinstance(four_tuple, tuple) or len(four_tuple) != 4:
             return False
         records = self._records.get(four_tuple[0])
-        return records is not None and _pack_key(four_tuple) in records
+        return records is not None and self._key(four_tuple) in records
 
     def get(self, four_tuple: FourTuple) -> TimeWait | None:
         records = self._records.get(four_tuple[0])
         if not records:
             return None
-        raw = records.get(_pack_key(four_tuple))
+        key = self._key(four_tuple)
+        raw = None if key is None else records.get(key)
         return None if raw is None else _unpack(four_tuple, raw)
 
     def __getitem__(self, four_tuple: FourTuple) -> TimeWait:
@@ -206,7 +271,7 @@ class TimeWaitTable:
     def __iter__(self) -> Iterator[FourTuple]:
         for local, records in self._records.items():
             for key in list(records):
-                yield _unpack_key(local, key)
+                yield self._four_tuple(local, key)
 
     def keys(self) -> Iterator[FourTuple]:
         return iter(self)
@@ -214,7 +279,7 @@ class TimeWaitTable:
     def values(self) -> Iterator[TimeWait]:
         for local, records in self._records.items():
             for key, raw in list(records.items()):
-                yield _unpack(_unpack_key(local, key), raw)
+                yield _unpack(self._four_tuple(local, key), raw)
 
     def items(self) -> Iterator[tuple[FourTuple, TimeWait]]:
         for tw in self.values():
@@ -230,40 +295,62 @@ class TimeWaitTable:
         if wheel is None:
             wheel = self._wheels[local] = TimerWheel(self._resolution, self._start)
             self._records[local] = {}
-        key = _pack_key(tw.four_tuple)
+            if ":" in local:
+                self._remote_ids[local] = _RemoteIds()
+        ids = self._remote_ids.get(local)
+        records = self._records[local]
+        if ids is None:
+            key = _pack_key(tw.four_tuple)
+        else:
+            found = ids.key(tw.four_tuple)
+            key = found if found is not None and found in records else ids.acquire(tw.four_tuple)
+        old = records.get(key)
+        if old is not None:  # a record replaced: its timer goes with it
+            wheel.cancel(_RECORD.unpack(old)[7])
+        else:
+            self._count += 1
         tw.handle = wheel.schedule(tw.deadline, key)
-        self._records[local][key] = _pack(tw)
+        records[key] = _pack(tw)
 
     def store(self, tw: TimeWait) -> None:
         """Write back a record changed by `TimeWait.process` (its deadline may have moved later:
         the wheel entry stays where it is and is re-armed when it fires, see `expire`)."""
         records = self._records.get(tw.four_tuple[0])
-        key = _pack_key(tw.four_tuple)
+        key = self._key(tw.four_tuple)
         if records is not None and key in records:
             records[key] = _pack(tw)
 
     def remove(self, tw: TimeWait) -> None:
         local = tw.four_tuple[0]
         records = self._records.get(local)
-        if records is None or records.pop(_pack_key(tw.four_tuple), None) is None:
+        key = self._key(tw.four_tuple)
+        if records is None or key is None or records.pop(key, None) is None:
             return
+        self._count -= 1
         self._wheels[local].cancel(tw.handle)
+        ids = self._remote_ids.get(local)
+        if ids is not None:
+            ids.release(key)
 
     def expire(self, now: float) -> list[TimeWait]:
         """Records whose 2MSL ran out by `now` (removed from the table); restarted ones re-arm."""
         done: list[TimeWait] = []
         for local, wheel in self._wheels.items():
             records = self._records[local]
+            ids = self._remote_ids.get(local)
             for key in wheel.advance(now):
                 raw = records.get(key)
                 if raw is None:
                     continue
-                tw = _unpack(_unpack_key(local, key), raw)
+                tw = _unpack(self._four_tuple(local, key), raw)
                 if tw.deadline > now:
                     tw.handle = wheel.schedule(tw.deadline, key)
                     records[key] = _pack(tw)
                 else:
                     del records[key]
+                    if ids is not None:
+                        ids.release(key)
+                    self._count -= 1
                     done.append(tw)
         return done
 

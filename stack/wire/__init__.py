@@ -1,5 +1,6 @@
-"""Wire format: IPv4 + TCP bytes <-> `Segment` (construct definitions in `stack.wire.headers`)."""
+"""Wire format: IPv4/IPv6 + TCP bytes <-> `Segment` (construct definitions in `stack.wire.headers`)."""
 
+from stack.wire.address import canonical_address, endpoint, is_ipv6
 from stack.wire.build import build_packet, build_tcp_options
 from stack.wire.parse import parse_packet, parse_tcp_options
 from stack.wire.reasons import MalformedPacket, Reason
@@ -37,7 +38,10 @@ __all__ = [
     "TcpOptions",
     "build_packet",
     "build_tcp_options",
+    "canonical_address",
+    "endpoint",
     "flags_text",
+    "is_ipv6",
     "parse_flags_text",
     "parse_packet",
     "parse_tcp_options",

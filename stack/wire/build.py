@@ -1,4 +1,7 @@
-"""`Segment` -> complete IPv4 packet with both checksums filled in.
+"""`Segment` -> complete IPv4 or IPv6 packet with every checksum filled in.
+
+The segment's addresses pick the family: two IPv6 addresses make an IPv6 packet (RFC 8200 §3, no
+extension headers, the TCP checksum over the §8.1 pseudo-header), two IPv4 addresses an IPv4 one.
 
 TCP options are written in one canonical order, the one Linux's tcp_options_write() uses, so
 every option starts where a 32-bit load would want it (RFC 9293 §3.2 leaves the order free)::
@@ -22,12 +25,19 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 from io import BytesIO
 from typing import Any
 
 from construct import ConstructError
 
-from stack.native import internet_checksum, tcp_checksum_ipv4
+from stack.native import (
+    internet_checksum,
+    ones_complement_sum,
+    tcp_checksum_ipv4,
+    tcp_checksum_ipv4_bytes,
+    tcp_checksum_ipv6,
+)
 from stack.wire.headers import (
     BUILD_CONTEXT,
     IP_DF,
@@ -35,6 +45,9 @@ from stack.wire.headers import (
     IPPROTO_TCP,
     IPV4_MIN_HEADER,
     IPV4_VERSION,
+    IPV6_HEADER_SIZE,
+    IPV6_VERSION,
+    IPV6_VERSION_SHIFT,
     OPT_EOL,
     OPT_MSS,
     OPT_NOP,
@@ -44,12 +57,22 @@ from stack.wire.headers import (
     OPT_WSCALE,
     OPTION_CODEC,
     OPTION_CODECS,
+    PLAIN6_CODEC,
     PLAIN_CODEC,
+    PLAIN_LAYOUT,
     PLAIN_LAYOUT_SIZE,
     SACK_MAX_BLOCKS,
+    SYN_LAYOUT,
+    SYN_OPTION_SIZE,
+    TCP_LAYOUT,
     TCP_MAX_OPTION_SPACE,
     TCP_MIN_HEADER,
+    TCP_SYN_LAYOUT,
+    TCP_TS_LAYOUT,
+    TS6_CODEC,
     TS_CODEC,
+    TS_LAYOUT,
+    TS_OPTION_PREFIX,
     TS_OPTION_SIZE,
     option_key,
 )
@@ -58,6 +81,8 @@ from stack.wire.segment import Segment, TcpOptions
 _build_plain = PLAIN_CODEC.build_into
 _build_ts = TS_CODEC.build_into
 _build_option = OPTION_CODEC.build_into
+_build_plain6 = PLAIN6_CODEC.build_into
+_build_ts6 = TS6_CODEC.build_into
 
 _VERSION_IHL = IPV4_VERSION << 4 | IPV4_MIN_HEADER >> 2  # 0x45: no IP options are ever sent
 _IP_CHECKSUM_AT = 10
@@ -65,6 +90,9 @@ _TCP_CHECKSUM_AT = IPV4_MIN_HEADER + 16
 _PLAIN_DOFF = (PLAIN_LAYOUT_SIZE - IPV4_MIN_HEADER) >> 2 << 4  # 5 words, in the high nibble
 _TS_DOFF = (PLAIN_LAYOUT_SIZE - IPV4_MIN_HEADER + TS_OPTION_SIZE) >> 2 << 4
 _MAX_PAYLOAD = IP_MAX_TOTAL_LENGTH - PLAIN_LAYOUT_SIZE
+_VERSION_CLASS_FLOW = IPV6_VERSION << IPV6_VERSION_SHIFT  # traffic class 0, flow label 0
+_TCP6_CHECKSUM_AT = IPV6_HEADER_SIZE + 16
+_MAX_PAYLOAD_LENGTH = 0xFFFF  # RFC 8200 §3: 16 bits; no jumbograms (RFC 2675) are sent
 
 # Interpreted options are written by their compiled `OPTION_LAYOUTS` FlatSequence (proven equal
 # to `TCP_OPTION` in tests/wire); option-free constants are built by construct once, here.
@@ -77,17 +105,31 @@ _NOP2 = _NOP * 2
 _EOL = OPTION_CODECS[option_key(OPT_EOL, 1)].build((OPT_EOL,))
 _SACK_PERMITTED = OPTION_CODECS[option_key(OPT_SACK_PERMITTED, 2)].build((OPT_SACK_PERMITTED, 2))
 
+# The hot layouts (no options; timestamps alone; the SYN options in Linux's order) are packed with
+# their FlatSequence's own struct, derived from the construct fields (tests/wire proves the bytes
+# equal): the TCP part first, with a zero checksum, to checksum it with the payload, then the whole
+# header block once with both checksums in place.
+_pack_tcp_plain: Callable[..., bytes] = TCP_LAYOUT.packer.pack
+_pack_tcp_ts: Callable[..., bytes] = TCP_TS_LAYOUT.packer.pack
+_pack_tcp_syn: Callable[..., bytes] = TCP_SYN_LAYOUT.packer.pack
+_pack_plain: Callable[..., bytes] = PLAIN_LAYOUT.packer.pack
+_pack_ts: Callable[..., bytes] = TS_LAYOUT.packer.pack
+_pack_syn: Callable[..., bytes] = SYN_LAYOUT.packer.pack
+_SYN_DOFF = (PLAIN_LAYOUT_SIZE - IPV4_MIN_HEADER + SYN_OPTION_SIZE) >> 2 << 4
+
 _ADDR_CACHE: dict[str, bytes] = {}
 _ADDR_CACHE_MAX = 1024
 
 
 def _addr(text: str) -> bytes:
+    """4 octets for an IPv4 address, 16 for an IPv6 one (the length says the family)."""
     raw = _ADDR_CACHE.get(text)
     if raw is None:
         try:
-            raw = socket.inet_pton(socket.AF_INET, text)  # strict dotted quad, unlike inet_aton
+            # inet_pton is strict (a dotted quad, unlike inet_aton); a ':' can only be IPv6.
+            raw = socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
         except (OSError, TypeError) as exc:
-            raise ValueError(f"not an IPv4 address: {text!r}") from exc
+            raise ValueError(f"not an IP address: {text!r}") from exc
         if len(_ADDR_CACHE) >= _ADDR_CACHE_MAX:
             _ADDR_CACHE.clear()
         _ADDR_CACHE[text] = raw
@@ -137,21 +179,33 @@ def build_tcp_options(opts: TcpOptions) -> bytes:
 
 
 def build_packet(seg: Segment, *, ttl: int = 64, ident: int = 0, dont_fragment: bool = True) -> bytes:
-    """A complete IPv4 + TCP packet for `seg` with both checksums correct. Raises ValueError."""
+    """A complete IPv4 + TCP packet for `seg` with both checksums correct; IPv6 + TCP when its
+    addresses are IPv6 (`ttl` is then the Hop Limit; IPv6 has no ident or DF). Raises ValueError."""
     opts = seg.options
     payload = seg.payload
-    src4 = _addr(seg.src_addr)
-    dst4 = _addr(seg.dst_addr)
+    src4 = _ADDR_CACHE.get(seg.src_addr) or _addr(seg.src_addr)
+    dst4 = _ADDR_CACHE.get(seg.dst_addr) or _addr(seg.dst_addr)
+    if len(src4) != 4 or len(dst4) != 4:
+        return _build_ipv6(seg, src4, dst4, ttl)
     if len(payload) > _MAX_PAYLOAD:
         raise ValueError(f"payload of {len(payload)} octets does not fit in one IPv4 datagram")
     timestamp = opts.timestamp
-    plain = (
-        opts.mss is None
-        and opts.wscale is None
-        and not opts.sack_permitted
-        and not opts.sack_blocks
-        and not opts.unknown
-    )
+    if opts.sack_blocks or opts.unknown:
+        plain = False
+    elif opts.mss is None and opts.wscale is None and not opts.sack_permitted:
+        plain = True
+    else:
+        plain = False
+        if opts.mss is not None and opts.wscale is not None and opts.sack_permitted and timestamp is not None:
+            try:
+                return _build_syn(seg, src4, dst4, ttl, ident, dont_fragment)
+            except struct.error as exc:
+                raise ValueError(f"cannot encode {seg.summary()}: {exc}") from exc
+    if plain:
+        try:
+            return _build_hot(seg, src4, dst4, ttl, ident, dont_fragment)
+        except struct.error as exc:
+            raise ValueError(f"cannot encode {seg.summary()}: {exc}") from exc
     stream = BytesIO()
     # Checksums are built as 0 and patched below: RFC 791 §3.1 and RFC 9293 §3.1 both compute
     # them with the checksum field itself zeroed.
@@ -215,3 +269,125 @@ def build_packet(seg: Segment, *, ttl: int = 64, ident: int = 0, dont_fragment: 
     stream.seek(_TCP_CHECKSUM_AT)
     stream.write(tcp_sum.to_bytes(2, "big"))
     return stream.getvalue()
+
+
+def _build_ipv6(seg: Segment, src6: bytes, dst6: bytes, hop_limit: int) -> bytes:
+    """The IPv6 half of `build_packet`: the same TCP header and options behind a 40-octet IPv6
+    header, built by the IPv6 twins of the two hot layouts."""
+    if len(src6) != len(dst6):
+        raise ValueError(f"addresses of two families: {seg.src_addr} > {seg.dst_addr}")
+    opts = seg.options
+    payload = seg.payload
+    timestamp = opts.timestamp
+    plain = (
+        opts.mss is None
+        and opts.wscale is None
+        and not opts.sack_permitted
+        and not opts.sack_blocks
+        and not opts.unknown
+    )
+    stream = BytesIO()
+    try:
+        if plain:
+            raw_options = b""
+            tcp_header = TCP_MIN_HEADER + (TS_OPTION_SIZE if timestamp is not None else 0)
+        else:
+            raw_options = build_tcp_options(opts)
+            tcp_header = TCP_MIN_HEADER + len(raw_options)
+        payload_length = tcp_header + len(payload)
+        if payload_length > _MAX_PAYLOAD_LENGTH:
+            raise ValueError(f"TCP segment of {payload_length} octets does not fit in one IPv6 packet")
+        head = (
+            _VERSION_CLASS_FLOW,
+            payload_length,
+            IPPROTO_TCP,  # Next Header: no extension headers are ever sent
+            hop_limit,
+            src6,
+            dst6,
+            seg.src_port,
+            seg.dst_port,
+            seg.seq,
+            seg.ack,
+            tcp_header >> 2 << 4,
+            seg.flags,
+            seg.window,
+            0,  # TCP checksum, patched below
+            seg.urgent,
+        )
+        if plain and timestamp is not None:
+            _build_ts6((*head, None, timestamp[0], timestamp[1]), stream, BUILD_CONTEXT)
+        else:
+            _build_plain6(head, stream, BUILD_CONTEXT)
+    except (ConstructError, struct.error, TypeError, IndexError) as exc:
+        raise ValueError(f"cannot encode {seg.summary()}: {exc}") from exc
+    if raw_options:
+        stream.write(raw_options)
+    stream.write(payload)
+    packet = stream.getvalue()
+    tcp_sum = tcp_checksum_ipv6(src6, dst6, memoryview(packet)[IPV6_HEADER_SIZE:])
+    stream.seek(_TCP6_CHECKSUM_AT)
+    stream.write(tcp_sum.to_bytes(2, "big"))
+    return stream.getvalue()
+
+
+def _build_hot(seg: Segment, src4: bytes, dst4: bytes, ttl: int, ident: int, dont_fragment: bool) -> bytes:
+    """No options, or timestamps alone: two struct packs and one checksum call over the segment."""
+    payload = seg.payload
+    frag = IP_DF if dont_fragment else 0
+    timestamp = seg.options.timestamp
+    if timestamp is None:
+        tcp = _pack_tcp_plain(seg.src_port, seg.dst_port, seg.seq, seg.ack, _PLAIN_DOFF, seg.flags, seg.window, 0,
+                              seg.urgent)
+    else:
+        tcp = _pack_tcp_ts(seg.src_port, seg.dst_port, seg.seq, seg.ack, _TS_DOFF, seg.flags, seg.window, 0,
+                           seg.urgent, TS_OPTION_PREFIX, timestamp[0], timestamp[1])
+    segment = tcp + payload if payload else tcp  # bytes: a bytearray payload is copied here
+    tcp_sum = tcp_checksum_ipv4_bytes(src4, dst4, segment)
+    total = IPV4_MIN_HEADER + len(segment)
+    ip_sum = _ip_checksum(total, ident, frag, ttl, src4, dst4)
+    if timestamp is None:
+        head = _pack_plain(_VERSION_IHL, 0, total, ident, frag, ttl, IPPROTO_TCP, ip_sum, src4, dst4, seg.src_port,
+                           seg.dst_port, seg.seq, seg.ack, _PLAIN_DOFF, seg.flags, seg.window, tcp_sum, seg.urgent)
+    else:
+        head = _pack_ts(_VERSION_IHL, 0, total, ident, frag, ttl, IPPROTO_TCP, ip_sum, src4, dst4, seg.src_port,
+                        seg.dst_port, seg.seq, seg.ack, _TS_DOFF, seg.flags, seg.window, tcp_sum, seg.urgent,
+                        TS_OPTION_PREFIX, timestamp[0], timestamp[1])
+    return head + payload if payload else head
+
+
+def _build_syn(seg: Segment, src4: bytes, dst4: bytes, ttl: int, ident: int, dont_fragment: bool) -> bytes:
+    """MSS, SACK-permitted, timestamps and window scale, in the canonical order (a SYN's options)."""
+    payload = seg.payload
+    frag = IP_DF if dont_fragment else 0
+    opts = seg.options
+    timestamp = opts.timestamp
+    assert timestamp is not None
+    options = (OPT_MSS, 4, opts.mss, OPT_SACK_PERMITTED, 2, OPT_TIMESTAMP, 10, timestamp[0], timestamp[1], OPT_NOP,
+               OPT_WSCALE, 3, opts.wscale)
+    tcp = _pack_tcp_syn(seg.src_port, seg.dst_port, seg.seq, seg.ack, _SYN_DOFF, seg.flags, seg.window, 0,
+                        seg.urgent, *options)
+    segment = tcp + payload if payload else tcp
+    tcp_sum = tcp_checksum_ipv4_bytes(src4, dst4, segment)
+    total = IPV4_MIN_HEADER + len(segment)
+    head = _pack_syn(_VERSION_IHL, 0, total, ident, frag, ttl, IPPROTO_TCP,
+                     _ip_checksum(total, ident, frag, ttl, src4, dst4), src4, dst4, seg.src_port, seg.dst_port,
+                     seg.seq, seg.ack, _SYN_DOFF, seg.flags, seg.window, tcp_sum, seg.urgent, *options)
+    return head + payload if payload else head
+
+
+_IP_HEADER_SUMS: dict[tuple[bytes, bytes], int] = {}
+
+
+def _ip_checksum(total: int, ident: int, frag: int, ttl: int, src4: bytes, dst4: bytes) -> int:
+    """The header checksum of the IPv4 header the hot paths write (RFC 1071): the addresses' share
+    of the sum is kept per pair, the rest is a few 16-bit words (RFC 1624's incremental view)."""
+    pair = (src4, dst4)
+    base = _IP_HEADER_SUMS.get(pair)
+    if base is None:
+        if len(_IP_HEADER_SUMS) >= _ADDR_CACHE_MAX:
+            _IP_HEADER_SUMS.clear()
+        base = _IP_HEADER_SUMS[pair] = ones_complement_sum(src4 + dst4, _VERSION_IHL << 8 | 0)
+    total_sum = base + total + ident + frag + (ttl << 8 | IPPROTO_TCP)
+    total_sum = (total_sum & 0xFFFF) + (total_sum >> 16)
+    total_sum = (total_sum & 0xFFFF) + (total_sum >> 16)
+    return ~total_sum & 0xFFFF

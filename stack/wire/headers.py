@@ -1,4 +1,4 @@
-"""construct definitions of the IPv4 and TCP headers and the TCP options: the single source of truth.
+"""construct definitions of the IPv4, IPv6 and TCP headers and the TCP options: the single source of truth.
 
 Everything byte-level in `stack.wire` comes from the named `Struct`s below. They use flat,
 byte-aligned fields only (no BitStruct: bit fields cost ~5x more to parse). Sub-byte fields are
@@ -14,6 +14,8 @@ Two such layouts cover almost every segment of an established connection:
 * `PLAIN_LAYOUT`: IPv4 header without IP options + TCP header without TCP options (40 octets);
 * `TS_LAYOUT`: the same followed by NOP, NOP, Timestamps -- the RFC 7323 Appendix A layout that
   Linux puts on every segment once timestamps are negotiated (52 octets).
+
+`PLAIN6_LAYOUT` and `TS6_LAYOUT` are the same two behind an IPv6 header without extension headers.
 
 Anything else (IP options, SYN options, SACK) takes the general path: `IPV4_LAYOUT` and
 `TCP_LAYOUT`, then the option area option by option. Each option the `TCP_OPTION` switch
@@ -73,6 +75,57 @@ IP_MF = 0x2000  # More Fragments
 IP_OFFSET_MASK = 0x1FFF
 IPPROTO_TCP = 6
 IP_MAX_TOTAL_LENGTH = 0xFFFF
+
+# ---------------------------------------------------------------------------------------------
+# IPv6 (RFC 8200 §3, §4)
+# ---------------------------------------------------------------------------------------------
+
+IPV6_HEADER = Struct(
+    "version_class_flow" / Int32ub,  # Version (4 bits) | Traffic Class (8) | Flow Label (20)
+    "payload_length" / Int16ub,  # octets after this 40-octet header: extension headers + upper layer
+    "next_header" / Int8ub,  # the first extension header, or the upper-layer protocol
+    "hop_limit" / Int8ub,
+    "src" / Bytes(16),
+    "dst" / Bytes(16),
+)
+IPV6_HEADER_SIZE = 40
+IPV6_VERSION = 6
+IPV6_VERSION_SHIFT = 28  # the version's place in version_class_flow
+
+# Extension headers this stack walks over (RFC 8200 §4.1). Hop-by-Hop Options, Routing and
+# Destination Options share one frame: next header, length in 8-octet units not counting the
+# first 8, then the body. None of them asks anything of a host that is not a router or the
+# final destination of a routing header it would have to act on, so they are skipped by length.
+IPV6_HOP_BY_HOP = 0
+IPV6_ROUTING = 43
+IPV6_FRAGMENT = 44
+IPV6_DEST_OPTIONS = 60
+IPV6_NO_NEXT_HEADER = 59
+IPV6_EXT_UNIT = 8
+
+IPV6_EXT_PREFIX = Struct(
+    "next_header" / Int8ub,
+    "hdr_ext_len" / Int8ub,  # (length in octets / 8) - 1
+)
+# The whole frame, for reference and tests; the parser reads the prefix and skips the body.
+IPV6_OPTIONS_EXT = Struct(
+    "next_header" / Int8ub,
+    "hdr_ext_len" / Int8ub,
+    "body" / Bytes(this.hdr_ext_len * IPV6_EXT_UNIT + IPV6_EXT_UNIT - 2),
+)
+# RFC 8200 §4.5: the Fragment header is always 8 octets.
+IPV6_FRAGMENT_EXT = Struct(
+    "next_header" / Int8ub,
+    "reserved" / Int8ub,
+    "offset_flags" / Int16ub,  # 13-bit Fragment Offset (8-octet units) | 2 reserved bits | M
+    "identification" / Int32ub,
+)
+IPV6_FRAGMENT_SIZE = 8
+IPV6_FRAG_OFFSET_MASK = 0xFFF8
+IPV6_FRAG_M = 0x0001
+# RFC 8200 §4.1: each extension header at most once, Destination Options at most twice (before
+# a Routing header and before the upper layer). A chain with more is treated as a loop.
+IPV6_EXT_MAX_COUNT = {IPV6_HOP_BY_HOP: 1, IPV6_ROUTING: 1, IPV6_FRAGMENT: 1, IPV6_DEST_OPTIONS: 2}
 
 # ---------------------------------------------------------------------------------------------
 # TCP (RFC 9293 §3.1)
@@ -250,6 +303,55 @@ TS_LAYOUT = layout(IPV4_HEADER, TCP_HEADER, Const(TS_OPTION_PREFIX), Int32ub, In
 PLAIN_LAYOUT_SIZE = IPV4_MIN_HEADER + TCP_MIN_HEADER
 TS_LAYOUT_SIZE = PLAIN_LAYOUT_SIZE + TS_OPTION_SIZE
 
+# The same two hot layouts behind an IPv6 header with no extension headers (60 and 72 octets).
+IPV6_FIELDS = field_names(IPV6_HEADER)
+IPV6_LAYOUT = layout(IPV6_HEADER)
+IPV6_EXT_LAYOUT = layout(IPV6_EXT_PREFIX)
+IPV6_FRAGMENT_LAYOUT = layout(IPV6_FRAGMENT_EXT)
+PLAIN6_LAYOUT = layout(IPV6_HEADER, TCP_HEADER)
+TS6_LAYOUT = layout(IPV6_HEADER, TCP_HEADER, Const(TS_OPTION_PREFIX), Int32ub, Int32ub)
+PLAIN6_LAYOUT_SIZE = IPV6_HEADER_SIZE + TCP_MIN_HEADER
+TS6_LAYOUT_SIZE = PLAIN6_LAYOUT_SIZE + TS_OPTION_SIZE
+
+# The SYN option block Linux writes (and `stack.wire.build` too, in its canonical order): MSS,
+# SACK-permitted, Timestamps, NOP, Window scale -- 20 octets. The handshake's segments of a short
+# connection all carry it, so it gets a hot layout of its own, made of the options' own layouts.
+SYN_OPTION_KEYS = (
+    option_key(OPT_MSS, 4),
+    option_key(OPT_SACK_PERMITTED, 2),
+    option_key(OPT_TIMESTAMP, 10),
+    option_key(OPT_NOP, 1),
+    option_key(OPT_WSCALE, 3),
+)
+_SYN_OPTION_FIELDS = [sc for key in SYN_OPTION_KEYS for sc in option_layout(key).subcons]
+SYN_OPTION_SIZE = 20
+SYN_LAYOUT = FlatSequence(*PLAIN_LAYOUT.subcons, *_SYN_OPTION_FIELDS)
+SYN_LAYOUT_SIZE = PLAIN_LAYOUT_SIZE + SYN_OPTION_SIZE
+
+
+def _syn_shape() -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Positions in a SYN_LAYOUT list of the options' kind and length octets, their values there,
+    and the positions of the values proper (MSS, TSval, TSecr, shift)."""
+    shape_at: list[int] = []
+    shape: list[int] = []
+    values_at: list[int] = []
+    at = len(PLAIN_LAYOUT.subcons)
+    for key in SYN_OPTION_KEYS:
+        head = [key >> 8] if key >> 8 <= OPT_NOP else [key >> 8, key & 0xFF]
+        shape_at += range(at, at + len(head))
+        shape += head
+        n = len(option_layout(key).subcons)
+        values_at += range(at + len(head), at + n)
+        at += n
+    return tuple(shape_at), tuple(shape), tuple(values_at)
+
+
+SYN_SHAPE_AT, SYN_SHAPE, SYN_VALUES_AT = _syn_shape()
+
+# The same blocks without the IPv4 header: what the builder packs before it knows the checksum.
+TCP_TS_LAYOUT = layout(TCP_HEADER, Const(TS_OPTION_PREFIX), Int32ub, Int32ub)
+TCP_SYN_LAYOUT = FlatSequence(*TCP_LAYOUT.subcons, *_SYN_OPTION_FIELDS)
+
 
 def _root_context(*, parsing: bool) -> Any:
     # The outermost context Construct.parse_stream/build_stream would create. The compiled code
@@ -299,6 +401,11 @@ IPV4_CODEC = CompiledCodec(IPV4_LAYOUT)
 TCP_CODEC = CompiledCodec(TCP_LAYOUT)
 PLAIN_CODEC = CompiledCodec(PLAIN_LAYOUT)
 TS_CODEC = CompiledCodec(TS_LAYOUT)
+IPV6_CODEC = CompiledCodec(IPV6_LAYOUT)
+IPV6_EXT_CODEC = CompiledCodec(IPV6_EXT_LAYOUT)
+IPV6_FRAGMENT_CODEC = CompiledCodec(IPV6_FRAGMENT_LAYOUT)
+PLAIN6_CODEC = CompiledCodec(PLAIN6_LAYOUT)
+TS6_CODEC = CompiledCodec(TS6_LAYOUT)
 OPTION_CODEC = CompiledCodec(TCP_OPTION)
 OPTION_LAYOUTS = {key: option_layout(key) for key in OPTION_VALUES}
 OPTION_CODECS = {key: CompiledCodec(flat) for key, flat in OPTION_LAYOUTS.items()}

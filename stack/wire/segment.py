@@ -1,7 +1,7 @@
 """The decoded form of one TCP segment, shared by the wire layer and the TCP core.
 
 The core never sees raw bytes: `stack.wire.parse` turns what the TUN device delivers into a `Segment`
-and `stack.wire.build` turns a `Segment` back into an IPv4 packet. Keeping this type free of construct
+and `stack.wire.build` turns a `Segment` back into an IPv4 or IPv6 packet. Keeping this type free of construct
 lets the core stay a pure state machine that tests can drive with hand-built segments.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntFlag
+
+from stack.wire.address import endpoint
 
 
 class Flags(IntFlag):
@@ -80,7 +82,10 @@ NO_OPTIONS = TcpOptions()
 
 @dataclass(slots=True)
 class Segment:
-    """One TCP segment with the IPv4 addresses it travels between.
+    """One TCP segment with the addresses it travels between.
+
+    Addresses are canonical text of either family: a dotted quad, or IPv6 in RFC 5952's compressed
+    form (what `socket.inet_ntop` gives), so equal addresses are equal strings. Both are one family.
 
     `window` is the raw 16-bit field as on the wire; scaling is the connection's business.
     """
@@ -105,7 +110,7 @@ class Segment:
     def summary(self) -> str:
         """A one-line tcpdump-like description, for traces and failing tests."""
         parts = [
-            f"{self.src_addr}:{self.src_port} > {self.dst_addr}:{self.dst_port}",
+            f"{endpoint(self.src_addr, self.src_port)} > {endpoint(self.dst_addr, self.dst_port)}",
             f"[{flags_text(self.flags)}]",
             f"seq={self.seq}",
         ]

@@ -18,12 +18,17 @@ OK, REASON = kernel_link_available()
 pytestmark = pytest.mark.skipif(not OK, reason=REASON or "n/a")
 
 
-def test_demo_shows_every_closing_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_demo_shows_every_closing_state(tmp_path: Path, family: str) -> None:
     svg = tmp_path / "close.svg"
-    done = subprocess.run([sys.executable, "-m", "stack", "demo", "--svg", str(svg)], capture_output=True,
+    extra = ["--ipv6"] if family == "ipv6" else []
+    done = subprocess.run([sys.executable, "-m", "stack", "demo", "--svg", str(svg), *extra], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     out = done.stdout
+    kernel, stack = ("2001:2::1", "2001:2::2") if extra else ("198.18.0.1", "198.18.0.2")
+    assert f"kernel   {kernel}  (" in out and f"tcpstack {stack}  (" in out
+    assert out.count("seq/ack relative") == 3  # the same three ladders
     rows = [line for line in out.splitlines() if "|" in line and ("<" in line or ">" in line)]
     stack_states = {line.split()[1] for line in rows}
     kernel_states = {line.split()[-1] for line in rows}

@@ -287,3 +287,27 @@ def test_engine_accepts_rule_objects_and_rejects_bad_input() -> None:
         engine.process("sideways", seg_in(), b"", 0.0)
     with pytest.raises(TypeError):
         FaultEngine(["drop in"])  # type: ignore[list-item]
+
+
+def test_address_matchers_of_either_family() -> None:
+    """addr= / src= / dst= take an address or a prefix of either family (stack.wire.address)."""
+    v6_in = Segment("2001:2::1", "2001:2::2", 40000, 7, 1, 2, ACK, 100)
+    v6_other = Segment("2001:2:0:9::1", "2001:2::2", 40000, 7, 1, 2, ACK, 100)
+    v4_in = seg_in()
+    cases = {
+        "drop in dst=2001:2::/64": (True, True, False),
+        "drop in src=2001:2::/64": (True, False, False),
+        "drop in src=2001:2::1": (True, False, False),
+        "drop in addr=198.18.0.0/15": (False, False, True),
+        "drop in addr=2001:0002:0000::0002": (True, True, False),  # any spelling, made canonical
+        "drop in src=::/0": (True, True, False),  # every IPv6 segment, no IPv4 one
+    }
+    for text, expected in cases.items():
+        engine = FaultEngine(text)
+        got = tuple(not engine.process("in", seg, build_packet(seg), 0.0) for seg in (v6_in, v6_other, v4_in))
+        assert got == expected, text
+    rule = parse_rule("drop in addr=2001:2:0::1 src=198.18.0.0/15 dst=2001:2::0/48")
+    assert rule.text == "drop in addr=2001:2::1 src=198.18.0.0/15 dst=2001:2::/48"
+    assert parse_rule(rule.text) == rule
+    with pytest.raises(ValueError, match="column 13"):
+        parse_rule("drop in src=2001:2::/129")

@@ -12,6 +12,7 @@ import pytest
 
 from stack.link.netns import install_signal_handlers, reap_stale
 from stack.link.tun import TunLink, kernel_link_available
+from tests.kernel.peer import FAMILIES, Fam
 
 KERNEL_LINK_OK, KERNEL_LINK_REASON = kernel_link_available()
 
@@ -39,6 +40,13 @@ def netns_tun(_kernel_link_session: None) -> Iterator[TunLink]:
         yield link
     finally:
         link.close()
+
+
+@pytest.fixture(params=FAMILIES, ids=lambda fam: fam.name)
+def fam(request: pytest.FixtureRequest) -> Fam:
+    """Run the test once over IPv4 and once over IPv6 (the same TUN carries both)."""
+    value: Fam = request.param
+    return value
 
 
 @pytest.fixture(params=[1, 2], ids=["1worker", "2workers"])

@@ -10,6 +10,7 @@ import subprocess
 from collections import defaultdict
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from stack.link.nsenter import netns_socket
@@ -21,6 +22,26 @@ from stack.tcp.states import State
 
 STACK_ADDR = "198.18.0.2"
 KERNEL_ADDR = "198.18.0.1"
+STACK_ADDR6 = "2001:2::2"
+KERNEL_ADDR6 = "2001:2::1"
+
+
+@dataclass(frozen=True)
+class Fam:
+    """One address family of the link: the stack's address, the kernel side's, the socket family."""
+
+    name: str
+    stack: str
+    kernel: str
+    family: int
+
+
+FAMILIES = (Fam("ipv4", STACK_ADDR, KERNEL_ADDR, socket.AF_INET),
+            Fam("ipv6", STACK_ADDR6, KERNEL_ADDR6, socket.AF_INET6))
+
+
+def family_of(addr: str) -> int:
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
 
 
 class Transitions:
@@ -137,7 +158,7 @@ async def wait_kernel_state(netns: str, kernel_port: int, wanted: str, timeout: 
 async def kernel_connect(netns: str, port: int, addr: str = STACK_ADDR,
                          linger0: bool = False) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
     """A kernel client connected to the stack; returns the streams and the kernel's local port."""
-    sock = netns_socket(netns)
+    sock = netns_socket(netns, family_of(addr))
     if _IN_WORKER is not None:
         _bind_owned(sock, port)
     if linger0:
@@ -152,30 +173,31 @@ def _bind_owned(sock: socket.socket, port: int) -> None:
     """Bind a kernel client to a source port whose flow the steering sends to this worker."""
     assert _IN_WORKER is not None
     _link, index, count = _IN_WORKER
+    local = KERNEL_ADDR6 if sock.family == socket.AF_INET6 else KERNEL_ADDR
     for kport in random.sample(range(20000, 60000), 40000):
         if owner(kport, port, count) != index:
             continue
         try:
-            sock.bind((KERNEL_ADDR, kport))
+            sock.bind((local, kport))
             return
         except OSError:
             continue
     raise AssertionError("no free kernel port for this worker")
 
 
-def kernel_socket(netns: str, port: int) -> socket.socket:
-    """A kernel socket in `netns` about to connect to the stack's `port` (bound to a port of the
-    test's worker when the test runs in one)."""
-    sock = netns_socket(netns)
+def kernel_socket(netns: str, port: int, addr: str = STACK_ADDR) -> socket.socket:
+    """A kernel socket in `netns` about to connect to the stack's `port` at `addr` (bound to a port
+    of the test's worker when the test runs in one)."""
+    sock = netns_socket(netns, family_of(addr))
     if _IN_WORKER is not None:
         _bind_owned(sock, port)
     return sock
 
 
-async def kernel_server(netns: str, port: int, handler):  # type: ignore[no-untyped-def]
-    sock = netns_socket(netns)
+async def kernel_server(netns: str, port: int, handler, addr: str = KERNEL_ADDR):  # type: ignore[no-untyped-def]
+    sock = netns_socket(netns, family_of(addr))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((KERNEL_ADDR, port))
+    sock.bind((addr, port))
     sock.listen(512)
     return await asyncio.start_server(handler, sock=sock)
 

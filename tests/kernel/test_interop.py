@@ -1,5 +1,6 @@
 """The stack over TUN against real Linux sockets, each case in its own namespace, asserting both
-sides: the stack's recorded transitions and the kernel socket's state from `ss -tanH`."""
+sides: the stack's recorded transitions and the kernel socket's state from `ss -tanH`. Every case
+runs over IPv4 and over IPv6 (the `fam` fixture)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ from stack.tcp.states import State
 from tests.kernel import peer
 from tests.kernel.conftest import requires_kernel_link
 from tests.kernel.peer import (
-    KERNEL_ADDR,
-    STACK_ADDR,
+    Fam,
     kernel_connect,
     kernel_server,
     kernel_states,
@@ -42,7 +42,7 @@ async def echo_until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWri
     writer.close()
 
 
-def test_1_kernel_client_closes_first() -> None:
+def test_1_kernel_client_closes_first(fam: Fam) -> None:
     async def main() -> None:
         async with running_stack() as (stack, log):
             ns = stack.netns
@@ -55,14 +55,14 @@ def test_1_kernel_client_closes_first() -> None:
                 writer.close()
 
             await stack.start_server(app, PORT)
-            _r, w, kport = await kernel_connect(ns, PORT)
+            _r, w, kport = await kernel_connect(ns, PORT, fam.stack)
             w.write(b"hello")
             w.close()  # the kernel closes first
             await wait_kernel_state(ns, kport, "FIN-WAIT-2")
-            assert stack.state_of(PORT, (KERNEL_ADDR, kport)) is S.CLOSE_WAIT
+            assert stack.state_of(PORT, (fam.kernel, kport)) is S.CLOSE_WAIT
             release.set()
             await wait_kernel_state(ns, kport, "TIME-WAIT")
-            await wait_for(lambda: stack.state_of(PORT, (KERNEL_ADDR, kport)) is None)
+            await wait_for(lambda: stack.state_of(PORT, (fam.kernel, kport)) is None)
             assert log.path(PORT, kport) == [S.LISTEN, S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSE_WAIT,
                                              S.LAST_ACK, S.CLOSED]
             assert not stack.host.time_wait  # type: ignore[union-attr]
@@ -70,7 +70,7 @@ def test_1_kernel_client_closes_first() -> None:
     run(main())
 
 
-def test_2_stack_closes_first() -> None:
+def test_2_stack_closes_first(fam: Fam) -> None:
     async def main() -> None:
         async with running_stack(Config(msl=0.25, secret=b"t" * 16)) as (stack, log):
             ns = stack.netns
@@ -81,14 +81,14 @@ def test_2_stack_closes_first() -> None:
                 writer.close()  # the stack closes first
 
             await stack.start_server(app, PORT)
-            r, w, kport = await kernel_connect(ns, PORT)
+            r, w, kport = await kernel_connect(ns, PORT, fam.stack)
             assert await r.read() == b"bye"
             await wait_kernel_state(ns, kport, "CLOSE-WAIT")
-            await wait_for(lambda: stack.state_of(PORT, (KERNEL_ADDR, kport)) is S.FIN_WAIT_2)
+            await wait_for(lambda: stack.state_of(PORT, (fam.kernel, kport)) is S.FIN_WAIT_2)
             w.close()
-            await wait_for(lambda: stack.state_of(PORT, (KERNEL_ADDR, kport)) is S.TIME_WAIT)
+            await wait_for(lambda: stack.state_of(PORT, (fam.kernel, kport)) is S.TIME_WAIT)
             assert kernel_states(ns) == [] or all(st != "ESTAB" for st, _, _ in kernel_states(ns))
-            await wait_for(lambda: stack.state_of(PORT, (KERNEL_ADDR, kport)) is None, timeout=3)
+            await wait_for(lambda: stack.state_of(PORT, (fam.kernel, kport)) is None, timeout=3)
             assert log.path(PORT, kport) == [S.LISTEN, S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1,
                                              S.FIN_WAIT_2, S.TIME_WAIT, S.CLOSED]
             assert kernel_states(ns) == []  # the kernel went LAST-ACK -> CLOSED
@@ -97,7 +97,7 @@ def test_2_stack_closes_first() -> None:
 
 
 @pytest.mark.parametrize("first", ["stack", "kernel"])
-def test_3_stack_as_client_of_kernel_server(first: str) -> None:
+def test_3_stack_as_client_of_kernel_server(first: str, fam: Fam) -> None:
     async def main() -> None:
         async with running_stack() as (stack, log):
             ns = stack.netns
@@ -115,20 +115,20 @@ def test_3_stack_as_client_of_kernel_server(first: str) -> None:
                     writer.close()
                 done.set()
 
-            server = await kernel_server(ns, 8080, kernel_app)
-            r, w = await stack.open_connection(KERNEL_ADDR, 8080)
+            server = await kernel_server(ns, 8080, kernel_app, fam.kernel)
+            r, w = await stack.open_connection(fam.kernel, 8080)
             lport = w.get_extra_info("sockname")[1]
             w.write(b"ping")
             assert await r.readexactly(4) == b"PING"
             if first == "stack":
                 w.close()
                 await done.wait()
-                await wait_for(lambda: stack.state_of(lport, (KERNEL_ADDR, 8080)) in (S.TIME_WAIT, None))
+                await wait_for(lambda: stack.state_of(lport, (fam.kernel, 8080)) in (S.TIME_WAIT, None))
                 expected = [S.CLOSED, S.SYN_SENT, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.TIME_WAIT]
             else:
                 assert await r.read() == b""
                 w.close()
-                await wait_for(lambda: stack.state_of(lport, (KERNEL_ADDR, 8080)) is None)
+                await wait_for(lambda: stack.state_of(lport, (fam.kernel, 8080)) is None)
                 expected = [S.CLOSED, S.SYN_SENT, S.ESTABLISHED, S.CLOSE_WAIT, S.LAST_ACK, S.CLOSED]
                 states = [st for st, local, _ in kernel_states(ns) if local.endswith(":8080") and st != "LISTEN"]
                 assert states == ["TIME-WAIT"]
@@ -138,7 +138,7 @@ def test_3_stack_as_client_of_kernel_server(first: str) -> None:
     run(main())
 
 
-def test_4_simultaneous_close() -> None:
+def test_4_simultaneous_close(fam: Fam) -> None:
     async def main() -> None:
         async with running_stack() as (stack, log):
             ns = stack.netns
@@ -149,7 +149,7 @@ def test_4_simultaneous_close() -> None:
                 conns.append(writer)
 
             await stack.start_server(app, PORT)
-            _r, w, kport = await kernel_connect(ns, PORT)
+            _r, w, kport = await kernel_connect(ns, PORT, fam.stack)
             await wait_for(lambda: bool(conns))
             stack.pause_input()  # the kernel's FIN waits in the TUN queue ...
             w.close()
@@ -157,14 +157,14 @@ def test_4_simultaneous_close() -> None:
             conns[0].close()  # ... while ours crosses it
             await asyncio.sleep(0.05)
             stack.resume_input()
-            await wait_for(lambda: stack.state_of(PORT, (KERNEL_ADDR, kport)) in (S.TIME_WAIT, None))
+            await wait_for(lambda: stack.state_of(PORT, (fam.kernel, kport)) in (S.TIME_WAIT, None))
             assert log.path(PORT, kport)[2:] == [S.ESTABLISHED, S.FIN_WAIT_1, S.CLOSING, S.TIME_WAIT]
             await wait_kernel_state(ns, kport, "TIME-WAIT")  # the kernel went through CLOSING too
 
     run(main())
 
 
-def test_5_half_close_both_ways() -> None:
+def test_5_half_close_both_ways(fam: Fam) -> None:
     async def main() -> None:
         async with running_stack() as (stack, _log):
             ns = stack.netns
@@ -180,7 +180,7 @@ def test_5_half_close_both_ways() -> None:
                 writer.close()
 
             await stack.start_server(app, PORT)
-            r, w, _kport = await kernel_connect(ns, PORT)
+            r, w, _kport = await kernel_connect(ns, PORT, fam.stack)
             w.write(b"request")
             w.write_eof()
             got = await r.read()
@@ -195,8 +195,8 @@ def test_5_half_close_both_ways() -> None:
                 await writer.drain()
                 writer.close()
 
-            server = await kernel_server(ns, 8081, kernel_app)
-            sr, sw = await stack.open_connection(KERNEL_ADDR, 8081)
+            server = await kernel_server(ns, 8081, kernel_app, fam.kernel)
+            sr, sw = await stack.open_connection(fam.kernel, 8081)
             sw.write(b"done sending")
             sw.write_eof()
             assert await sr.read() == b"k" * 100_000
@@ -206,7 +206,7 @@ def test_5_half_close_both_ways() -> None:
     run(main())
 
 
-def test_6a_close_with_unread_data_resets_the_kernel() -> None:
+def test_6a_close_with_unread_data_resets_the_kernel(fam: Fam) -> None:
     async def main() -> None:
         async with running_stack() as (stack, _log):
             ns = stack.netns
@@ -218,7 +218,7 @@ def test_6a_close_with_unread_data_resets_the_kernel() -> None:
                 writers.append(writer)
 
             await stack.start_server(app, PORT)
-            r, w, _kport = await kernel_connect(ns, PORT)
+            r, w, _kport = await kernel_connect(ns, PORT, fam.stack)
             await wait_for(lambda: bool(writers))
             w.write(b"never read")
             await w.drain()
@@ -231,7 +231,7 @@ def test_6a_close_with_unread_data_resets_the_kernel() -> None:
     run(main())
 
 
-def test_6b_abort_and_kernel_linger_zero() -> None:
+def test_6b_abort_and_kernel_linger_zero(fam: Fam) -> None:
     async def main() -> None:
         async with running_stack() as (stack, _log):
             ns = stack.netns
@@ -248,23 +248,23 @@ def test_6b_abort_and_kernel_linger_zero() -> None:
 
             await stack.start_server(app, PORT)
             # abort() -> RST -> the kernel reads ECONNRESET
-            r, _w, _kport = await kernel_connect(ns, PORT)
+            r, _w, _kport = await kernel_connect(ns, PORT, fam.stack)
             await wait_for(lambda: len(writers) == 1)
             writers[0].transport.abort()
             with pytest.raises(ConnectionResetError):
                 await r.read()
             # The kernel closes with SO_LINGER {1, 0} -> RST -> the stack sees a reset.
-            _r2, w2, kport2 = await kernel_connect(ns, PORT, linger0=True)
+            _r2, w2, kport2 = await kernel_connect(ns, PORT, fam.stack, linger0=True)
             await wait_for(lambda: len(writers) == 2)
             w2.close()
             await wait_for(lambda: bool(lost))
             assert isinstance(lost[0], ConnectionResetError)
-            assert stack.state_of(PORT, (KERNEL_ADDR, kport2)) is None
+            assert stack.state_of(PORT, (fam.kernel, kport2)) is None
 
     run(main())
 
 
-def test_7_data_after_stack_fully_closed_gets_rst() -> None:
+def test_7_data_after_stack_fully_closed_gets_rst(fam: Fam) -> None:
     async def main() -> None:
         async with running_stack() as (stack, _log):
             ns = stack.netns
@@ -275,13 +275,13 @@ def test_7_data_after_stack_fully_closed_gets_rst() -> None:
 
             await stack.start_server(app, PORT)
             loop = asyncio.get_running_loop()
-            sock = peer.kernel_socket(ns, PORT)
-            await loop.sock_connect(sock, (STACK_ADDR, PORT))
+            sock = peer.kernel_socket(ns, PORT, fam.stack)
+            await loop.sock_connect(sock, (fam.stack, PORT))
             kport = sock.getsockname()[1]
             assert await loop.sock_recv(sock, 100) == b""  # our FIN: the kernel is in CLOSE-WAIT
-            await wait_for(lambda: stack.state_of(PORT, (KERNEL_ADDR, kport)) is S.FIN_WAIT_2)
+            await wait_for(lambda: stack.state_of(PORT, (fam.kernel, kport)) is S.FIN_WAIT_2)
             await loop.sock_sendall(sock, b"too late")
-            await wait_for(lambda: stack.state_of(PORT, (KERNEL_ADDR, kport)) is None)
+            await wait_for(lambda: stack.state_of(PORT, (fam.kernel, kport)) is None)
             assert stack.host.counters["TCPAbortOnData"] == 1  # type: ignore[union-attr]
             await asyncio.sleep(0.05)
             with pytest.raises(OSError) as failure:
@@ -292,14 +292,14 @@ def test_7_data_after_stack_fully_closed_gets_rst() -> None:
     run(main())
 
 
-def test_8_isn_near_wrap_one_megabyte_each_way() -> None:
+def test_8_isn_near_wrap_one_megabyte_each_way(fam: Fam) -> None:
     async def main() -> None:
         cfg = Config(msl=0.25, isn=lambda ft, now: 2**32 - 50, secret=b"t" * 16)
         async with running_stack(cfg) as (stack, _log):
             ns = stack.netns
             assert ns is not None
             await stack.start_server(echo_until_eof, PORT)
-            r, w, _kport = await kernel_connect(ns, PORT)
+            r, w, _kport = await kernel_connect(ns, PORT, fam.stack)
             blob = bytes((i * 31) & 0xFF for i in range(1 << 20))
 
             async def send() -> None:
@@ -317,7 +317,7 @@ def test_8_isn_near_wrap_one_megabyte_each_way() -> None:
     run(main())
 
 
-def test_9_many_echo_connections() -> None:
+def test_9_many_echo_connections(fam: Fam) -> None:
     async def main() -> None:
         async with running_stack(Config(msl=30.0, secret=b"t" * 16)) as (stack, _log):
             ns = stack.netns
@@ -325,7 +325,7 @@ def test_9_many_echo_connections() -> None:
             await stack.start_server(echo_until_eof, PORT)
 
             async def one(i: int) -> None:
-                r, w, _ = await kernel_connect(ns, PORT)
+                r, w, _ = await kernel_connect(ns, PORT, fam.stack)
                 payload = b"%06d:" % i + bytes([i & 0xFF]) * (i % 3000)
                 w.write(payload)
                 w.write_eof()  # the kernel closes first
@@ -352,17 +352,17 @@ def test_9_many_echo_connections() -> None:
     run(main())
 
 
-def test_10_syn_to_closed_port_is_refused() -> None:
+def test_10_syn_to_closed_port_is_refused(fam: Fam) -> None:
     async def main() -> None:
         async with running_stack() as (stack, _log):
             ns = stack.netns
             assert ns is not None
             with pytest.raises(ConnectionRefusedError):
-                await kernel_connect(ns, 9999)
+                await kernel_connect(ns, 9999, fam.stack)
             assert stack.host.counters["TCPRcvNoListener"] == 1  # type: ignore[union-attr]
             # And the stack's own connect to a closed kernel port.
             with pytest.raises(ConnectionRefusedError):
-                await stack.open_connection(KERNEL_ADDR, 9999)
+                await stack.open_connection(fam.kernel, 9999)
 
     run(main())
 

@@ -24,7 +24,7 @@ from stack.tcp.host import PortInUse
 from stack.tcp.states import State
 from stack.wire.segment import FIN, RST, Segment
 from tests.kernel.conftest import requires_kernel_link
-from tests.kernel.peer import KERNEL_ADDR, STACK_ADDR, kernel_server, kernel_states, running_stack, wait_for
+from tests.kernel.peer import Fam, kernel_server, kernel_states, running_stack, wait_for
 
 pytestmark = [requires_kernel_link, pytest.mark.kernel]
 SECRET = b"s" * 16
@@ -54,15 +54,15 @@ class ReplyAbort(ReplyClose):
     linger0 = True
 
 
-async def kernel_exchange(netns: str, port: int, local_port: int) -> bytes:
+async def kernel_exchange(netns: str, port: int, local_port: int, fam: Fam) -> bytes:
     """A kernel client from `local_port`: send, read to EOF (the stack closes first), close."""
     loop = asyncio.get_running_loop()
-    sock = netns_socket(netns)
+    sock = netns_socket(netns, fam.family)
     try:
         # A fixed local port per connection: the kernel never reuses one of its ports toward us
         # while the stack still holds that 4-tuple in TIME-WAIT (which would reopen it, RFC 6191).
-        sock.bind((KERNEL_ADDR, local_port))
-        await loop.sock_connect(sock, (STACK_ADDR, port))
+        sock.bind((fam.kernel, local_port))
+        await loop.sock_connect(sock, (fam.stack, port))
         await loop.sock_sendall(sock, b"ping")
         data = b""
         while chunk := await loop.sock_recv(sock, 4096):
@@ -72,13 +72,13 @@ async def kernel_exchange(netns: str, port: int, local_port: int) -> bytes:
         sock.close()
 
 
-def test_max_time_wait_caps_the_table() -> None:
+def test_max_time_wait_caps_the_table(fam: Fam) -> None:
     async def main() -> None:
         async with running_stack(Config(msl=MSL, max_time_wait=50, secret=SECRET)) as (stack, _log):
             assert stack.netns is not None and stack.host is not None
             await stack.create_server(ReplyClose, 8)
             for batch in range(10):  # 200 connections, 20 at a time
-                replies = await asyncio.gather(*(kernel_exchange(stack.netns, 8, 41000 + batch * 20 + i)
+                replies = await asyncio.gather(*(kernel_exchange(stack.netns, 8, 41000 + batch * 20 + i, fam)
                                                  for i in range(20)))
                 assert replies == [b"ping"] * 20
             host = stack.host
@@ -97,30 +97,30 @@ async def _echo_until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWr
     writer.close()
 
 
-async def _stack_exchange(stack: Stack, port: int, local_port: int | None = None) -> int:
+async def _stack_exchange(stack: Stack, port: int, fam: Fam, local_port: int | None = None) -> int:
     """The stack as client: connect, echo, close first; returns its local port once in TIME-WAIT."""
-    reader, writer = await stack.open_connection(KERNEL_ADDR, port, local_port=local_port)
+    reader, writer = await stack.open_connection(fam.kernel, port, local_port=local_port)
     lport = writer.get_extra_info("sockname")[1]
     writer.write(b"hello")
     assert await reader.readexactly(5) == b"hello"
     writer.close()  # the stack closes first: its 4-tuple goes to TIME-WAIT
-    await wait_for(lambda: stack.state_of(lport, (KERNEL_ADDR, port)) is State.TIME_WAIT)
+    await wait_for(lambda: stack.state_of(lport, (fam.kernel, port)) is State.TIME_WAIT)
     return int(lport)
 
 
-def test_tw_reuse_takes_a_time_wait_port_after_one_second() -> None:
+def test_tw_reuse_takes_a_time_wait_port_after_one_second(fam: Fam) -> None:
     async def main() -> None:
         cfg = Config(msl=MSL, tw_reuse=True, timestamps=True, secret=SECRET)
         async with running_stack(cfg) as (stack, _log):
             assert stack.netns is not None and stack.host is not None
-            server = await kernel_server(stack.netns, 9, _echo_until_eof)
+            server = await kernel_server(stack.netns, 9, _echo_until_eof, fam.kernel)
             try:
-                lport = await _stack_exchange(stack, 9, 45000)
+                lport = await _stack_exchange(stack, 9, fam, 45000)
                 # Younger than 1 s: even tw_reuse refuses the 4-tuple.
                 with pytest.raises(PortInUse):
-                    await stack.open_connection(KERNEL_ADDR, 9, local_port=lport)
+                    await stack.open_connection(fam.kernel, 9, local_port=lport)
                 await asyncio.sleep(1.05)
-                await _stack_exchange(stack, 9, lport)  # the same 4-tuple again
+                await _stack_exchange(stack, 9, fam, lport)  # the same 4-tuple again
                 assert stack.host.counters["TWRecycled"] == 1
                 assert len(stack.host.time_wait) == 1  # the second connection's own TIME-WAIT
             finally:
@@ -129,20 +129,20 @@ def test_tw_reuse_takes_a_time_wait_port_after_one_second() -> None:
     run(main())
 
 
-def test_without_tw_reuse_the_port_is_refused_or_skipped() -> None:
+def test_without_tw_reuse_the_port_is_refused_or_skipped(fam: Fam) -> None:
     async def main() -> None:
         cfg = Config(msl=MSL, tw_reuse=False, ephemeral_ports=(45100, 45101), secret=SECRET)
         async with running_stack(cfg) as (stack, _log):
             assert stack.netns is not None and stack.host is not None
-            server = await kernel_server(stack.netns, 9, _echo_until_eof)
+            server = await kernel_server(stack.netns, 9, _echo_until_eof, fam.kernel)
             try:
-                lport = await _stack_exchange(stack, 9, 45100)
+                lport = await _stack_exchange(stack, 9, fam, 45100)
                 await asyncio.sleep(1.05)  # older than tw_reuse's 1 s: still refused without it
                 with pytest.raises(PortInUse):  # asked for explicitly: refused
-                    await stack.open_connection(KERNEL_ADDR, 9, local_port=lport)
-                assert await _stack_exchange(stack, 9) == 45101  # chosen by the stack: skipped
+                    await stack.open_connection(fam.kernel, 9, local_port=lport)
+                assert await _stack_exchange(stack, 9, fam) == 45101  # chosen by the stack: skipped
                 with pytest.raises(PortInUse):  # both ports in TIME-WAIT: EADDRNOTAVAIL
-                    await stack.open_connection(KERNEL_ADDR, 9)
+                    await stack.open_connection(fam.kernel, 9)
                 assert stack.host.counters["TWRecycled"] == 0
             finally:
                 server.close()
@@ -150,7 +150,7 @@ def test_without_tw_reuse_the_port_is_refused_or_skipped() -> None:
     run(main())
 
 
-def test_linger0_close_sends_rst_and_leaves_no_time_wait() -> None:
+def test_linger0_close_sends_rst_and_leaves_no_time_wait(fam: Fam) -> None:
     async def main() -> None:
         async with running_stack(Config(msl=MSL, secret=SECRET)) as (stack, _log):
             assert stack.netns is not None and stack.host is not None
@@ -158,9 +158,9 @@ def test_linger0_close_sends_rst_and_leaves_no_time_wait() -> None:
             stack.observers.append(lambda kind, _t, *rest: sent.append(rest[0]) if kind == "out" else None)
             await stack.create_server(ReplyAbort, 8)
             loop = asyncio.get_running_loop()
-            sock = netns_socket(stack.netns)
+            sock = netns_socket(stack.netns, fam.family)
             try:
-                await loop.sock_connect(sock, (STACK_ADDR, 8))
+                await loop.sock_connect(sock, (fam.stack, 8))
                 kport = sock.getsockname()[1]
                 await loop.sock_sendall(sock, b"ping")
                 await wait_for(lambda: any(seg.flags & RST for seg in sent))

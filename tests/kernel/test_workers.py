@@ -1,6 +1,7 @@
 """Two worker processes on one multi-queue TUN device (stack.runtime.workers): the kernel steers every
 flow to the worker that owns it, for both directions of opening, across many connections, and after
-the connections sat idle longer than tun's own flow table keeps a flow (3 s).
+the connections sat idle longer than tun's own flow table keeps a flow (3 s), over IPv4 and IPv6
+(the steering program reads the ports behind either header).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import textwrap
+from functools import partial
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from stack.bench.loadgen import EchoServer
 from stack.link.steering import owner
 from stack.runtime.stack import Stack
 from tests.kernel.conftest import requires_kernel_link
+from tests.kernel.peer import Fam
 
 pytestmark = [requires_kernel_link]
 
@@ -37,16 +40,16 @@ class Echo(asyncio.Protocol):
         return False
 
 
-async def _serve_and_connect(stack: Stack) -> dict[str, Any]:
-    """In every worker: echo servers on PORT..PORT+3, and PER_WORKER connections to the kernel that
-    talk, sit idle past the flow-table expiry, talk again and close."""
+async def _serve_and_connect(kernel: str, stack: Stack) -> dict[str, Any]:
+    """In every worker: echo servers on PORT..PORT+3, and PER_WORKER connections to the kernel at
+    `kernel` that talk, sit idle past the flow-table expiry, talk again and close."""
     for i in range(4):
         await stack.create_server(Echo, PORT + i)
     await asyncio.sleep(0.5)  # the parent starts the kernel's echo server meanwhile
     streams = []
     ports = []
     for _ in range(PER_WORKER):
-        reader, writer = await stack.open_connection(stack.peer_addr, KERNEL_PORT)
+        reader, writer = await stack.open_connection(kernel, KERNEL_PORT)
         local_port = writer.get_extra_info("connection").local_address[1]
         ports.append(local_port)
         writer.write(b"a")
@@ -81,14 +84,15 @@ KERNEL_CLIENT = textwrap.dedent("""
 
 
 @pytest.mark.kernel
-def test_two_workers_steer_both_directions_and_after_idle(_kernel_link_session: None) -> None:
+def test_two_workers_steer_both_directions_and_after_idle(_kernel_link_session: None, fam: Fam) -> None:
     async def main() -> tuple[list[Any], int, dict[str, int], list[dict[str, int]]]:
-        async with Stack(workers=2, app=_serve_and_connect) as front:
+        async with Stack(workers=2, app=partial(_serve_and_connect, fam.kernel)) as front:
             pool = front.pool
             netns = pool.netns
-            async with EchoServer(netns, front.peer_addr, KERNEL_PORT, 1, max_seconds=60, impl="python"):
+            assert front.addr6 == "2001:2::2"  # the pool's link carries IPv6 too
+            async with EchoServer(netns, fam.kernel, KERNEL_PORT, 1, max_seconds=60, impl="python"):
                 client = await asyncio.create_subprocess_exec(
-                    "ip", "netns", "exec", netns, sys.executable, "-c", KERNEL_CLIENT, front.addr, str(PORT),
+                    "ip", "netns", "exec", netns, sys.executable, "-c", KERNEL_CLIENT, fam.stack, str(PORT),
                     str(FROM_KERNEL), str(IDLE), stdout=asyncio.subprocess.PIPE)
                 results = await pool.ask("result", timeout=60)
                 out, _ = await asyncio.wait_for(client.communicate(), 60)
@@ -148,3 +152,4 @@ def test_fault_rules_run_in_every_worker_with_a_seed_of_its_own(_kernel_link_ses
             return [await front.pool.call(i, _fault_seed) for i in range(2)]
 
     assert asyncio.run(main()) == [derive_seed(42, 0), derive_seed(42, 1)]
+

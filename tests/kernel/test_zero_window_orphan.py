@@ -13,14 +13,14 @@ import pytest
 from stack.tcp.config import Config
 from stack.tcp.states import State
 from tests.kernel.conftest import requires_kernel_link
-from tests.kernel.peer import STACK_ADDR, kernel_socket, kernel_state_of, run_test, running_stack, wait_for
+from tests.kernel.peer import Fam, kernel_socket, kernel_state_of, run_test, running_stack, wait_for
 
 pytestmark = [requires_kernel_link, pytest.mark.kernel, pytest.mark.usefixtures("stack_workers")]
 S = State
 PORT = 7
 
 
-def test_zero_window_orphan_is_aborted_though_the_kernel_answers_probes() -> None:
+def test_zero_window_orphan_is_aborted_though_the_kernel_answers_probes(fam: Fam) -> None:
     async def main() -> None:
         cfg = Config(msl=0.5, rto_max=1.0, secret=b"z" * 16)
         async with running_stack(cfg) as (stack, log):
@@ -34,10 +34,10 @@ def test_zero_window_orphan_is_aborted_though_the_kernel_answers_probes() -> Non
                 closed.set()
 
             await stack.start_server(flood_then_close, PORT)
-            sock = kernel_socket(ns, PORT)
+            sock = kernel_socket(ns, PORT, fam.stack)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and it is never read
             sock.setblocking(False)
-            await asyncio.get_running_loop().sock_connect(sock, (STACK_ADDR, PORT))
+            await asyncio.get_running_loop().sock_connect(sock, (fam.stack, PORT))
             kport = sock.getsockname()[1]
             await closed.wait()
             host = stack.host

@@ -22,6 +22,7 @@ from stack.native import (
     internet_checksum,
     ones_complement_sum,
     tcp_checksum_ipv4,
+    tcp_checksum_ipv4_bytes,
     tcp_checksum_ipv6,
 )
 
@@ -187,6 +188,7 @@ def test_tcp_ipv4_odd_length_and_large_segment() -> None:
         pkt = IP(bytes(IP(src=_ip4(src), dst=_ip4(dst)) / TCP() / Raw(load=os.urandom(n))))
         segment = bytes(pkt[TCP])
         assert tcp_checksum_ipv4(src, dst, zero_checksum_field(segment)) == pkt[TCP].chksum
+        assert tcp_checksum_ipv4_bytes(src, dst, zero_checksum_field(segment)) == pkt[TCP].chksum
 
 
 @pytest.mark.parametrize("n", [0, 1, 40, 65535, 65536 + 41, 300_000])
@@ -198,6 +200,7 @@ def test_pseudo_headers_match_spelled_out_layout(n: int) -> None:
     if n <= 0xFFFF:
         ph4 = s4 + d4 + struct.pack("!BBH", 0, 6, n)
         assert tcp_checksum_ipv4(s4, d4, seg) == internet_checksum(ph4 + seg)
+        assert tcp_checksum_ipv4_bytes(s4, d4, seg) == internet_checksum(ph4 + seg)  # the unchecked call
     ph6 = s6 + d6 + struct.pack("!I3xB", n, 6)
     assert tcp_checksum_ipv6(s6, d6, seg) == internet_checksum(ph6 + seg)
 

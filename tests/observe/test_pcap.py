@@ -115,6 +115,26 @@ def test_tcpdump_lists_the_packets(tmp_path: Path) -> None:
     assert lines[0].startswith(f"{packets[0][0]:.6f}")
 
 
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed (apt-get install tcpdump)")
+def test_tcpdump_reads_ipv6_and_ipv4_in_one_raw_capture(tmp_path: Path) -> None:
+    # LINKTYPE_RAW carries either family: the reader tells them apart by the version nibble.
+    syn6 = Segment("2001:2::1", "2001:2::2", 40000, 80, 1, 0, SYN, 64800, options=TcpOptions(mss=1440))
+    ack6 = Segment("2001:2::2", "2001:2::1", 80, 40000, 7, 2, SYN | ACK, 65535)
+    packets = [(T0, build_packet(syn6)), (T0 + 0.001, build_packet(ack6)), close_packets()[0]]
+    path = tmp_path / "v6.pcap"
+    with PcapWriter(path) as w:
+        for when, pkt in packets:
+            w.write(pkt, when)
+    run = subprocess.run(["tcpdump", "-r", str(path), "-nn", "-v"], capture_output=True, text=True, timeout=30,
+                         check=False)
+    assert run.returncode == 0, run.stderr
+    text = run.stdout
+    assert "IP6" in text and "2001:2::1.40000 > 2001:2::2.80: Flags [S]" in text
+    assert "mss 1440" in text and "2001:2::2.80 > 2001:2::1.40000: Flags [S.]" in text
+    assert "10.0.0.2.40000 > 10.0.0.1.7: Flags [S]" in text
+    assert text.count("(correct)") == 3  # tcpdump -v checks each TCP checksum (IPv6 pseudo-header too)
+
+
 def test_buffered_until_size_or_close(tmp_path: Path) -> None:
     """No write per packet: nothing reaches the file until flush_bytes pile up or close()."""
     pkt = close_packets()[0][1]

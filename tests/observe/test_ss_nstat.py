@@ -129,10 +129,11 @@ def test_nstat_names_and_sections() -> None:
     assert view["TcpExtTCPKeepAlive"] == 7 and view["TcpCurrEstab"] == 1
     assert view["TcpStackTCPTimeWaitReopen"] == 4 and view["TcpStackTimeWait"] == 9
     assert view["TcpStackFaultDrop"] == 6 and view["TcpStackInMalformedBadIpChecksum"] == 2
-    assert not any(name.startswith("Icmp") for name in view)
+    assert view["IcmpInEchos"] == 0 and view["Icmp6InPktTooBigs"] == 0  # Linux's names, as they are
+    assert view["TcpExtOutOfWindowIcmps"] == 0
     names = list(view)
-    assert names.index("IpInHdrErrors") < names.index("TcpActiveOpens") < names.index("TcpExtTW") \
-        < names.index("TcpStackTimeWait")
+    assert names.index("IpInHdrErrors") < names.index("IcmpInMsgs") < names.index("TcpActiveOpens") \
+        < names.index("TcpExtTW") < names.index("Icmp6InMsgs") < names.index("TcpStackTimeWait")
     assert len(view) == len(raw) + 3  # every counter once, plus the three Ip sums
 
 
@@ -173,3 +174,46 @@ def test_lines_have_the_columns_of_the_kernels_nstat() -> None:
     assert theirs_line.index(theirs_line.split()[1]) == ours_line.index("115") == 32
     assert len(theirs_line) - len(theirs_line.split()[1]) == len(ours_line) - len("115")
     assert nstat.parse_report(theirs)["TcpActiveOpens"] >= 0 and nstat.parse_report(ours) == {"TcpActiveOpens": 115}
+
+
+ME6, PEER6 = "2001:2::2", "2001:2::1"
+ROWS6 = [
+    SocketRow(State.ESTABLISHED, 0, 0, ME6, 7, PEER6, 41000, None, False, 0x30, 0, INFO),
+    SocketRow(State.TIME_WAIT, 0, 0, ME6, 8, "2001:2:0:9::5", 41001, TimerInfo("timewait", 1_000, 0), True, None, 3),
+]
+
+
+@pytest.mark.parametrize(("words", "expected"), [
+    (("dst", "2001:2::1"), [41000]),
+    (("dst", "[2001:2::1]"), [41000]),
+    (("dst", "[2001:2::1]:41000"), [41000]),
+    (("dst", "[2001:2::1]:41001"), []),
+    (("dst", "2001:2::/48"), [41000, 41001]),
+    (("dst", "2001:2::/64"), [41000]),
+    (("src", "[2001:2::2]:8"), [41001]),
+    (("dst", "198.18.0.0/15"), [40000, 40001, 40002, 40003]),  # the other family never matches
+    (("dst", "::/0"), [41000, 41001]),
+])
+def test_filters_of_ipv6_endpoints(words: tuple[str, ...], expected: list[int]) -> None:
+    flt = parse(list(words))
+    assert flt.predicate is not None
+    assert [r.peer_port for r in ROWS + ROWS6 if r.peer_port and flt.predicate(r)] == expected
+
+
+def test_ipv6_endpoints_print_as_iproute2_and_count_in_the_ipv6_column() -> None:
+    assert ROWS6[0].local == "[2001:2::2]:7" and ROWS6[0].peer == "[2001:2::1]:41000"
+    table = format_table(ROWS6)
+    assert table[1].split()[3:] == ["[2001:2::2]:7", "[2001:2::1]:41000"]
+    summary = summarize(ROWS + ROWS6)
+    assert (summary.inuse, summary.inuse6) == (6, 1)  # TIME-WAIT is not "in use" in sockstat's sense
+    assert summary.to_json()["inuse6"] == 1
+    from stack.observe.snapshot import format_summary
+
+    lines = format_summary(summary)
+    assert lines[4].split() == ["TCP", "6", "5", "1"]
+
+
+@pytest.mark.parametrize("word", ["[2001:2::1", "[2001:2::1]x", "2001:2::zz", "[::1]:99999"])
+def test_bad_ipv6_filters_are_one_clear_error(word: str) -> None:
+    with pytest.raises(SsFilterError):
+        parse(["dst", word])

@@ -18,6 +18,8 @@ from stack.tcp.events import Accepted
 from stack.tcp.host import Host
 from stack.tcp.states import State
 from stack.wire import MalformedPacket, Reason, build_packet, parse_packet
+from stack.wire.icmp import IcmpMessage, build_icmp, parse_datagram
+from stack.wire.reasons import ICMP_REASONS
 from stack.wire.segment import ACK, Segment
 from tests.robust import load_tool
 
@@ -58,8 +60,17 @@ def test_every_malformed_packet_is_counted_by_its_reason(report: Any) -> None:
         assert counters["InMalformed." + reason.value] == fed, reason
     total = sum(v for k, v in counters.items() if k.startswith("InMalformed."))
     assert total == report.malformed_fed() == report.outcomes[fuzz.OUTCOMES[0]]
-    assert counters["InErrs"] == total
+    icmp = sum(report.malformed[r.value] for r in ICMP_REASONS)
+    assert counters["InErrs"] == total - icmp  # a bad ICMP message is an ICMP input error, as in Linux
+    assert counters["IcmpInErrors"] + counters["Icmp6InErrors"] >= icmp
+    assert counters["IcmpInCsumErrors"] + counters["Icmp6InCsumErrors"] == report.malformed["bad_icmp_checksum"]
     assert counters["InCsumErrors"] == report.malformed[Reason.BAD_TCP_CHECKSUM.value]
+
+
+def test_icmp_is_under_fire_and_changes_no_state(report: Any) -> None:
+    assert report.icmp > 300 and report.icmp_state_changes == []
+    assert report.outcomes["ICMP: echo answered"] > 0 and report.outcomes["ICMP: error taken (PMTU, soft error)"] > 0
+    assert report.counters["OutOfWindowIcmps"] > 0
 
 
 def test_outcomes_cover_every_kind_of_answer(report: Any) -> None:
@@ -120,14 +131,40 @@ def test_tool_prints_rate_outcomes_and_reasons() -> None:
         assert outcome in text
 
 
-@pytest.mark.parametrize("reason", list(Reason), ids=str)
+@pytest.mark.parametrize("reason", sorted(ICMP_REASONS), ids=str)
+def test_each_icmp_reason_alone_is_counted(reason: Reason) -> None:
+    """One hand-made ICMP datagram per reason, through the fuzzer's ICMP path."""
+    quoted = build_packet(Segment("198.18.0.2", "198.18.0.1", 80, 1234, 1, 2, ACK, 1000, 0))[:28]
+    msg = IcmpMessage(4, "198.18.0.1", "198.18.0.2", 3, 1, body=quoted)
+    pkt = bytearray(build_icmp(msg))
+    if reason is Reason.ICMP_TRUNCATED:
+        del pkt[24:]
+    elif reason is Reason.BAD_ICMP_CHECKSUM:
+        pkt[-1] ^= 1
+    elif reason is Reason.ICMP_QUOTE_TRUNCATED:
+        del pkt[-1]
+    else:
+        pkt[28] = 0x44  # the quoted IHL
+    pkt[2:4] = len(pkt).to_bytes(2, "big")
+    if reason is not Reason.BAD_ICMP_CHECKSUM:
+        fuzz.fix_icmp_checksums(pkt)
+    host = Host("198.18.0.2")
+    with pytest.raises(MalformedPacket) as err:
+        parse_datagram(bytes(pkt))
+    assert err.value.reason is reason
+    host.on_malformed(err.value.reason.value, 4)
+    assert host.counters["InMalformed." + reason.value] == 1
+    assert (host.counters["IcmpInErrors"], host.counters["InErrs"]) == (1, 0)
+
+
+@pytest.mark.parametrize("reason", sorted(set(Reason) - ICMP_REASONS), ids=str)
 def test_each_reason_alone_is_counted(reason: Reason) -> None:
     """One hand-made packet per reason, through the same path as the fuzzer: parse, then count."""
     seg = Segment("198.18.0.1", "198.18.0.2", 1234, 80, 1, 2, ACK, 1000, 0)
     pkt = bytearray(build_packet(seg))
     bad = {
         Reason.TRUNCATED: lambda p: p[:19],
-        Reason.NOT_IPV4: lambda p: bytes([0x65]) + p[1:],
+        Reason.NOT_IPV4: lambda p: bytes([0x75]) + p[1:],
         Reason.BAD_IHL: lambda p: bytes([0x44]) + p[1:],
         Reason.BAD_IP_CHECKSUM: lambda p: p[:10] + bytes([p[10] ^ 1]) + p[11:],
         Reason.FRAGMENT: lambda p: _fixed(p[:6] + b"\x20\x00" + p[8:]),
@@ -137,6 +174,7 @@ def test_each_reason_alone_is_counted(reason: Reason) -> None:
         Reason.BAD_DATA_OFFSET: lambda p: _fixed(p[:32] + b"\x40" + p[33:]),
         Reason.BAD_TCP_CHECKSUM: lambda p: p[:36] + bytes([p[36] ^ 1]) + p[37:],
         Reason.BAD_OPTION_LENGTH: lambda p: _fixed(p[:2] + b"\x00\x2c" + p[4:32] + b"\x60" + p[33:] + b"\x08\x01\0\0"),
+        **_IPV6_BAD,
     }[reason](bytes(pkt))
     host = Host("198.18.0.2")
     with pytest.raises(MalformedPacket) as err:
@@ -151,6 +189,25 @@ def _fixed(p: bytes) -> bytes:
     pkt = bytearray(p)
     fuzz.fix_checksums(pkt)
     return bytes(pkt)
+
+
+_PKT6 = build_packet(Segment("2001:2::1", "2001:2::2", 1234, 80, 1, 2, ACK, 1000, 0))
+
+
+def _chain6(*kinds: int) -> bytes:
+    """_PKT6 with 8-octet extension headers of these kinds in front of TCP."""
+    frames = b"".join(bytes((nxt, 0)) + bytes(6) for nxt in (*kinds[1:], 6))
+    return _PKT6[:4] + (len(_PKT6) - 40 + len(frames)).to_bytes(2, "big") + bytes((kinds[0],)) + _PKT6[7:40] \
+        + frames + _PKT6[40:]
+
+
+# The reasons only IPv6 has, each made from an IPv6 packet (RFC 8200 §4 extension headers).
+_IPV6_BAD = {
+    Reason.BAD_PAYLOAD_LENGTH: lambda p: _PKT6[:4] + b"\x01\x00" + _PKT6[6:],
+    Reason.EXT_HEADER_OVERRUN: lambda p: _chain6(60)[:41] + b"\xff" + _chain6(60)[42:],  # 2 KiB claimed
+    Reason.EXT_HEADER_LOOP: lambda p: _chain6(60, 60, 60),
+    Reason.HOP_BY_HOP_NOT_FIRST: lambda p: _chain6(60, 0),
+}
 
 
 # ---------------------------------------------------------------------------------------------- core bugs

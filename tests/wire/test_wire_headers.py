@@ -15,11 +15,17 @@ from construct import Bytes, CheckError, Const, ConstError, FormatFieldError, In
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stack.wire import TcpOptions, build_tcp_options
 from stack.wire import headers as h
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
-ALL_LAYOUTS = [h.IPV4_LAYOUT, h.TCP_LAYOUT, h.PLAIN_LAYOUT, h.TS_LAYOUT]
+ALL_LAYOUTS = [
+    h.IPV4_LAYOUT, h.TCP_LAYOUT, h.PLAIN_LAYOUT, h.TS_LAYOUT, h.SYN_LAYOUT, h.TCP_TS_LAYOUT, h.TCP_SYN_LAYOUT,
+    h.IPV6_LAYOUT, h.IPV6_EXT_LAYOUT, h.IPV6_FRAGMENT_LAYOUT, h.PLAIN6_LAYOUT, h.TS6_LAYOUT,
+]
+LAYOUT_IDS = ["ipv4", "tcp", "plain", "ts", "syn", "tcp_ts", "tcp_syn",
+              "ipv6", "ipv6_ext", "ipv6_fragment", "plain6", "ts6"]
 
 
 def stock(flat: Any) -> Any:
@@ -114,7 +120,7 @@ def test_flat_sequence_rejects_non_flat_subcons() -> None:
 # ---- FlatSequence == stock Sequence -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("flat", ALL_LAYOUTS, ids=["ipv4", "tcp", "plain", "ts"])
+@pytest.mark.parametrize("flat", ALL_LAYOUTS, ids=LAYOUT_IDS)
 @SETTINGS
 @given(data=st.data())
 def test_flat_parse_equals_stock_sequence(flat: Any, data: st.DataObject) -> None:
@@ -122,6 +128,8 @@ def test_flat_parse_equals_stock_sequence(flat: Any, data: st.DataObject) -> Non
     raw = data.draw(st.binary(min_size=size, max_size=size + 8))
     if flat is h.TS_LAYOUT and data.draw(st.booleans()):
         raw = raw[:40] + h.TS_OPTION_PREFIX + raw[44:]  # hit the Const both ways
+    if flat is h.TS6_LAYOUT and data.draw(st.booleans()):
+        raw = raw[:60] + h.TS_OPTION_PREFIX + raw[64:]
     compiled = h.CompiledCodec(flat)
     try:
         expected = stock(flat).parse(raw)
@@ -131,14 +139,32 @@ def test_flat_parse_equals_stock_sequence(flat: Any, data: st.DataObject) -> Non
         return
     assert list(compiled.parse(raw)) == list(expected)
     assert list(flat.parse(raw)) == list(expected)  # the non-compiled Sequence path too
+    assert list(flat.packer.unpack_from(raw)) == list(expected)  # what the hot paths call
 
 
-@pytest.mark.parametrize("flat", ALL_LAYOUTS, ids=["ipv4", "tcp", "plain", "ts"])
+@pytest.mark.parametrize("flat", ALL_LAYOUTS, ids=LAYOUT_IDS)
 @SETTINGS
 @given(data=st.data())
 def test_flat_build_equals_stock_sequence(flat: Any, data: st.DataObject) -> None:
     values = data.draw(values_for(flat))
     assert h.CompiledCodec(flat).build(values) == stock(flat).build(values) == flat.build(values)
+    # What the hot paths call: the struct itself, Const fields given their value.
+    consts = dict(flat.consts)
+    direct = [consts.get(i, v) for i, v in enumerate(values)]
+    assert flat.packer.pack(*direct) == stock(flat).build(values)
+
+
+def test_syn_layout_is_the_canonical_syn_options() -> None:
+    # The SYN layout's option block is what build_tcp_options writes for Linux's SYN options.
+    opts = build_tcp_options(TcpOptions(mss=1460, wscale=7, sack_permitted=True, timestamp=(1, 2)))
+    values = [0] * len(h.SYN_LAYOUT.subcons)
+    for at, v in zip(h.SYN_SHAPE_AT, h.SYN_SHAPE, strict=True):
+        values[at] = v
+    for at, v in zip(h.SYN_VALUES_AT, (1460, 1, 2, 7), strict=True):
+        values[at] = v
+    values[8] = values[9] = bytes(4)
+    assert h.SYN_LAYOUT.packer.pack(*values)[40:] == opts
+    assert h.SYN_LAYOUT.sizeof() == h.SYN_LAYOUT_SIZE == 60
 
 
 def test_flat_build_rejects_out_of_range_like_stock() -> None:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from stack.native import internet_checksum
 from stack.wire import ACK, MalformedPacket, Reason, Segment, TcpOptions, build_packet, parse_packet
+from stack.wire.reasons import ICMP_REASONS
 
 from .test_wire_roundtrip import fix_checksums, segments
 
@@ -69,6 +70,14 @@ def test_reason_values_are_stable_counter_names() -> None:
         "bad_data_offset",
         "bad_tcp_checksum",
         "bad_option_length",
+        "bad_payload_length",
+        "ext_header_overrun",
+        "ext_header_loop",
+        "hop_by_hop_not_first",
+        "icmp_truncated",
+        "bad_icmp_checksum",
+        "icmp_quote_truncated",
+        "icmp_bad_quote",
     ]
     assert all(r.value.isidentifier() and r.value.islower() for r in Reason)
     assert f"wire_drop_{Reason.FRAGMENT}" == "wire_drop_fragment"
@@ -92,7 +101,7 @@ def test_truncated_inside_ip_options() -> None:
     assert reason_of(mutate(GOOD[:40], {0: 0x4F}, fix=False)) is Reason.TRUNCATED
 
 
-@pytest.mark.parametrize("version", [0, 6, 15])
+@pytest.mark.parametrize("version", [0, 5, 7, 15])  # 6 is IPv6: tests/wire/test_wire_ipv6.py
 def test_not_ipv4(version: int) -> None:
     assert reason_of(mutate(GOOD, {0: version << 4 | 5})) is Reason.NOT_IPV4
 
@@ -205,8 +214,13 @@ def test_each_reason_is_reachable() -> None:
         Reason.BAD_DATA_OFFSET,
         Reason.BAD_OPTION_LENGTH,
         Reason.BAD_TCP_CHECKSUM,
+        # IPv6 only, tested in test_wire_ipv6.py
+        Reason.BAD_PAYLOAD_LENGTH,
+        Reason.EXT_HEADER_OVERRUN,
+        Reason.EXT_HEADER_LOOP,
+        Reason.HOP_BY_HOP_NOT_FIRST,
     }
-    assert tested == set(Reason)
+    assert tested == set(Reason) - ICMP_REASONS  # those are reached in test_wire_icmp.py
 
 
 # ---- nothing but MalformedPacket --------------------------------------------------------------

@@ -93,6 +93,18 @@ def hot_segments() -> st.SearchStrategy[Segment]:
     return segments(options=st.builds(TcpOptions, timestamp=st.none() | st.tuples(u32, u32)))
 
 
+def syn_options() -> st.SearchStrategy[TcpOptions]:
+    """The SYN option set Linux sends (MSS, SACK-permitted, timestamps, window scale): the third
+    hot layout, which random options almost never hit."""
+    return st.builds(TcpOptions, mss=u16, wscale=st.integers(0, 255), sack_permitted=st.just(True),
+                     timestamp=st.tuples(u32, u32))
+
+
+def fast_path_segments() -> st.SearchStrategy[Segment]:
+    """Every shape build_packet and parse_packet have a fast path for, payload or not."""
+    return hot_segments() | segments(options=syn_options())
+
+
 def fix_checksums(pkt: bytearray) -> bytearray:
     """Recompute both checksums of a (mutated) packet so parsing gets past them."""
     ihl = (pkt[0] & 0x0F) * 4
@@ -371,6 +383,16 @@ def test_build_tcp_options_equals_construct_reference(opts: TcpOptions) -> None:
 @SETTINGS
 @given(seg=segments(), ttl=st.integers(0, 255), ident=u16, df=st.booleans())
 def test_build_packet_equals_named_structs(seg: Segment, ttl: int, ident: int, df: bool) -> None:
+    assert_built_like_named_structs(seg, ttl, ident, df)
+
+
+@SETTINGS
+@given(seg=fast_path_segments(), ttl=st.integers(0, 255), ident=u16, df=st.booleans())
+def test_fast_path_build_equals_named_structs(seg: Segment, ttl: int, ident: int, df: bool) -> None:
+    assert_built_like_named_structs(seg, ttl, ident, df)
+
+
+def assert_built_like_named_structs(seg: Segment, ttl: int, ident: int, df: bool) -> None:
     pkt = build_packet(seg, ttl=ttl, ident=ident, dont_fragment=df)
     options = reference_build_options(seg.options)
     src4, dst4 = socket.inet_aton(seg.src_addr), socket.inet_aton(seg.dst_addr)
@@ -431,6 +453,31 @@ def test_parse_packet_equals_named_structs(seg: Segment, ip_option_words: int, p
         pkt = with_ip_options(pkt, b"\x01" * (4 * ip_option_words))
     pkt += padding
     assert parse_packet(pkt) == reference_parse_packet(pkt) == seg
+
+
+@SETTINGS
+@given(seg=fast_path_segments(), verify=st.booleans())
+def test_fast_path_parse_equals_named_structs(seg: Segment, verify: bool) -> None:
+    pkt = build_packet(seg)
+    assert parse_packet(pkt, verify_checksums=verify) == reference_parse_packet(pkt) == seg
+
+
+@SETTINGS
+@given(seg=segments(options=syn_options()), data=st.data())
+def test_near_syn_option_areas_parse_like_the_general_path(seg: Segment, data: st.DataObject) -> None:
+    # The same 20 octets with one kind or length octet changed: no longer the SYN layout, so the
+    # general path (or a malformed-option error) decides, exactly as the reference does.
+    pkt = bytearray(build_packet(seg))
+    at = data.draw(st.sampled_from([40, 41, 44, 45, 46, 47, 56, 57, 58]))
+    pkt[at] = data.draw(st.integers(0, 255))
+    pkt = fix_checksums(pkt)
+    try:
+        expected = reference_parse_packet(bytes(pkt))
+    except (MalformedPacket, ConstructError):
+        with pytest.raises(MalformedPacket):
+            parse_packet(bytes(pkt))
+        return
+    assert parse_packet(bytes(pkt)) == expected
 
 
 # ---- parse_tcp_options == a plain construct loop -----------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -155,3 +156,62 @@ def test_scapy_agrees_on_a_typical_syn() -> None:
         options=[("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)), ("NOP", None), ("WScale", 7)],
     )
     assert bytes(scapy_syn) == raw  # same canonical layout, same checksums, byte for byte
+
+
+# ---- IPv6 (RFC 8200) ---------------------------------------------------------------------------
+
+IPv6 = scapy_all.IPv6
+addresses6 = st.binary(min_size=16, max_size=16).map(lambda raw: socket.inet_ntop(socket.AF_INET6, raw))
+# Extension headers as scapy builds them; each must be walked over to reach the same segment.
+SCAPY_CHAINS = [
+    lambda: [],
+    lambda: [scapy_all.IPv6ExtHdrHopByHop()],
+    lambda: [scapy_all.IPv6ExtHdrDestOpt(options=[scapy_all.PadN(optdata=b"\0" * 12)])],
+    lambda: [scapy_all.IPv6ExtHdrRouting(addresses=["2001:2::9"], segleft=0)],
+    lambda: [scapy_all.IPv6ExtHdrFragment(offset=0, m=0, id=7)],  # atomic: RFC 6946
+    lambda: [scapy_all.IPv6ExtHdrHopByHop(), scapy_all.IPv6ExtHdrDestOpt(), scapy_all.IPv6ExtHdrRouting(),
+             scapy_all.IPv6ExtHdrFragment(), scapy_all.IPv6ExtHdrDestOpt()],
+]
+
+
+@SETTINGS
+@given(case=scapy_packets(), src=addresses6, dst=addresses6, chain=st.sampled_from(SCAPY_CHAINS),
+       hlim=st.integers(1, 255))
+def test_we_parse_ipv6_that_scapy_builds(case: tuple[bytes, Segment], src: str, dst: str, chain: Any,
+                                         hlim: int) -> None:
+    raw4, expected = case
+    expected.src_addr, expected.dst_addr = src, dst
+    pkt = IPv6(src=src, dst=dst, hlim=hlim)
+    for ext in chain():
+        pkt = pkt / ext
+    pkt = pkt / IP(raw4)[TCP]
+    del pkt[TCP].chksum  # scapy recomputes it over the IPv6 pseudo-header
+    assert parse_packet(bytes(pkt)) == expected
+
+
+@SETTINGS
+@given(seg=segments(), src=addresses6, dst=addresses6, hlim=st.integers(0, 255))
+def test_scapy_parses_ipv6_that_we_build(seg: Segment, src: str, dst: str, hlim: int) -> None:
+    seg.options.unknown = tuple(u for u in seg.options.unknown if u[0] not in SCAPY_NAMED_KINDS)
+    seg.src_addr, seg.dst_addr = src, dst
+    raw = build_packet(seg, ttl=hlim)
+    pkt = IPv6(raw)
+    assert (pkt.version, pkt.tc, pkt.fl, pkt.plen, pkt.nh, pkt.hlim) == (6, 0, 0, len(raw) - 40, 6, hlim)
+    assert (pkt.src, pkt.dst) == (src, dst)  # scapy prints the same compressed form
+    tcp = pkt[TCP]
+    assert (tcp.sport, tcp.dport, tcp.seq, tcp.ack) == (seg.src_port, seg.dst_port, seg.seq, seg.ack)
+    assert (int(tcp.flags), tcp.window, tcp.urgptr) == (seg.flags, seg.window, seg.urgent)
+    assert bytes(tcp.payload) == seg.payload
+    fresh = pkt.copy()
+    del fresh[TCP].chksum
+    assert IPv6(bytes(fresh))[TCP].chksum == tcp.chksum
+
+
+def test_scapy_agrees_on_an_ipv6_syn_byte_for_byte() -> None:
+    opts = [("MSS", 1440), ("SAckOK", b""), ("Timestamp", (1, 0)), ("NOP", None), ("WScale", 7)]
+    syn = Segment("2001:2::1", "2001:2::2", 40000, 80, 123456789, 0, 0x02, 64800,
+                  options=TcpOptions(mss=1440, sack_permitted=True, timestamp=(1, 0), wscale=7))
+    scapy_syn = IPv6(src="2001:2::1", dst="2001:2::2", hlim=64) / TCP(
+        sport=40000, dport=80, seq=123456789, flags="S", window=64800, options=opts
+    )
+    assert bytes(scapy_syn) == build_packet(syn)
