@@ -402,7 +402,10 @@ class Stack:
             try:
                 seg = parse_packet(packet, verify_checksums=verify)
             except MalformedPacket as bad:
-                host.on_malformed(bad.reason.value)
+                if bad.reason is Reason.NOT_TCP:
+                    self._receive_icmp(packet, now, verify)  # as _receive: ICMP is off the TCP path
+                else:
+                    host.on_malformed(bad.reason.value)
                 continue
             try:
                 on_segment(seg, now)

@@ -19,6 +19,7 @@ from stack.link.netns import Netns
 from stack.link.nsenter import netns_socket
 from stack.observe.pcap import read_pcap
 from stack.observe.trace import read_trace
+from stack.runtime import Stack
 from stack.tcp.config import Config
 from stack.tcp.states import State
 from stack.wire import ACK, Segment, build_packet
@@ -70,6 +71,23 @@ def test_ping6_answers() -> None:
             counters = stack.counters()
             assert (counters["Icmp6InEchos"], counters["Icmp6OutEchoReplies"]) == (3, 3)
             assert counters["IcmpInEchos"] == 0
+
+    run(main())
+
+
+@needs_ping
+def test_a_stack_nobody_observes_answers_ping_too() -> None:
+    """No observer, capture or fault: the runtime's fast receive path must hand ICMP to the host too."""
+    async def main() -> None:
+        async with Stack() as stack:
+            ns = stack.netns
+            assert ns is not None and not stack.observers and stack.capture is None
+            for addr, family in ((STACK_ADDR, "-4"), ("2001:2::2", "-6")):
+                rc, out = await ping(ns, addr, count=2, family=family)
+                assert rc == 0 and "2 received" in out, out
+            counters = stack.counters()
+            assert (counters["IcmpOutEchoReps"], counters["Icmp6OutEchoReplies"]) == (2, 2)
+            assert counters.get("InMalformed.not_tcp", 0) == 0
 
     run(main())
 
