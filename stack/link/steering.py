@@ -8,13 +8,15 @@ comes from the hash, which userspace cannot compute. So a connection the stack o
 few seconds or one of more than 4096 recent flows, can land on a worker that does not own it
 (docs/workers.md measures this).
 
-Instead we attach a steering program (TUNSETSTEERINGEBPF): a 24-instruction eBPF socket filter that
-returns a hash of `src_port ^ dst_port` of a TCP packet (`flow_hash`); tun takes that value modulo
+Instead we attach a steering program (TUNSETSTEERINGEBPF): an eBPF socket filter that returns a
+hash of `src_port ^ dst_port` of a TCP packet (`flow_hash`); tun takes that value modulo
 the number of queues. XOR is symmetric, so both directions of a flow map to one queue, and the
 function is known to userspace: `owner(local_port, remote_port, n)` below is the same computation. A worker opening a
 connection picks a local port the function maps to itself; a connection the kernel opens lands on
-the worker its ports name. Anything not TCP (or an IPv6 packet with extension headers) goes to
-queue 0.
+the worker its ports name. An ICMP or ICMPv6 error goes by the ports of the TCP header it quotes
+(the segment we sent), so it reaches the worker whose connection it is about (RFC 5927 §5.1
+checks, path MTU: stack.tcp.icmp). Anything else (echo, other protocols, an IPv6 packet with
+extension headers) goes to queue 0.
 """
 
 from __future__ import annotations
@@ -37,20 +39,28 @@ _SYS_BPF = {"x86_64": 321, "aarch64": 280}
 # Opcodes (linux/bpf.h, linux/bpf_common.h), spelled out once.
 _MOV64_X = 0xBF
 _MOV64_K = 0xB7
+_ADD64_K = 0x07
+_ADD64_X = 0x0F
 _AND64_K = 0x57
 _LSH64_K = 0x67
 _RSH64_K = 0x77
 _XOR64_X = 0xAF
 _LD_ABS_B = 0x30
+_LD_IND_B = 0x50
 _LD_IND_H = 0x48
 _MUL32_K = 0x24
 _RSH32_K = 0x74
 _JEQ_K = 0x15
 _JNE_K = 0x55
+_JGE_K = 0x35
 _JA = 0x05
 _EXIT = 0x95
 
 _IPPROTO_TCP = 6
+_IPPROTO_ICMP = 1
+_IPPROTO_ICMPV6 = 58
+_ICMP_ECHOREPLY, _ICMP_ECHO = 0, 8  # the ICMP messages that quote nothing
+_ICMPV6_INFO = 128  # ICMPv6 types below are errors (RFC 4443 §2.1)
 
 
 class SteeringError(OSError):
@@ -78,10 +88,11 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
 
 
 def _program() -> bytes:
-    """flow_hash(src_port, dst_port) of an IPv4 or IPv6 TCP packet, else 0. The packet starts at the IP
-    header (a TUN device has no link layer). LD_ABS/LD_IND read through r6 = the skb; a read past
-    the end ends the program with 0."""
-    # Labels are resolved by position: (index, code, dst, src, target-label or off, imm).
+    """flow_hash(src_port, dst_port) of an IPv4 or IPv6 TCP packet, or of the TCP header an ICMP or
+    ICMPv6 error quotes; else 0. The packet starts at the IP header (a TUN device has no link
+    layer). LD_ABS/LD_IND read through r6 = the skb; a read past the end ends the program with 0.
+    r7 holds the offset of the TCP header whose ports count."""
+    # Labels are resolved by position: (label, code, dst, src, target-label or off, imm).
     prog: list[tuple[str | None, int, int, int, str | int, int]] = [
         (None, _MOV64_X, 6, 1, 0, 0),              # r6 = skb
         (None, _LD_ABS_B, 0, 0, 0, 0),             # r0 = version | IHL
@@ -93,11 +104,28 @@ def _program() -> bytes:
         (None, _LSH64_K, 0, 0, 0, 2),
         (None, _MOV64_X, 7, 0, 0, 0),
         (None, _LD_ABS_B, 0, 0, 0, 9),             # protocol
+        (None, _JEQ_K, 0, 0, "ports", _IPPROTO_TCP),
+        (None, _JNE_K, 0, 0, "none", _IPPROTO_ICMP),
+        (None, _LD_IND_B, 0, 7, 0, 0),             # ICMP type
+        (None, _JEQ_K, 0, 0, "none", _ICMP_ECHOREPLY),
+        (None, _JEQ_K, 0, 0, "none", _ICMP_ECHO),
+        (None, _ADD64_K, 7, 0, 0, 8),              # the quoted IPv4 header (RFC 792)
+        (None, _LD_IND_B, 0, 7, 0, 9),             # its protocol
         (None, _JNE_K, 0, 0, "none", _IPPROTO_TCP),
+        (None, _LD_IND_B, 0, 7, 0, 0),             # its IHL
+        (None, _AND64_K, 0, 0, 0, 0x0F),
+        (None, _LSH64_K, 0, 0, 0, 2),
+        (None, _ADD64_X, 7, 0, 0, 0),              # the quoted TCP header
         (None, _JA, 0, 0, "ports", 0),
-        ("v6", _LD_ABS_B, 0, 0, 0, 6),             # IPv6: next header, fixed 40-byte header
+        ("v6", _MOV64_K, 7, 0, 0, 40),             # IPv6: fixed 40-byte header
+        (None, _LD_ABS_B, 0, 0, 0, 6),             # next header
+        (None, _JEQ_K, 0, 0, "ports", _IPPROTO_TCP),
+        (None, _JNE_K, 0, 0, "none", _IPPROTO_ICMPV6),
+        (None, _LD_ABS_B, 0, 0, 0, 40),            # ICMPv6 type
+        (None, _JGE_K, 0, 0, "none", _ICMPV6_INFO),
+        (None, _LD_ABS_B, 0, 0, 0, 48 + 6),        # the quoted IPv6 header's next header (RFC 4443 §3)
         (None, _JNE_K, 0, 0, "none", _IPPROTO_TCP),
-        (None, _MOV64_K, 7, 0, 0, 40),
+        (None, _MOV64_K, 7, 0, 0, 48 + 40),        # the quoted TCP header
         ("ports", _LD_IND_H, 0, 7, 0, 0),          # source port
         (None, _MOV64_X, 8, 0, 0, 0),
         (None, _LD_IND_H, 0, 7, 0, 2),             # destination port

@@ -7,6 +7,13 @@ the connections sat idle longer than tun's own flow table keeps a flow (3 s), ov
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import os
+import platform
+import shutil
+import socket
+import struct
 import sys
 import textwrap
 from functools import partial
@@ -15,8 +22,21 @@ from typing import Any
 import pytest
 
 from stack.bench.loadgen import EchoServer
-from stack.link.steering import owner
+from stack.link.nsenter import netns_socket
+from stack.link.steering import flow_hash, load_steering_program, owner
 from stack.runtime.stack import Stack
+from stack.wire import ACK, Segment, build_packet
+from stack.wire.icmp import (
+    ICMP_DEST_UNREACH,
+    ICMP_ECHO_REQUEST,
+    ICMP_FRAG_NEEDED,
+    ICMP_PORT_UNREACH,
+    ICMPV6_DEST_UNREACH,
+    ICMPV6_ECHO_REQUEST,
+    ICMPV6_PACKET_TOO_BIG,
+    IcmpMessage,
+    build_icmp,
+)
 from tests.kernel.conftest import requires_kernel_link
 from tests.kernel.peer import Fam
 
@@ -153,3 +173,95 @@ def test_fault_rules_run_in_every_worker_with_a_seed_of_its_own(_kernel_link_ses
 
     assert asyncio.run(main()) == [derive_seed(42, 0), derive_seed(42, 1)]
 
+
+def _steer(prog_fd: int, packet: bytes) -> int:
+    """What the loaded steering program returns for `packet`, run by the kernel (BPF_PROG_TEST_RUN,
+    which wants an Ethernet header in front and hands the program the packet behind it)."""
+    data = ctypes.create_string_buffer(b"\0" * 12 + (b"\x86\xdd" if packet[0] >> 4 == 6 else b"\x08\x00") + packet)
+    out = ctypes.create_string_buffer(len(data.raw) + 256)
+    attr = ctypes.create_string_buffer(128)
+    struct.pack_into("<IIIIQQII", attr, 0, prog_fd, 0, len(data.raw) - 1, len(out.raw), ctypes.addressof(data),
+                     ctypes.addressof(out), 1, 0)
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    nr = {"x86_64": 321, "aarch64": 280}[platform.machine()]
+    if libc.syscall(nr, 10, attr, len(attr)) < 0:  # BPF_PROG_TEST_RUN
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return int(struct.unpack_from("<I", attr, 4)[0])
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("version", [4, 6])
+def test_the_steering_program_hashes_tcp_and_the_tcp_an_icmp_error_quotes(
+        _kernel_link_session: None, version: int) -> None:
+    ours, theirs = ("198.18.0.2", "198.18.0.1") if version == 4 else ("2001:2::2", "2001:2::1")
+    sent = build_packet(Segment(ours, theirs, 40123, 80, 1000, 1, ACK, 512, payload=b"x" * 100))
+    received = build_packet(Segment(theirs, ours, 80, 40123, 1, 1100, ACK, 512))
+    if version == 4:
+        error = IcmpMessage(4, theirs, ours, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu=1200, body=sent[:28])
+        echo = IcmpMessage(4, theirs, ours, ICMP_ECHO_REQUEST, identifier=1, sequence=1, body=sent[:28])
+    else:
+        error = IcmpMessage(6, theirs, ours, ICMPV6_PACKET_TOO_BIG, mtu=1280, body=sent)
+        echo = IcmpMessage(6, theirs, ours, ICMPV6_ECHO_REQUEST, identifier=1, sequence=1, body=sent)
+    prog = load_steering_program()
+    try:
+        want = flow_hash(40123, 80)
+        assert want != 0
+        assert _steer(prog, received) == want
+        assert _steer(prog, sent) == want  # symmetric
+        assert _steer(prog, build_icmp(error)) == want  # to the worker whose segment it quotes
+        assert _steer(prog, build_icmp(echo)) == 0  # an echo quotes nothing, whatever its data
+        # Cut short after the source port (the kernel runs no program on less than an IP header):
+        # the read past the end ends the program with 0.
+        assert _steer(prog, received[:(20 if version == 4 else 40) + 2]) == 0
+    finally:
+        os.close(prog)
+
+
+async def _listen(stack: Stack) -> None:
+    await stack.create_server(Echo, PORT)
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(shutil.which("ping") is None, reason="ping (iputils-ping) is not installed")
+def test_a_pool_answers_ping_and_an_icmp_error_reaches_the_worker_it_is_about(
+        _kernel_link_session: None, fam: Fam) -> None:
+    async def main() -> list[dict[str, int]]:
+        async with Stack(workers=2, app=_listen) as front:
+            pool = front.pool
+            netns = pool.netns
+            ping = await asyncio.create_subprocess_exec(
+                "ip", "netns", "exec", netns, "ping", "-c", "2", "-i", "0.2", "-W", "2", fam.stack,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            out, _ = await ping.communicate()
+            assert ping.returncode == 0, out.decode()  # queue 0's worker answers: it has the addresses
+            loop = asyncio.get_running_loop()
+            sock = netns_socket(netns, fam.family)
+            kport = next(p for p in range(41000, 60000) if owner(PORT, p, 2) == 1)
+            sock.bind((fam.kernel, kport))
+            await loop.sock_connect(sock, (fam.stack, PORT))
+            await loop.sock_sendall(sock, b"a")
+            assert await loop.sock_recv(sock, 1) == b"a"
+            # An error about worker 1's connection, sent from the kernel's side as a router would.
+            quoted = build_packet(Segment(fam.stack, fam.kernel, PORT, kport, 12345, 0, ACK, 1000))
+            if fam.family == socket.AF_INET:
+                msg = IcmpMessage(4, fam.kernel, fam.stack, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, body=quoted[:28])
+            else:
+                msg = IcmpMessage(6, fam.kernel, fam.stack, ICMPV6_DEST_UNREACH, 4, body=quoted)  # port unreachable
+            raw = netns_socket(netns, fam.family, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            raw.sendto(build_icmp(msg), (fam.stack, 0))
+            raw.close()
+            section = "Icmp" if fam.family == socket.AF_INET else "Icmp6"
+            for _ in range(50):
+                stats = await pool.ask("stats")
+                if stats[1][section + "InDestUnreachs"]:
+                    break
+                await asyncio.sleep(0.05)
+            sock.close()
+            return [dict(s) for s in stats]
+
+    stats = asyncio.run(main())
+    section = "Icmp" if fam.family == socket.AF_INET else "Icmp6"
+    assert stats[1][section + "InDestUnreachs"] == 1  # the owner got it ...
+    assert stats[0][section + "InDestUnreachs"] == 0 and stats[0][section + "InErrors"] == 0  # ... not queue 0
+    assert stats[1]["OutOfWindowIcmps"] == 1  # and checked its SEQ (RFC 5927 §5.1): far outside, ignored
+    assert sum(s["TCPMisrouted"] for s in stats) == 0
