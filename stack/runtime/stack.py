@@ -389,6 +389,7 @@ class Stack:
         """`_receive` for a batch nobody records and no fault rule touches: the same steps,
         without a call per packet for what is not there."""
         on_segment = host.on_segment
+        parse = self._parse
         header_len = vnet.HEADER_LEN
         for raw in packets:
             now = time()
@@ -399,18 +400,30 @@ class Stack:
             else:
                 verify = True
                 packet = raw
-            try:
-                seg = parse_packet(packet, verify_checksums=verify)
-            except MalformedPacket as bad:
-                if bad.reason is Reason.NOT_TCP:
-                    self._receive_icmp(packet, now, verify)  # as _receive: ICMP is off the TCP path
-                else:
-                    host.on_malformed(bad.reason.value)
+            seg = parse(packet, now, verify)
+            if seg is None:
                 continue
             try:
                 on_segment(seg, now)
             except Exception:
                 self._core_failed(seg)
+
+    def _parse(self, packet: bytes | bytearray, now: float, verify: bool,
+               note: FaultNote | None = None) -> Segment | None:
+        """The one step from a packet to a segment, for both receive loops: the Segment, or None
+        when the packet is not one -- a datagram of another protocol went to `_receive_icmp`, a
+        malformed one was recorded (when a capture runs) and counted."""
+        try:
+            return parse_packet(packet, verify_checksums=verify)
+        except MalformedPacket as bad:
+            if bad.reason is Reason.NOT_TCP:
+                self._receive_icmp(packet, now, verify)  # the one way to ICMP: off the TCP path
+                return None
+            if self.capture is not None:
+                self.capture.packet("in", now, packet, None, note)  # it crossed, corrupt or not
+            assert self.host is not None
+            self.host.on_malformed(bad.reason.value)
+            return None
 
     def _core_failed(self, seg: Segment) -> None:
         """A bug in the core must not take the stack down: count it, log it, go on."""
@@ -424,18 +437,11 @@ class Stack:
         """One packet into the core (parsed here unless the caller already did), recorded first."""
         host = self.host
         assert host is not None
-        capture = self.capture
         if seg is None:
-            try:
-                seg = parse_packet(packet, verify_checksums=verify)
-            except MalformedPacket as bad:
-                if bad.reason is Reason.NOT_TCP:
-                    self._receive_icmp(packet, now, verify)  # the one way to ICMP: off the TCP path
-                    return
-                if capture is not None:
-                    capture.packet("in", now, packet, None, note)  # it crossed, corrupt or not
-                host.on_malformed(bad.reason.value)
+            seg = self._parse(packet, now, verify, note)
+            if seg is None:
                 return
+        capture = self.capture
         if capture is not None:
             capture.packet("in", now, packet, seg, note)
         for observer in self.observers:
