@@ -26,6 +26,7 @@ failure rather than as whatever garbage the options turned into. Octets past Tot
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from io import BytesIO
 from operator import itemgetter
 from typing import Any
@@ -36,9 +37,11 @@ from stack.wire.headers import (
     IP_OFFSET_MASK,
     IPPROTO_TCP,
     IPV4_CODEC,
+    IPV4_FIELDS,
     IPV4_MIN_HEADER,
     IPV4_VERSION,
     IPV6_CODEC,
+    IPV6_FIELDS,
     IPV6_HEADER_SIZE,
     IPV6_VERSION,
     OPT_EOL,
@@ -61,6 +64,7 @@ from stack.wire.headers import (
     SYN_SHAPE_AT,
     SYN_VALUES_AT,
     TCP_CODEC,
+    TCP_FIELDS,
     TCP_MIN_HEADER,
     TS6_CODEC,
     TS6_LAYOUT_SIZE,
@@ -91,6 +95,11 @@ _TS_PREFIX_END = PLAIN_LAYOUT_SIZE + len(TS_OPTION_PREFIX)
 _DOFF6_AT = IPV6_HEADER_SIZE + 12
 _TS6_PREFIX_END = PLAIN6_LAYOUT_SIZE + len(TS_OPTION_PREFIX)
 _NEXT_HEADER_AT = 6
+# Where TCP_HEADER's fields start and end in a list of IPv4 (IPv6) fields followed by them.
+_TCP_AT = len(IPV4_FIELDS)
+_TCP_END = _TCP_AT + len(TCP_FIELDS)
+_TCP6_AT = len(IPV6_FIELDS)
+_TCP6_END = _TCP6_AT + len(TCP_FIELDS)
 
 # Placeholder TCP fields for a buffer that ends inside the TCP header. Never read: such a datagram
 # always fails the Total Length checks (7, 8) before any TCP field is used.
@@ -173,18 +182,7 @@ def parse_packet(buf: bytes | bytearray | memoryview, *, verify_checksums: bool 
         ip_checksum,
         src4,
         dst4,
-        src_port,
-        dst_port,
-        seq,
-        ack,
-        data_offset,
-        flags,
-        window,
-        tcp_checksum,
-        urgent,
-        *_,
-    ) = fields
-
+    ) = fields[:_TCP_AT]
     if verify_checksums and internet_checksum(data[:ihl]) != 0:
         raise MalformedPacket(Reason.BAD_IP_CHECKSUM, f"IP header checksum {ip_checksum:#06x} does not verify")
     if flags_fragment & (IP_MF | IP_OFFSET_MASK):
@@ -195,34 +193,8 @@ def parse_packet(buf: bytes | bytearray | memoryview, *, verify_checksums: bool 
         return not_tcp(IPV4_VERSION, protocol, data, ihl)
     if total_length > n or total_length < ihl:
         raise MalformedPacket(Reason.BAD_TOTAL_LENGTH, f"total length {total_length}, buffer {n}, IP header {ihl}")
-    tcp_length = total_length - ihl
-    if tcp_length < TCP_MIN_HEADER:
-        raise MalformedPacket(Reason.TCP_TRUNCATED, f"{tcp_length} octets left for the TCP header")
-    doff = (data_offset >> 4) << 2  # RFC 9293 §3.1: Data Offset counts 32-bit words
-    if doff < TCP_MIN_HEADER or doff > tcp_length:
-        raise MalformedPacket(Reason.BAD_DATA_OFFSET, f"data offset {doff} octets, segment {tcp_length}")
-    if verify_checksums and tcp_checksum_ipv4(src4, dst4, data[ihl:total_length]) != 0:
-        raise MalformedPacket(Reason.BAD_TCP_CHECKSUM, f"TCP checksum {tcp_checksum:#06x} does not verify")
-
-    if options is not None:
-        pass
-    elif doff > TCP_MIN_HEADER:
-        options = parse_tcp_options(data[ihl + TCP_MIN_HEADER : ihl + doff])
-    else:
-        options = TcpOptions()
-    return Segment(
-        _ADDR_CACHE.get(src4) or _addr(src4),
-        _ADDR_CACHE.get(dst4) or _addr(dst4),
-        src_port,
-        dst_port,
-        seq,
-        ack,
-        flags,
-        window,
-        urgent,
-        options,
-        data[ihl + doff : total_length],
-    )
+    return _tcp_segment(data, ihl, total_length, fields[_TCP_AT:_TCP_END], src4, dst4, tcp_checksum_ipv4,
+                        verify_checksums, options)
 
 
 def _parse_ipv6(data: bytes, n: int, verify_checksums: bool) -> Segment:
@@ -233,76 +205,68 @@ def _parse_ipv6(data: bytes, n: int, verify_checksums: bool) -> Segment:
     of a plain connection looks like."""
     if n < IPV6_HEADER_SIZE:
         raise MalformedPacket(Reason.TRUNCATED, f"{n} octets, an IPv6 header needs {IPV6_HEADER_SIZE}")
-    timestamp: tuple[int, int] | None = None
+    options: TcpOptions | None = None
     fields: list[Any]
-    if data[_NEXT_HEADER_AT] == IPPROTO_TCP and n >= PLAIN6_LAYOUT_SIZE:
-        if (
-            data[_DOFF6_AT] >> 4 == 8
-            and n >= TS6_LAYOUT_SIZE
-            and data[PLAIN6_LAYOUT_SIZE:_TS6_PREFIX_END] == TS_OPTION_PREFIX
-        ):
-            fields = _parse_ts6(BytesIO(data), PARSE_CONTEXT)
-            timestamp = (fields[16], fields[17])
-        else:
-            fields = _parse_plain6(BytesIO(data), PARSE_CONTEXT)
-        payload_length = fields[1]
-        end = IPV6_HEADER_SIZE + payload_length
-        if end > n:
-            raise MalformedPacket(
-                Reason.BAD_PAYLOAD_LENGTH, f"payload length {payload_length}, buffer {n} with the 40-octet header"
-            )
+    hot = data[_NEXT_HEADER_AT] == IPPROTO_TCP and n >= PLAIN6_LAYOUT_SIZE
+    if not hot:
+        fields = IPV6_CODEC.parse(data)
+    elif (
+        data[_DOFF6_AT] >> 4 == 8
+        and n >= TS6_LAYOUT_SIZE
+        and data[PLAIN6_LAYOUT_SIZE:_TS6_PREFIX_END] == TS_OPTION_PREFIX
+    ):
+        fields = _parse_ts6(BytesIO(data), PARSE_CONTEXT)
+        options = TcpOptions(timestamp=(fields[16], fields[17]))
+    else:
+        fields = _parse_plain6(BytesIO(data), PARSE_CONTEXT)
+    payload_length = fields[1]
+    end = IPV6_HEADER_SIZE + payload_length
+    if end > n:
+        raise MalformedPacket(
+            Reason.BAD_PAYLOAD_LENGTH, f"payload length {payload_length}, buffer {n} with the 40-octet header"
+        )
+    if hot:
         start = IPV6_HEADER_SIZE
     else:
-        fields = IPV6_CODEC.parse(data)
-        payload_length = fields[1]
-        end = IPV6_HEADER_SIZE + payload_length
-        if end > n:
-            raise MalformedPacket(
-                Reason.BAD_PAYLOAD_LENGTH, f"payload length {payload_length}, buffer {n} with the 40-octet header"
-            )
         protocol, start = walk_extension_headers(data, fields[2], end)
         if protocol != IPPROTO_TCP:
             return not_tcp(IPV6_VERSION, protocol, data, start)
         fields += TCP_CODEC.parse(data, start) if end >= start + TCP_MIN_HEADER else _NO_TCP_HEADER
 
     # Positions are IPV6_HEADER's fields then TCP_HEADER's (tests/wire checks the order).
-    (
-        _version_class_flow,
-        _payload_length,
-        _next_header,
-        _hop_limit,
-        src6,
-        dst6,
-        src_port,
-        dst_port,
-        seq,
-        ack,
-        data_offset,
-        flags,
-        window,
-        tcp_checksum,
-        urgent,
-        *_,
-    ) = fields
+    _version_class_flow, _payload_length, _next_header, _hop_limit, src6, dst6 = fields[:_TCP6_AT]
+    return _tcp_segment(data, start, end, fields[_TCP6_AT:_TCP6_END], src6, dst6, tcp_checksum_ipv6,
+                        verify_checksums, options)
 
+
+def _tcp_segment(data: bytes, start: int, end: int, tcp: list[Any], src: bytes, dst: bytes,
+                 checksum: Callable[[bytes, bytes, bytes], int], verify_checksums: bool,
+                 options: TcpOptions | None) -> Segment:
+    """The TCP checks (8-11 of the order above) and the Segment, the same for both families.
+
+    The TCP header starts at `start` (past the IP header and any extension headers) and the segment
+    ends at `end` (Total Length, or past IPv6's Payload Length); `tcp` is TCP_HEADER's fields;
+    `checksum` is the family's pseudo-header sum over the raw addresses `src` and `dst`; `options`
+    are those a hot layout has already read, or None to decode the option area here."""
+    src_port, dst_port, seq, ack, data_offset, flags, window, tcp_checksum, urgent = tcp
     tcp_length = end - start
     if tcp_length < TCP_MIN_HEADER:
         raise MalformedPacket(Reason.TCP_TRUNCATED, f"{tcp_length} octets left for the TCP header")
-    doff = (data_offset >> 4) << 2
+    doff = (data_offset >> 4) << 2  # RFC 9293 §3.1: Data Offset counts 32-bit words
     if doff < TCP_MIN_HEADER or doff > tcp_length:
         raise MalformedPacket(Reason.BAD_DATA_OFFSET, f"data offset {doff} octets, segment {tcp_length}")
-    if verify_checksums and tcp_checksum_ipv6(src6, dst6, data[start:end]) != 0:
+    if verify_checksums and checksum(src, dst, data[start:end]) != 0:
         raise MalformedPacket(Reason.BAD_TCP_CHECKSUM, f"TCP checksum {tcp_checksum:#06x} does not verify")
 
-    if timestamp is not None:
-        options = TcpOptions(timestamp=timestamp)
+    if options is not None:
+        pass
     elif doff > TCP_MIN_HEADER:
         options = parse_tcp_options(data[start + TCP_MIN_HEADER : start + doff])
     else:
         options = TcpOptions()
     return Segment(
-        _ADDR_CACHE.get(src6) or _addr(src6),
-        _ADDR_CACHE.get(dst6) or _addr(dst6),
+        _ADDR_CACHE.get(src) or _addr(src),
+        _ADDR_CACHE.get(dst) or _addr(dst),
         src_port,
         dst_port,
         seq,
