@@ -97,6 +97,14 @@ class ReplyCloseProtocol(asyncio.Protocol):
             self.transport.close()
 
 
+async def start_servers(case: str, base: int, ports: int, stack: Stack) -> None:
+    """The servers of a case where the kernel connects to the stack, on `ports` ports from `base`:
+    echo (the kernel closes first) or reply-close (the stack closes first)."""
+    proto = EchoProtocol if case == "kernel_closes_first" else ReplyCloseProtocol
+    for i in range(ports):
+        await stack.create_server(proto, base + i, backlog=1024)
+
+
 class _CallbackClient(asyncio.Protocol):
     """One client connection of stack_client_load: write the request on connect, close first once
     the echo is back, and report (exactly once) either way."""
@@ -125,50 +133,82 @@ class _CallbackClient(asyncio.Protocol):
             self.report(self.started, False)
 
 
-class _Sampler:
-    """TIME-WAIT counts (the stack's, and the kernel's in the namespace) and this process's RSS,
-    sampled every 50 ms: peaks, and a timeline to read the growth from."""
+class TimeWaitTimeline:
+    """TIME-WAIT counts (the stack's, and the kernel's in the namespace) and the stack's RSS,
+    sampled every `period` seconds while a case runs: peaks, and a timeline to read the growth
+    from. `sample` says where the counts come from (one process, or every worker)."""
 
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
+    def __init__(self, period: float) -> None:
+        self.period = period
         self.peak_tw = 0
         self.peak_rss = 0
         self.timeline: list[tuple[float, int, int]] = []  # (time, stack TIME-WAIT, kernel TIME-WAIT)
         self._task: asyncio.Task[None] | None = None
-        self._page = os.sysconf("SC_PAGE_SIZE")
         self._t0 = time.monotonic()
 
-    def sample(self) -> None:
-        host = self.stack.host
-        stack_tw = len(host.time_wait) if host is not None else 0
-        kernel_tw = namespace_time_wait(self.stack.netns) if self.stack.netns else -1
+    def record(self, stack_tw: int, kernel_tw: int) -> None:
         self.peak_tw = max(self.peak_tw, stack_tw)
         self.timeline.append((time.monotonic() - self._t0, stack_tw, kernel_tw))
-        self.peak_rss = max(self.peak_rss, rss_bytes(self._page))
+
+    async def sample(self) -> None:
+        raise NotImplementedError
 
     def by_tenth(self, seconds: float, column: int) -> list[int]:
-        """The count at the end of each tenth of the run (the last sample at or before it)."""
+        """The count at the end of each tenth of the run (the last sample at or before it, within
+        half a sampling period)."""
         out = []
         for k in range(1, 11):
             at = k * seconds / 10
-            before = [int(row[column]) for row in self.timeline if row[0] <= at + 0.025]
+            before = [int(row[column]) for row in self.timeline if row[0] <= at + self.period / 2]
             out.append(before[-1] if before else 0)
         return out
 
     async def _run(self) -> None:
         while True:
-            self.sample()
-            await asyncio.sleep(0.05)
+            await self.sample()
+            await asyncio.sleep(self.period)
 
-    def __enter__(self) -> _Sampler:
+    def start(self) -> None:
         self._t0 = time.monotonic()
         self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def stop(self) -> None:
+        """Cancel the sampling and wait for it to end."""
+        self.cancel()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class _Sampler(TimeWaitTimeline):
+    """The timeline of the stack in this process, every 50 ms (and once more at the end)."""
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(0.05)
+        self.stack = stack
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def sample_now(self) -> None:
+        host = self.stack.host
+        stack_tw = len(host.time_wait) if host is not None else 0
+        kernel_tw = namespace_time_wait(self.stack.netns) if self.stack.netns else -1
+        self.record(stack_tw, kernel_tw)
+        self.peak_rss = max(self.peak_rss, rss_bytes(self._page))
+
+    async def sample(self) -> None:
+        self.sample_now()
+
+    def __enter__(self) -> _Sampler:
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        self.sample()
+        self.cancel()
+        self.sample_now()
 
 
 def rss_bytes(page: int | None = None) -> int:
@@ -202,6 +242,30 @@ def tenths(buckets: list[int], bucket_ms: int, seconds: float) -> tuple[float, f
     tenth = max(1, n // 10)
     span = tenth * bucket_ms / 1000
     return sum(buckets[:tenth]) / span, sum(buckets[n - tenth:n]) / span
+
+
+def load_figures(gen: dict[str, Any], bucket_ms: int, seconds: float, **more: Any) -> dict[str, Any]:
+    """The start of a case's result, from what the load generator reports: the rate over the run
+    and in its first and last tenth, the connections, then `more` (in order), the errors and the
+    latency."""
+    first, last = tenths(gen["buckets"], bucket_ms, seconds)
+    conns = gen["connections"]
+    return {
+        "cps": conns / (gen["elapsed"] or seconds),
+        "first_tenth_cps": first,
+        "last_tenth_cps": last,
+        "connections": conns,
+        **more,
+        "errors": {k: gen.get(k, 0) for k in ("connect_errors", "addr_unavailable", "reset_errors", "short_reads")
+                   if gen.get(k)},
+        "latency_us": {k: round(v, 1) for k, v in gen["latency_us"].items()},
+    }
+
+
+def segments_per_conn(stats: dict[str, int], conns: int) -> dict[str, float]:
+    """The stack's segments in and out per connection (4 in / 3 out for a clean short connection
+    the stack closes first)."""
+    return {"in": round(stats.get("InSegs", 0) / conns, 2), "out": round(stats.get("OutSegs", 0) / conns, 2)}
 
 
 def _config(case: str, msl: float) -> Config:
@@ -287,9 +351,7 @@ async def run_case(case: str, seconds: float, concurrency: int, *, msl: float = 
         server_cpu: Callable[[], float] | None = None
         async with contextlib.AsyncExitStack() as resources:
             if case in ("kernel_closes_first", "stack_closes_first"):
-                proto = EchoProtocol if case == "kernel_closes_first" else ReplyCloseProtocol
-                for i in range(ports):
-                    await stack.create_server(proto, base + i, backlog=1024)
+                await start_servers(case, base, ports, stack)
             else:
                 srv = await resources.enter_async_context(
                     EchoServer(netns, theirs, base, ports, max_seconds=seconds + 2 * GRACE, impl=impl))
@@ -313,19 +375,9 @@ async def run_case(case: str, seconds: float, concurrency: int, *, msl: float = 
             stats = stack.host.stats()
             stats["InternalErrors"] = stack.internal_errors
     elapsed = gen["elapsed"] or seconds
-    first, last = tenths(gen["buckets"], bucket_ms, seconds)
     conns = gen["connections"]
     cpu_s = (u1 - u0) + (s1 - s0)
-    result: dict[str, Any] = {
-        "cps": conns / elapsed,
-        "first_tenth_cps": first,
-        "last_tenth_cps": last,
-        "connections": conns,
-        "misrouted": stats.get("TCPMisrouted", 0),
-        "errors": {k: gen.get(k, 0) for k in ("connect_errors", "addr_unavailable", "reset_errors", "short_reads")
-                   if gen.get(k)},
-        "latency_us": {k: round(v, 1) for k, v in gen["latency_us"].items()},
-    }
+    result = load_figures(gen, bucket_ms, seconds, misrouted=stats.get("TCPMisrouted", 0))
     if case in ("stack_closes_first", "stack_as_client"):
         result.update(peak_time_wait=sampler.peak_tw, time_wait_side="stack", time_wait_at_end=stack_tw_end,
                       time_wait_by_tenth=sampler.by_tenth(seconds, 1))
@@ -351,8 +403,7 @@ async def run_case(case: str, seconds: float, concurrency: int, *, msl: float = 
     result["machine"] = {"busy_cores": round(busy, 2), "softirq_cores": round(softirq, 2),
                          "other_cores": round(max(0.0, busy - ours), 2), "cpus": ncpu}
     if conns and case != "kernel_to_kernel":
-        result["segments_per_conn"] = {"in": round(stats.get("InSegs", 0) / conns, 2),
-                                       "out": round(stats.get("OutSegs", 0) / conns, 2)}
+        result["segments_per_conn"] = segments_per_conn(stats, conns)
     if "cpu_seconds" in gen:
         result["loadgen_cpu"] = gen["cpu_seconds"] / elapsed
     result["loadgen"] = gen["impl"]

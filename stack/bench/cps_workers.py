@@ -17,7 +17,6 @@ The report (`run_cps(..., workers=[1, 2])`) holds, beside what a plain run holds
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
@@ -29,23 +28,18 @@ from stack.bench.cps import (
     BASE_PORT,
     COUNTERS,
     SIZE,
-    EchoProtocol,
-    ReplyCloseProtocol,
+    TimeWaitTimeline,
     _config,
     bucket_ms_for,
+    load_figures,
     machine_ticks,
+    segments_per_conn,
     stack_client_load,
-    tenths,
+    start_servers,
 )
 from stack.bench.loadgen import GRACE, EchoServer, namespace_time_wait, run_client
 from stack.runtime.stack import Stack
 from stack.runtime.workers import WorkerOptions, Workers
-
-
-async def _servers(case: str, base: int, ports: int, stack: Stack) -> None:
-    proto = EchoProtocol if case == "kernel_closes_first" else ReplyCloseProtocol
-    for i in range(ports):
-        await stack.create_server(proto, base + i, backlog=1024)
 
 
 async def _clients(base: int, ports: int, seconds: float, concurrency: int, workers: int, bucket_ms: int,
@@ -74,46 +68,20 @@ def _merge_loads(parts: list[Any]) -> dict[str, Any]:
     return merged
 
 
-class _PoolSampler:
-    """TIME-WAIT of the workers (summed) and of the kernel in the namespace every 100 ms."""
+class _PoolSampler(TimeWaitTimeline):
+    """The timeline of the workers (TIME-WAIT and RSS summed) every 100 ms."""
 
     def __init__(self, pool: Workers) -> None:
+        super().__init__(0.1)
         self.pool = pool
-        self.timeline: list[tuple[float, int, int]] = []
-        self.peak_tw = 0
-        self.peak_rss = 0
-        self._t0 = time.monotonic()
-        self._task: asyncio.Task[None] | None = None
 
-    async def _run(self) -> None:
+    async def sample(self) -> None:
         netns = self.pool.netns
-        while True:
-            stats = await self.pool.ask("stats")
-            stack_tw = sum(s.get("TimeWait", 0) for s in stats if isinstance(s, dict))
-            kernel_tw = namespace_time_wait(netns) if netns else -1
-            self.peak_tw = max(self.peak_tw, stack_tw)
-            self.timeline.append((time.monotonic() - self._t0, stack_tw, kernel_tw))
-            rss = await self.pool.ask("rss")
-            self.peak_rss = max(self.peak_rss, sum(r for r in rss if isinstance(r, int)))
-            await asyncio.sleep(0.1)
-
-    def by_tenth(self, seconds: float, column: int) -> list[int]:
-        out = []
-        for k in range(1, 11):
-            at = k * seconds / 10
-            before = [int(row[column]) for row in self.timeline if row[0] <= at + 0.05]
-            out.append(before[-1] if before else 0)
-        return out
-
-    def start(self) -> None:
-        self._t0 = time.monotonic()
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        stats = await self.pool.ask("stats")
+        stack_tw = sum(s.get("TimeWait", 0) for s in stats if isinstance(s, dict))
+        self.record(stack_tw, namespace_time_wait(netns) if netns else -1)
+        rss = await self.pool.ask("rss")
+        self.peak_rss = max(self.peak_rss, sum(r for r in rss if isinstance(r, int)))
 
 
 async def run_case_workers(case: str, seconds: float, concurrency: int, workers: int, *, msl: float = 30.0,
@@ -130,7 +98,7 @@ async def run_case_workers(case: str, seconds: float, concurrency: int, workers:
     if case == "stack_as_client":
         app = partial(_clients, base, ports, seconds, concurrency, workers, bucket_ms, ipv6)
     else:
-        app = partial(_servers, case, base, ports)
+        app = partial(start_servers, case, base, ports)
     async with Workers(workers, app, WorkerOptions(config=cfg), hold=True, steering=steering) as pool:
         netns = pool.netns
         assert netns is not None
@@ -160,21 +128,12 @@ async def run_case_workers(case: str, seconds: float, concurrency: int, workers:
     if dead:
         raise RuntimeError(f"worker(s) died during the run: {dead}")
     elapsed = gen["elapsed"] or seconds
-    first, last = tenths(gen["buckets"], bucket_ms, seconds)
     conns = gen["connections"]
     cpu_s = cpu1 - cpu0
     ncpu = os.cpu_count() or 1
     ticks = (m1[2] - m0[2]) or 1
-    result: dict[str, Any] = {
-        "cps": conns / elapsed,
-        "first_tenth_cps": first,
-        "last_tenth_cps": last,
-        "connections": conns,
-        "workers": workers,
-        "misrouted": stats.get("TCPMisrouted", 0),
-        "errors": {k: gen.get(k, 0) for k in ("connect_errors", "addr_unavailable", "reset_errors", "short_reads")
-                   if gen.get(k)},
-        "latency_us": {k: round(v, 1) for k, v in gen["latency_us"].items()},
+    result = load_figures(gen, bucket_ms, seconds, workers=workers, misrouted=stats.get("TCPMisrouted", 0))
+    result.update({
         "cpu": cpu_s / wall,
         "cpu_of": f"{workers} worker processes",
         "cpu_us_per_conn": cpu_s / conns * 1e6 if conns else None,
@@ -183,7 +142,7 @@ async def run_case_workers(case: str, seconds: float, concurrency: int, workers:
                     "softirq_cores": round(ncpu * (m1[1] - m0[1]) / ticks, 2), "cpus": ncpu},
         "loadgen": gen["impl"],
         "stack_counters": {k: stats.get(k, 0) for k in (*COUNTERS, "TCPMisrouted") if stats.get(k)},
-    }
+    })
     if "cpu_seconds" in gen:
         result["loadgen_cpu"] = gen["cpu_seconds"] / elapsed
     # As run_case: CPU used beyond this run's own processes means the machine was shared.
@@ -196,8 +155,7 @@ async def run_case_workers(case: str, seconds: float, concurrency: int, workers:
         result.update(peak_time_wait=sampler.peak_tw, time_wait_side="stack",
                       time_wait_by_tenth=sampler.by_tenth(seconds, 1))
     if conns:
-        result["segments_per_conn"] = {"in": round(stats.get("InSegs", 0) / conns, 2),
-                                       "out": round(stats.get("OutSegs", 0) / conns, 2)}
+        result["segments_per_conn"] = segments_per_conn(stats, conns)
     return result
 
 
