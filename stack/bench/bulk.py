@@ -72,6 +72,32 @@ async def _exited(proc: subprocess.Popen[str]) -> None:
         await asyncio.sleep(0.01)
 
 
+def _stop(peers: list[subprocess.Popen[str]]) -> None:
+    """Kernel ends still running when a case ends early (Ctrl-C, a timeout) go too."""
+    for peer in peers:
+        if peer.poll() is None:
+            peer.kill()
+            peer.wait()
+
+
+async def read_all(reader: asyncio.StreamReader) -> int:
+    """The stack's end of a flow toward it: read to the end; the octets read."""
+    n = 0
+    while data := await reader.read(CHUNK):
+        n += len(data)
+    return n
+
+
+async def send_all(writer: asyncio.StreamWriter, nbytes: int) -> None:
+    """The stack's end of a flow from it: `nbytes` in CHUNK writes, then close."""
+    blob = b"s" * CHUNK
+    for _ in range(nbytes // CHUNK):
+        writer.write(blob)
+        await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+
 async def _through_stack(mtu: int, offload: bool, nbytes: int, faults: list[FaultRule] | None = None,
                          config: Config | None = None, ipv6: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"mtu": mtu, "offload": offload, "family": "ipv6" if ipv6 else "ipv4"}
@@ -81,23 +107,17 @@ async def _through_stack(mtu: int, offload: bool, nbytes: int, faults: list[Faul
         done: asyncio.Future[tuple[int, float, float]] = asyncio.get_running_loop().create_future()
 
         async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            t, c, n = time.perf_counter(), time.process_time(), 0
+            t, c = time.perf_counter(), time.process_time()
             with contextlib.suppress(ConnectionError):  # reset by the stack's close on Ctrl-C
-                while data := await reader.read(CHUNK):
-                    n += len(data)
+                n = await read_all(reader)
                 writer.close()
                 if not done.done():  # not when the run was cancelled meanwhile
                     done.set_result((n, time.perf_counter() - t, time.process_time() - c))
 
         async def source(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             t, c = time.perf_counter(), time.process_time()
-            blob = b"s" * CHUNK
             with contextlib.suppress(ConnectionError):
-                for _ in range(nbytes // CHUNK):
-                    writer.write(blob)
-                    await writer.drain()
-                writer.close()
-                await writer.wait_closed()
+                await send_all(writer, nbytes)
                 if not done.done():
                     done.set_result((nbytes, time.perf_counter() - t, time.process_time() - c))
 
@@ -111,9 +131,7 @@ async def _through_stack(mtu: int, offload: bool, nbytes: int, faults: list[Faul
                 n, seconds, cpu = await asyncio.wait_for(done, 600)
                 await _exited(peer)
             finally:
-                if peer.poll() is None:  # cancelled (Ctrl-C) or timed out: the peer goes too
-                    peer.kill()
-                    peer.wait()
+                _stop([peer])
             server.close()
             out[f"{name}_MBps"] = round(n / seconds / 1e6, 1)
             out[f"{name}_seconds"] = round(seconds, 3)
@@ -123,15 +141,26 @@ async def _through_stack(mtu: int, offload: bool, nbytes: int, faults: list[Faul
     return out
 
 
-def _kernel_to_kernel(nbytes: int, loopback: str = "127.0.0.1") -> dict[str, Any]:
+def kernel_flows(flows: int, nbytes: int, ipv6: bool = False) -> dict[str, Any]:
+    """`flows` kernel-to-kernel flows at once over the namespace's loopback (::1 with `ipv6`): MB/s
+    as the bytes of all flows over the longest flow's time."""
+    loopback = "::1" if ipv6 else "127.0.0.1"
     with Netns() as ns:
-        sink = _peer(ns.name, "serve-sink", loopback, "5001", "0")
-        assert sink.stdout is not None
-        sink.stdout.readline()
-        sender = _peer(ns.name, "send", loopback, "5001", str(nbytes))
-        sender.wait()
-        n, seconds = sink.communicate()[0].split()
-        return {"MBps": round(int(n) / float(seconds) / 1e6, 1), "path": "loopback in the namespace"}
+        sinks = []
+        for i in range(flows):
+            sink = _peer(ns.name, "serve-sink", loopback, str(5001 + i), "0")
+            assert sink.stdout is not None
+            sink.stdout.readline()
+            sinks.append(sink)
+        senders = [_peer(ns.name, "send", loopback, str(5001 + i), str(nbytes)) for i in range(flows)]
+        for sender in senders:
+            sender.wait()
+        total, longest = 0, 0.0
+        for sink in sinks:
+            n, seconds = sink.communicate()[0].split()
+            total += int(n)
+            longest = max(longest, float(seconds))
+    return {"MBps": round(total / longest / 1e6, 1), "path": "loopback in the namespace"}
 
 
 def _raw_tun(mtu: int, nbytes: int) -> dict[str, Any]:
@@ -187,7 +216,7 @@ def run_bulk(megabytes: int, mtus: list[int], progress: Callable[[str], None] | 
             say(f"MTU 1500 without offloads: {megabytes // 4} MB each way ...")
             result["mtu1500_no_offload"] = run(_through_stack(mtu, False, nbytes // 4, faults, ipv6=ipv6))
     say("kernel to kernel ...")
-    result["kernel_to_kernel"] = _kernel_to_kernel(nbytes, "::1" if ipv6 else "127.0.0.1")
+    result["kernel_to_kernel"] = kernel_flows(1, nbytes, ipv6)
     say("raw TUN loop ...")
     result["raw_tun"] = {f"mtu{mtu}": _raw_tun(mtu, min(nbytes, 256 * CHUNK)) for mtu in mtus}
     return result

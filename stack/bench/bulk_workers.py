@@ -18,9 +18,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from stack.bench.bulk import CHUNK, STACK, STACK6, _exited, _peer
+from stack.bench.bulk import CHUNK, STACK, STACK6, _exited, _peer, _stop, kernel_flows, read_all, send_all
 from stack.bench.table import Column, render
-from stack.link.netns import Netns
 from stack.link.steering import owner
 from stack.runtime.stack import Stack
 from stack.runtime.workers import WorkerOptions, Workers
@@ -31,19 +30,13 @@ SINK_PORT, SOURCE_PORT = 9, 19
 
 async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(ConnectionError):
-        while await reader.read(CHUNK):
-            pass
+        await read_all(reader)
         writer.close()
 
 
 async def _source(nbytes: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    blob = b"s" * CHUNK
     with contextlib.suppress(ConnectionError):
-        for _ in range(nbytes // CHUNK):
-            writer.write(blob)
-            await writer.drain()
-        writer.close()
-        await writer.wait_closed()
+        await send_all(writer, nbytes)
 
 
 async def _apps(nbytes: int, stack: Stack) -> None:
@@ -68,10 +61,7 @@ async def _flows(netns: str, mode: str, target: str, port: int, nbytes: int, por
         for peer in peers:
             await _exited(peer)
     finally:
-        for peer in peers:
-            if peer.poll() is None:
-                peer.kill()
-                peer.wait()
+        _stop(peers)
     total, longest = 0, 0.0
     for peer in peers:
         assert peer.stdout is not None
@@ -106,27 +96,6 @@ async def through_workers(workers: int, flows: int, nbytes: int, mtu: int = 1500
     return out
 
 
-def kernel_flows(flows: int, nbytes: int, ipv6: bool = False) -> dict[str, Any]:
-    """N kernel-to-kernel flows over the namespace's loopback, at once."""
-    loopback = "::1" if ipv6 else "127.0.0.1"
-    with Netns() as ns:
-        sinks = []
-        for i in range(flows):
-            sink = _peer(ns.name, "serve-sink", loopback, str(5001 + i), "0")
-            assert sink.stdout is not None
-            sink.stdout.readline()
-            sinks.append(sink)
-        senders = [_peer(ns.name, "send", loopback, str(5001 + i), str(nbytes)) for i in range(flows)]
-        for sender in senders:
-            sender.wait()
-        total, longest = 0, 0.0
-        for sink in sinks:
-            n, seconds = sink.communicate()[0].split()
-            total += int(n)
-            longest = max(longest, float(seconds))
-    return {"flows": flows, "MBps": round(total / longest / 1e6, 1), "path": "loopback in the namespace"}
-
-
 def run_bulk_workers(megabytes: int, workers: list[int], flows: int,
                      progress: Callable[[str], None] | None = None,
                      run: Callable[[Any], dict[str, Any]] = asyncio.run, ipv6: bool = False) -> dict[str, Any]:
@@ -139,7 +108,7 @@ def run_bulk_workers(megabytes: int, workers: list[int], flows: int,
         say(f"{flows} flows, {n} worker(s), MTU 1500 with offloads: {megabytes} MB per flow each way ...")
         result["workers"][str(n)] = run(through_workers(n, flows, nbytes, ipv6=ipv6))
     say(f"{flows} flows kernel to kernel ...")
-    result["kernel_to_kernel"] = kernel_flows(flows, nbytes, ipv6)
+    result["kernel_to_kernel"] = {"flows": flows, **kernel_flows(flows, nbytes, ipv6)}
     return result
 
 
