@@ -294,12 +294,22 @@ def option_layout(key: int) -> Any:
     return FlatSequence(*head, *flat_fields(OPTION_VALUES[key]))
 
 
+# The timestamp option alone, in the order Linux sends it on every segment after the handshake
+# (NOP, NOP, kind 8, length 10, TSval, TSecr): the tail of the timestamp hot layouts.
+TS_OPTION_FIELDS = (Const(TS_OPTION_PREFIX), Int32ub, Int32ub)
+
+
+def hot_layouts(ip_header: Any) -> tuple[Any, Any]:
+    """The two hot layouts behind an IP header with no IP options or extension headers: the fixed
+    headers alone, and followed by the timestamp option alone."""
+    return layout(ip_header, TCP_HEADER), layout(ip_header, TCP_HEADER, *TS_OPTION_FIELDS)
+
+
 IPV4_FIELDS = field_names(IPV4_HEADER)
 TCP_FIELDS = field_names(TCP_HEADER)
 IPV4_LAYOUT = layout(IPV4_HEADER)
 TCP_LAYOUT = layout(TCP_HEADER)
-PLAIN_LAYOUT = layout(IPV4_HEADER, TCP_HEADER)
-TS_LAYOUT = layout(IPV4_HEADER, TCP_HEADER, Const(TS_OPTION_PREFIX), Int32ub, Int32ub)
+PLAIN_LAYOUT, TS_LAYOUT = hot_layouts(IPV4_HEADER)
 PLAIN_LAYOUT_SIZE = IPV4_MIN_HEADER + TCP_MIN_HEADER
 TS_LAYOUT_SIZE = PLAIN_LAYOUT_SIZE + TS_OPTION_SIZE
 
@@ -308,8 +318,7 @@ IPV6_FIELDS = field_names(IPV6_HEADER)
 IPV6_LAYOUT = layout(IPV6_HEADER)
 IPV6_EXT_LAYOUT = layout(IPV6_EXT_PREFIX)
 IPV6_FRAGMENT_LAYOUT = layout(IPV6_FRAGMENT_EXT)
-PLAIN6_LAYOUT = layout(IPV6_HEADER, TCP_HEADER)
-TS6_LAYOUT = layout(IPV6_HEADER, TCP_HEADER, Const(TS_OPTION_PREFIX), Int32ub, Int32ub)
+PLAIN6_LAYOUT, TS6_LAYOUT = hot_layouts(IPV6_HEADER)
 PLAIN6_LAYOUT_SIZE = IPV6_HEADER_SIZE + TCP_MIN_HEADER
 TS6_LAYOUT_SIZE = PLAIN6_LAYOUT_SIZE + TS_OPTION_SIZE
 
@@ -349,7 +358,7 @@ def _syn_shape() -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
 SYN_SHAPE_AT, SYN_SHAPE, SYN_VALUES_AT = _syn_shape()
 
 # The same blocks without the IPv4 header: what the builder packs before it knows the checksum.
-TCP_TS_LAYOUT = layout(TCP_HEADER, Const(TS_OPTION_PREFIX), Int32ub, Int32ub)
+TCP_TS_LAYOUT = layout(TCP_HEADER, *TS_OPTION_FIELDS)
 TCP_SYN_LAYOUT = FlatSequence(*TCP_LAYOUT.subcons, *_SYN_OPTION_FIELDS)
 
 
