@@ -7,13 +7,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from stack.cli.control import remove_stale_socket
 from stack.link.netns import reap_stale
-from tests.cli.serving import CONTROL_DIR, REPO, Serve
+from tests.cli.serving import REPO, Serve, control_socket
 
 
 @pytest.fixture
@@ -45,4 +44,4 @@ def serve() -> Iterator[Callable[..., Serve]]:
         reap_stale()
         for s in started:
             if s.netns:
-                remove_stale_socket(str(Path(CONTROL_DIR, f"{s.netns}.sock")))
+                remove_stale_socket(str(control_socket(s.netns)))

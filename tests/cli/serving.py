@@ -3,6 +3,7 @@ in conftest.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -13,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +37,22 @@ def tcpstack(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[s
 
 def netns_exists(name: str) -> bool:
     return os.path.exists(f"/run/netns/{name}")
+
+
+def control_socket(netns: str) -> Path:
+    """Where a serve in `netns` listens for `ss` and `stats`."""
+    return Path(CONTROL_DIR, f"{netns}.sock")
+
+
+def assert_cleaned_up(netns: str) -> None:
+    """A serve that stopped left neither its namespace nor its control socket behind."""
+    assert not netns_exists(netns)
+    assert not control_socket(netns).exists()
+
+
+def read_trace(path: Path) -> list[dict[str, Any]]:
+    """The records of a --trace file (JSON lines)."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 class Serve:
@@ -79,12 +97,42 @@ def unique_netns(tag: str) -> str:
     return f"tcpcli-{tag}-{os.getpid()}"
 
 
-def kernel_connect(netns: str, port: int) -> socket.socket:
-    sock = netns_socket(netns)
+def kernel_connect(netns: str, port: int, addr: str = STACK_ADDR, local_port: int | None = None) -> socket.socket:
+    """A kernel socket in `netns` connected to `addr`:`port` (IPv6 when the address is), from
+    `local_port` when given."""
+    sock = netns_socket(netns, socket.AF_INET6 if ":" in addr else socket.AF_INET)
     sock.setblocking(True)
     sock.settimeout(5.0)
-    sock.connect((STACK_ADDR, port))
+    if local_port is not None:
+        sock.bind(("", local_port))
+    sock.connect((addr, port))
     return sock
+
+
+def stack_closes_first(netns: str, i: int) -> int:
+    """reply-close (port 8): our message comes back, then the stack's FIN; we close after it.
+    The kernel's port of the connection."""
+    msg = f"stack closes {i}".encode()
+    with kernel_connect(netns, 8) as sock:
+        sock.sendall(msg)
+        assert read_to_eof(sock) == msg
+        local_port: int = sock.getsockname()[1]
+    return local_port
+
+
+def kernel_closes_first(netns: str, i: int) -> None:
+    """echo: read the echo, then our FIN first; the stack closes after it."""
+    msg = f"kernel closes {i}".encode()
+    with kernel_connect(netns, 7) as sock:
+        sock.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            chunk = sock.recv(65536)
+            assert chunk, "echo closed before echoing"
+            got += chunk
+        assert got == msg
+        sock.shutdown(socket.SHUT_WR)
+        assert read_to_eof(sock) == b""
 
 
 def read_to_eof(sock: socket.socket) -> bytes:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.cli.serving import (
-    CONTROL_DIR,
     Serve,
+    control_socket,
     kernel_connect,
     needs_kernel,
     netns_exists,
@@ -78,7 +78,7 @@ def killed_serve(serve: Callable[..., Serve]) -> tuple[str, Path]:
     s.wait_ready()
     assert s.netns is not None
     assert s.stop(signal.SIGKILL) == -signal.SIGKILL
-    sock = Path(CONTROL_DIR, f"{s.netns}.sock")
+    sock = control_socket(s.netns)
     assert netns_exists(s.netns) and sock.is_socket()
     return s.netns, sock
 

@@ -23,8 +23,15 @@ import pytest
 
 from stack.observe.pcap import read_pcap
 from stack.observe.trace import read_trace
-from tests.cli.serving import REPO, Serve, needs_kernel, netns_exists, unique_netns
-from tests.cli.test_serve_ss_stats import kernel_closes_first, stack_closes_first
+from tests.cli.serving import (
+    REPO,
+    Serve,
+    kernel_closes_first,
+    needs_kernel,
+    netns_exists,
+    stack_closes_first,
+    unique_netns,
+)
 
 STACK = "198.18.0.2"
 TCPDUMP = shutil.which("tcpdump")

@@ -6,25 +6,24 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from stack.link.nsenter import netns_socket
-from tests.cli.serving import Serve, needs_kernel, read_to_eof, ss_lines, tcpstack, unique_netns, wait_for
+from tests.cli.serving import (
+    Serve,
+    kernel_connect,
+    needs_kernel,
+    read_to_eof,
+    ss_lines,
+    tcpstack,
+    unique_netns,
+    wait_for,
+)
 
 pytestmark = [needs_kernel, pytest.mark.kernel]
-
-
-def connect6(netns: str, addr: str, port: int) -> socket.socket:
-    sock = netns_socket(netns, socket.AF_INET6)
-    sock.setblocking(True)
-    sock.settimeout(5.0)
-    sock.connect((addr, port))
-    return sock
 
 
 def test_serve_ipv6_answers_a_kernel_client_and_ss_shows_it(serve: Callable[..., Serve], tmp_path: Path) -> None:
@@ -33,17 +32,15 @@ def test_serve_ipv6_answers_a_kernel_client_and_ss_shows_it(serve: Callable[...,
     s = serve("--ipv6", "--app", "echo", "--port", "7", "--app", "reply-close", "--port", "8", "--pcap", str(pcap),
               "--msl", "20", netns=name)
     assert s.wait_ready() == f"ready netns={name} addr=2001:2::2 peer=2001:2::1"
-    held = connect6(name, "2001:2::2", 7)
+    held = kernel_connect(name, 7, "2001:2::2")
     held.sendall(b"ping6")
     assert held.recv(5) == b"ping6"
-    closer = connect6(name, "2001:2::2", 8)
+    closer = kernel_connect(name, 8, "2001:2::2")
     closer.sendall(b"hello\n")
     read_to_eof(closer)  # the stack closes first: its TIME-WAIT is an IPv6 record
     closer.close()
     # The same serve answers over IPv4 as well.
-    v4 = netns_socket(name)
-    v4.settimeout(5.0)
-    v4.connect(("198.18.0.2", 7))
+    v4 = kernel_connect(name, 7)
     v4.sendall(b"ping4")
     assert v4.recv(5) == b"ping4"
     kport = held.getsockname()[1]

@@ -24,14 +24,18 @@ from pathlib import Path
 import pytest
 
 from tests.cli.serving import (
-    CONTROL_DIR,
     STACK_ADDR,
     Serve,
+    assert_cleaned_up,
+    control_socket,
+    kernel_closes_first,
     kernel_connect,
     needs_kernel,
     netns_exists,
     read_to_eof,
+    read_trace,
     ss_lines,
+    stack_closes_first,
     tcpstack,
     unique_netns,
     wait_for,
@@ -39,31 +43,6 @@ from tests.cli.serving import (
 
 N_STACK_CLOSES = 3  # connections to reply-close (port 8): the stack closes first -> its TIME-WAIT
 M_KERNEL_CLOSES = 2  # connections to echo (port 7): the kernel closes first -> the kernel's TIME-WAIT
-
-
-def stack_closes_first(netns: str, i: int) -> None:
-    """reply-close: our message comes back, then the stack's FIN; we close after it."""
-    msg = f"stack closes {i}".encode()
-    with kernel_connect(netns, 8) as sock:
-        sock.sendall(msg)
-        assert read_to_eof(sock) == msg
-
-
-
-def kernel_closes_first(netns: str, i: int) -> None:
-    """echo: read the echo, then our FIN first; the stack closes after it."""
-    msg = f"kernel closes {i}".encode()
-    with kernel_connect(netns, 7) as sock:
-        sock.sendall(msg)
-        got = b""
-        while len(got) < len(msg):
-            chunk = sock.recv(65536)
-            assert chunk, "echo closed before echoing"
-            got += chunk
-        assert got == msg
-        sock.shutdown(socket.SHUT_WR)
-        assert read_to_eof(sock) == b""
-
 
 
 def check_fin_exchange(pcap: Path) -> None:
@@ -96,7 +75,7 @@ def test_serve_time_wait_ss_stats_and_shutdown(serve: Callable[..., Serve], tmp_
     s = serve("--app", "echo", "--port", "7", "--app", "reply-close", "--port", "8", "--msl", "5",
               "--pcap", str(pcap), "--trace", str(trace), netns=name)
     assert s.wait_ready() == f"ready netns={name} addr=198.18.0.2 peer=198.18.0.1"
-    control = Path(CONTROL_DIR, f"{name}.sock")
+    control = control_socket(name)
     assert control.is_socket() and control.stat().st_mode & 0o777 == 0o600
 
     t0 = time.monotonic()
@@ -150,10 +129,9 @@ def test_serve_time_wait_ss_stats_and_shutdown(serve: Callable[..., Serve], tmp_
     # SIGTERM: exit 0, namespace and control socket gone, capture and trace complete.
     assert s.stop(signal.SIGTERM) == 0
     assert s.proc.stdout is not None and s.proc.stdout.read() == ""  # the ready line was all of stdout
-    assert not netns_exists(name)
-    assert not control.exists()
+    assert_cleaned_up(name)
     check_fin_exchange(pcap)
-    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    records = read_trace(trace)
     states = [(r["old"], r["new"]) for r in records if r["kind"] == "state"]
     assert states.count(("FIN-WAIT-2", "TIME-WAIT")) == N_STACK_CLOSES
     assert states.count(("LAST-ACK", "CLOSED")) == M_KERNEL_CLOSES
@@ -173,8 +151,7 @@ def test_default_name_and_sigint(serve: Callable[..., Serve]) -> None:
     assert len(lines) == 2 and lines[1].split() == ["0", "256", f"{STACK_ADDR}:9", "0.0.0.0:*"]
     assert s.stop(signal.SIGINT) == 130  # Ctrl-C: interrupted, like every command
     assert s.proc.stderr is not None and s.proc.stderr.read() == "tcpstack serve: interrupted\n"
-    assert not netns_exists(s.netns)
-    assert not Path(CONTROL_DIR, f"{s.netns}.sock").exists()
+    assert_cleaned_up(s.netns)
 
 
 @pytest.mark.parametrize(

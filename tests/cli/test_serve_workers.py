@@ -5,7 +5,6 @@ reported while the other keeps serving, and SIGINT stops everything and cleans u
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -13,18 +12,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from stack.link.nsenter import netns_socket
 from stack.link.steering import owner
 from stack.observe.pcap import read_pcap
 from tests.cli.serving import (
-    CONTROL_DIR,
-    STACK_ADDR,
     Serve,
+    assert_cleaned_up,
     kernel_connect,
     needs_kernel,
-    netns_exists,
-    read_to_eof,
+    read_trace,
     ss_lines,
+    stack_closes_first,
     tcpstack,
     unique_netns,
     wait_for,
@@ -42,12 +39,7 @@ def test_serve_two_workers_merges_tables_captures_and_survives_a_dead_worker(
     s = serve("--workers", "2", "--app", "reply-close", "--port", "8", "--app", "echo", "--port", "7",
               "--pcap", str(pcap), "--trace", str(trace), netns=netns)
     s.wait_ready()
-    ports = []
-    for i in range(N):
-        with kernel_connect(netns, 8) as sock:
-            sock.sendall(f"m{i}".encode())
-            assert read_to_eof(sock) == f"m{i}".encode()
-            ports.append(sock.getsockname()[1])
+    ports = [stack_closes_first(netns, i) for i in range(N)]
     by_worker = [sum(1 for p in ports if owner(p, 8, 2) == w) for w in (0, 1)]
     assert min(by_worker) > 0, by_worker  # the kernel's ports spread the flows over both workers
 
@@ -68,24 +60,19 @@ def test_serve_two_workers_merges_tables_captures_and_survives_a_dead_worker(
     # Flows of worker 0 (local ports chosen so) are still served; worker 1's would go unanswered.
     live_ports = [p for p in range(40000, 40400) if owner(p, 7, 2) == 0][:20]
     for port in live_ports:
-        with netns_socket(netns) as sock:
-            sock.setblocking(True)
-            sock.settimeout(5.0)
-            sock.bind(("198.18.0.1", port))
-            sock.connect((STACK_ADDR, 7))
+        with kernel_connect(netns, 7, local_port=port) as sock:
             sock.sendall(b"still here")
             assert sock.recv(100) == b"still here"
 
     assert s.stop(signal.SIGINT) == 130
     stderr = s.proc.stderr.read() if s.proc.stderr else ""
     assert "worker 1 exited" in stderr
-    assert not netns_exists(netns)
-    assert not Path(CONTROL_DIR, f"{netns}.sock").exists()
+    assert_cleaned_up(netns)
     assert not any(p.name.startswith(".run.") for p in tmp_path.iterdir())  # parts merged and removed
     records = read_pcap(pcap)
     times = [t for t, _ in records]
     assert len(records) >= N * 6 and times == sorted(times)
-    lines = [json.loads(line) for line in trace.read_text().splitlines()]
+    lines = read_trace(trace)
     assert [r["time"] for r in lines] == sorted(r["time"] for r in lines)
     assert sum(1 for r in lines if r["kind"] == "state" and r["new"] == "TIME-WAIT") == N
 

@@ -18,8 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.serving import REPO, STACK_ADDR, Serve, kernel_connect, needs_kernel, tcpstack, unique_netns
-from tests.cli.test_serve_ss_stats import stack_closes_first
+from tests.cli.serving import (
+    REPO,
+    STACK_ADDR,
+    Serve,
+    kernel_connect,
+    needs_kernel,
+    stack_closes_first,
+    tcpstack,
+    unique_netns,
+)
 
 
 @pytest.fixture
