@@ -83,7 +83,12 @@ class SendBuffer:
     def slice(self, seq: int, n: int) -> bytes:
         """`n` bytes starting at sequence number `seq` (which must lie inside the buffer)."""
         offset = seq_sub(seq, self.seq)
-        return bytes(self.data[offset : offset + n])
+        if n < 8192:
+            return bytes(self.data[offset : offset + n])  # two small copies beat making a view
+        # A large segment (TSO): through a view, one copy instead of a bytearray slice and then
+        # its bytes. The view is released at once, so the buffer can still resize (ack_to, append).
+        with memoryview(self.data) as view:
+            return bytes(view[offset : offset + n])
 
     def push_in(self, seq: int, n: int) -> bool:
         """Whether the `n` bytes from `seq` contain the end of a write (the segment gets PSH)."""
