@@ -74,13 +74,21 @@ def gso_packet(packet: bytes, mss: int) -> bytes:
     GSO wants CHECKSUM_PARTIAL: the checksum field carries the pseudo-header sum over the whole
     length (Linux recomputes it per piece), and csum_start/offset say where to finish it."""
     ihl, pseudo = _ip_header_and_pseudo_sum(packet)
-    thl = (packet[ihl + 12] >> 4) * 4
-    gso_type = GSO_TCPV6 if ihl == IPV6_HEADER_LEN and packet[0] >> 4 == 6 else GSO_TCPV4
     at = HEADER_LEN + ihl + TCP_CHECKSUM_OFFSET
     frame = bytearray(HEADER_LEN + len(packet))  # one copy of the 64 KB, not a slice and a join
-    HEADER.pack_into(frame, 0, NEEDS_CSUM, gso_type, ihl + thl, mss, ihl, TCP_CHECKSUM_OFFSET)
+    frame[:HEADER_LEN] = gso_header(packet, mss)
     frame[HEADER_LEN:] = packet
     frame[at : at + 2] = pseudo.to_bytes(2, "big")
     return frame  # type: ignore[return-value]  # os.write takes any buffer
+
+
+def gso_header(head: bytes | bytearray, mss: int) -> bytes:
+    """The virtio-net header asking the kernel to split the TCP segment that starts with `head`
+    (its IP and TCP headers) into `mss`-sized ones and to finish the checksum, which must hold
+    the pseudo-header sum (stack.wire.build_head_partial writes it so)."""
+    v6 = head[0] >> 4 == 6
+    ihl = IPV6_HEADER_LEN if v6 else (head[0] & 0x0F) * 4
+    thl = (head[ihl + 12] >> 4) * 4
+    return HEADER.pack(NEEDS_CSUM, GSO_TCPV6 if v6 else GSO_TCPV4, ihl + thl, mss, ihl, TCP_CHECKSUM_OFFSET)
 
 

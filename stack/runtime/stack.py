@@ -29,6 +29,7 @@ from stack.tcp.handle import ConnectionHandle
 from stack.tcp.host import Host
 from stack.tcp.states import State
 from stack.wire import MalformedPacket, Reason, build_packet, parse_packet
+from stack.wire.build import build_head_partial
 from stack.wire.icmp import IcmpMessage, build_icmp, parse_icmp
 from stack.wire.segment import Segment
 
@@ -43,7 +44,7 @@ Observer = Callable[..., None]
 
 class PacketLink(Protocol):
     def read_batch(self, max_packets: int = ...) -> list[bytes]: ...
-    def write_batch(self, packets: list[bytes]) -> int: ...
+    def write_batch(self, packets: list[bytes]) -> int: ...  # with `gathers`: parts of a packet as a tuple
 
 
 class Stack:
@@ -91,6 +92,7 @@ class Stack:
         self._fault_timer: asyncio.TimerHandle | None = None
         self.offload = offload  # TSO/checksum offload with the kernel (stack.link.vnet)
         self._vnet = False
+        self._gather = False  # the link writes a packet given in parts (one writev: TunLink)
         # Called with the time after each batch of packets was written to the link: the moment a
         # kernel peer has processed them (a TUN write runs the receive path before returning).
         self.after_write: list[Callable[[float], None]] = []
@@ -176,6 +178,7 @@ class Stack:
                 raise
         self.host = Host((self.addr, self.addr6) if self.addr6 else self.addr, self.config, start=self.loop.time())
         self._vnet = bool(getattr(self.link, "offload", False))
+        self._gather = self._vnet and bool(getattr(self.link, "gathers", False))
         if self._vnet:
             # The kernel splits what we send: segments may carry up to 64 KB whatever the MTU.
             self.host.tso_size = 65535 - 20 - 60
@@ -503,24 +506,42 @@ class Stack:
             return
         now = self.loop.time()
         self._observe_out(now, [seg], [packet], [note])
-        self.link.write_batch([vnet.PLAIN + packet] if self._vnet else [packet])
+        self.link.write_batch(self._vnet_frames([seg], [packet]) if self._vnet else [packet])
         for hook in self.after_write:
             hook(now)
 
     def _vnet_frames(self, segments: list[Segment], packets: list[bytes]) -> list[bytes]:
         """Prefix the virtio-net header: segments beyond the connection's MSS go as GSO for the
         kernel to split; everything else needs nothing (its checksums are complete)."""
-        host = self.host
-        assert host is not None
         frames = []
         for seg, packet in zip(segments, packets, strict=True):
-            if len(seg.payload) > 536:
-                mss = host.send_mss((seg.src_addr, seg.src_port, seg.dst_addr, seg.dst_port)) or self.config.mss - 12
-                if len(seg.payload) > mss:
-                    frames.append(vnet.gso_packet(packet, mss))
-                    continue
-            frames.append(vnet.PLAIN + packet)
+            mss = self._gso_mss(seg)
+            frames.append(vnet.gso_packet(packet, mss) if mss else vnet.PLAIN + packet)
         return frames
+
+    def _gathered_frames(self, segments: list[Segment]) -> list[bytes | tuple[bytes, ...]]:
+        """`_vnet_frames` when nobody needs the packets' bytes (no capture, observer or fault
+        rule): a GSO segment goes as virtio-net header, headers and payload, gathered by the
+        link's writev, with the TCP checksum left to the kernel -- the payload is neither
+        copied nor summed here."""
+        frames: list[bytes | tuple[bytes, ...]] = []
+        for seg in segments:
+            mss = self._gso_mss(seg)
+            if mss:
+                head = build_head_partial(seg)
+                frames.append((vnet.gso_header(head, mss), head, seg.payload))
+            else:
+                frames.append(vnet.PLAIN + build_packet(seg))
+        return frames
+
+    def _gso_mss(self, seg: Segment) -> int:
+        """The MSS the kernel is to split `seg` into, or 0 when it fits one segment as it is."""
+        if len(seg.payload) <= 536:
+            return 0
+        host = self.host
+        assert host is not None
+        mss = host.send_mss((seg.src_addr, seg.src_port, seg.dst_addr, seg.dst_port)) or self.config.mss - 12
+        return mss if len(seg.payload) > mss else 0
 
     def _release_faults(self) -> None:
         """Send on what `reorder` held back once its turn came (by count or by its timeout)."""
@@ -613,8 +634,12 @@ class Stack:
         self._flush()
 
     def _transmit(self, segments: list[Segment]) -> None:
-        packets = [build_packet(seg) for seg in segments]
         faults = self._faults
+        if self._gather and faults is None and not self.observers and self.capture is None:
+            self.link.write_batch(self._gathered_frames(segments))
+            self._after_write()
+            return
+        packets = [build_packet(seg) for seg in segments]
         notes: list[FaultNote | None] | None = None
         if faults is not None:
             now = self.loop.time()
@@ -636,6 +661,9 @@ class Stack:
         self.link.write_batch(packets)
         if faults is not None:
             self._release_faults()
+        self._after_write()
+
+    def _after_write(self) -> None:
         if self.after_write:
             now = self.loop.time()
             for hook in self.after_write:

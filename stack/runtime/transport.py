@@ -119,9 +119,12 @@ class TcpTransport(asyncio.Transport):
         if not self._reading or self._lost:
             return
         conn = self._conn
-        data = conn.receive(self._stack.now())
-        if data:
+        # Piece by piece as the segments came (a 64 KB segment is handed on without a copy); all
+        # of it now, as one joined read would have been, unless the protocol closes meanwhile.
+        for data in conn.receive_chunks(self._stack.now()):
             self._protocol.data_received(data)  # type: ignore[attr-defined]
+            if self._lost or self._closing:
+                break
         if conn.eof and not conn.recv_queue_len and not self._eof_seen and self._reading and not self._lost:
             self._eof_seen = True
             keep_open = self._protocol.eof_received()  # type: ignore[attr-defined]

@@ -83,7 +83,12 @@ class SendBuffer:
     def slice(self, seq: int, n: int) -> bytes:
         """`n` bytes starting at sequence number `seq` (which must lie inside the buffer)."""
         offset = seq_sub(seq, self.seq)
-        return bytes(self.data[offset : offset + n])
+        if n < 8192:
+            return bytes(self.data[offset : offset + n])  # two small copies beat making a view
+        # A large segment (TSO): through a view, one copy instead of a bytearray slice and then
+        # its bytes. The view is released at once, so the buffer can still resize (ack_to, append).
+        with memoryview(self.data) as view:
+            return bytes(view[offset : offset + n])
 
     def push_in(self, seq: int, n: int) -> bool:
         """Whether the `n` bytes from `seq` contain the end of a write (the segment gets PSH)."""
@@ -208,6 +213,31 @@ class ReceiveQueue:
             if self.pool is not None:
                 self.pool.charge(len(data))
 
+    def take_chunks(self, join_below: int = 16384) -> list[bytes]:
+        """All in-order data, as the segments brought it: a segment of `join_below` bytes or more
+        is handed on as the very object that arrived (a 64 KB GSO segment is not copied again),
+        a run of smaller ones is joined into one piece (one call for many small segments)."""
+        chunks = self._chunks
+        if chunks is None:
+            return []
+        self._chunks = None
+        pieces: list[bytes] = []
+        run: list[bytes] = []
+        for chunk in chunks:
+            if len(chunk) < join_below:
+                run.append(chunk)
+                continue
+            if run:
+                pieces.append(_joined(run))
+                run = []
+            pieces.append(chunk if type(chunk) is bytes else bytes(chunk))
+        if run:
+            pieces.append(_joined(run))
+        if self.pool is not None:
+            self.pool.charge(-self.ready_len)
+        self.ready_len = 0
+        return pieces
+
     def take(self, max_bytes: int = -1) -> bytes:
         """Up to `max_bytes` of in-order data (all of it when negative), oldest first."""
         chunks = self._chunks
@@ -237,3 +267,8 @@ class ReceiveQueue:
     def sack_blocks(self, limit: int) -> tuple[tuple[int, int], ...]:
         """SACK blocks (RFC 2018 §4): the most recently changed block first, then the others."""
         return self.ooo.sack_blocks(limit) if self.ooo is not None else ()
+
+
+def _joined(parts: list[bytes]) -> bytes:
+    data = parts[0] if len(parts) == 1 else b"".join(parts)
+    return data if type(data) is bytes else bytes(data)

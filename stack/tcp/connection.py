@@ -72,6 +72,16 @@ class Connection(Tcb):
             window_update_after_read(self, ctx)
         return data
 
+    def receive_chunks(self, ctx: Context) -> list[bytes]:
+        """RECEIVE of everything, in the pieces it arrived in (ReceiveQueue.take_chunks): what a
+        driver that hands data on piece by piece takes instead of one joined copy."""
+        if not self.recv.ready_len:
+            return []
+        chunks = self.recv.take_chunks()
+        if self.state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):
+            window_update_after_read(self, ctx)
+        return chunks
+
     def shutdown(self, ctx: Context, read: bool = False, write: bool = True) -> Outcome | None:
         """shutdown(2): SHUT_WR sends our FIN after pending data and keeps receiving; SHUT_RD sends nothing."""
         if read:

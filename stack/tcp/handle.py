@@ -162,6 +162,12 @@ class ConnectionHandle:
         ctx.now = now
         return self._conn.receive(ctx, max_bytes)
 
+    def receive_chunks(self, now: float) -> list[bytes]:
+        """RECEIVE of all in-order data, in the pieces it arrived in (large ones not copied)."""
+        ctx = self._host.ctx
+        ctx.now = now
+        return self._conn.receive_chunks(ctx)
+
     def shutdown(self, now: float, read: bool = False, write: bool = True) -> None:
         """shutdown(2): SHUT_WR sends our FIN after pending data; SHUT_RD sends nothing."""
         conn, host = self._conn, self._host

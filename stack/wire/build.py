@@ -375,6 +375,47 @@ def _build_syn(seg: Segment, src4: bytes, dst4: bytes, ttl: int, ident: int, don
     return head + payload if payload else head
 
 
+def build_head_partial(seg: Segment, *, ttl: int = 64, ident: int = 0, dont_fragment: bool = True) -> bytes:
+    """The IP and TCP headers of `seg` without its payload, for a link that completes the segment
+    itself (TSO through the virtio-net header, stack.link.vnet): the IPv4 header checksum is
+    complete, the TCP checksum field holds only the pseudo-header sum over the whole segment
+    (Linux's CHECKSUM_PARTIAL; the link adds the TCP header and the payload into it). Sent as
+    head + payload, this is `build_packet(seg)` with its TCP checksum left to the link (tests/wire
+    proves it). No payload copy, no checksum pass over it: what a 64 KB segment costs here."""
+    payload_len = len(seg.payload)
+    opts = seg.options
+    src4 = _ADDR_CACHE.get(seg.src_addr) or _addr(seg.src_addr)
+    dst4 = _ADDR_CACHE.get(seg.dst_addr) or _addr(seg.dst_addr)
+    hot = (len(src4) == 4 and len(dst4) == 4 and opts.mss is None and opts.wscale is None
+           and not opts.sack_permitted and not opts.sack_blocks and not opts.unknown)
+    if not hot or payload_len > _MAX_PAYLOAD:
+        # Any other shape (IPv6, other options): the whole packet, cut and patched.
+        packet = build_packet(seg, ttl=ttl, ident=ident, dont_fragment=dont_fragment)
+        family = 6 if len(src4) == 16 else 4
+        head_len = len(packet) - payload_len
+        at = (IPV6_HEADER_SIZE if family == 6 else IPV4_MIN_HEADER) + 16
+        pseudo = _pseudo_sum(src4, dst4, len(packet) - at + 16)
+        return packet[:at] + pseudo.to_bytes(2, "big") + packet[at + 2 : head_len]
+    frag = IP_DF if dont_fragment else 0
+    timestamp = opts.timestamp
+    tcp_len = (PLAIN_LAYOUT_SIZE - IPV4_MIN_HEADER) + (TS_OPTION_SIZE if timestamp is not None else 0) + payload_len
+    total = IPV4_MIN_HEADER + tcp_len
+    ip_sum = _ip_checksum(total, ident, frag, ttl, src4, dst4)
+    pseudo = _pseudo_sum(src4, dst4, tcp_len)
+    if timestamp is None:
+        return _pack_plain(_VERSION_IHL, 0, total, ident, frag, ttl, IPPROTO_TCP, ip_sum, src4, dst4, seg.src_port,
+                           seg.dst_port, seg.seq, seg.ack, _PLAIN_DOFF, seg.flags, seg.window, pseudo, seg.urgent)
+    return _pack_ts(_VERSION_IHL, 0, total, ident, frag, ttl, IPPROTO_TCP, ip_sum, src4, dst4, seg.src_port,
+                    seg.dst_port, seg.seq, seg.ack, _TS_DOFF, seg.flags, seg.window, pseudo, seg.urgent,
+                    TS_OPTION_PREFIX, timestamp[0], timestamp[1])
+
+
+def _pseudo_sum(src: bytes, dst: bytes, tcp_len: int) -> int:
+    """The folded, not inverted, sum of the pseudo-header (RFC 9293 §3.1; RFC 8200 §8.1 for 16-octet
+    addresses, whose 32-bit length and next header sum the same way for lengths below 2^16)."""
+    return ones_complement_sum(src + dst, IPPROTO_TCP + tcp_len)
+
+
 _IP_HEADER_SUMS: dict[tuple[bytes, bytes], int] = {}
 
 
