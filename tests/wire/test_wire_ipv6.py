@@ -14,10 +14,11 @@ from stack.wire import ACK, SYN, MalformedPacket, Reason, Segment, TcpOptions, b
 from stack.wire import headers as h
 from stack.wire.ipv6 import walk_extension_headers
 
-from .test_wire_malformed import parses_or_malformed
+from .test_wire_malformed import parses_or_malformed, random_edits
 from .test_wire_roundtrip import (
     hot_segments,
     reference_parse_options,
+    reference_tcp_header,
     segments,
     tcp_options,
 )
@@ -183,17 +184,7 @@ def test_build_packet_equals_named_structs(seg: Segment, hop_limit: int) -> None
         "src": src6,
         "dst": dst6,
     }
-    tcp = {
-        "src_port": seg.src_port,
-        "dst_port": seg.dst_port,
-        "seq": seg.seq,
-        "ack": seg.ack,
-        "data_offset": (20 + len(options)) // 4 << 4,
-        "flags": seg.flags,
-        "window": seg.window,
-        "checksum": int.from_bytes(pkt[56:58], "big"),  # verified just below
-        "urgent": seg.urgent,
-    }
+    tcp = reference_tcp_header(seg, options, int.from_bytes(pkt[56:58], "big"))  # verified just below
     assert pkt == h.IPV6_HEADER.build(ip) + h.TCP_HEADER.build(tcp) + options + seg.payload
     assert tcp_checksum_ipv6(src6, dst6, pkt[40:]) == 0
 
@@ -434,17 +425,7 @@ def mutated_packets6(draw: st.DrawFn) -> bytearray:
     seg = as_ipv6(draw(segments(options=tcp_options())), draw(addresses6), draw(addresses6))
     chain = draw(st.sampled_from(CHAINS))
     out = with_chain(build_packet(seg), chain)
-    for _ in range(draw(st.integers(1, 4))):
-        at = draw(st.integers(0, max(0, len(out) - 1)))
-        action = draw(st.sampled_from(["set", "truncate", "insert", "delete"]))
-        if action == "set" and out:
-            out[at] = draw(st.integers(0, 255))
-        elif action == "truncate":
-            del out[at:]
-        elif action == "insert":
-            out[at:at] = draw(st.binary(min_size=1, max_size=8))
-        else:
-            del out[at : at + draw(st.integers(1, 8))]
+    random_edits(draw, out, ("set", "truncate", "insert", "delete"))
     return out
 
 

@@ -259,12 +259,14 @@ def test_random_bytes_that_look_like_ipv4_tcp(buf: bytes, ihl: int, verify: bool
     parses_or_malformed(fix_checksums(out), verify)
 
 
-@st.composite
-def mutated_packets(draw: st.DrawFn) -> bytearray:
-    seg = draw(segments())
-    out = bytearray(build_packet(seg))
+EDITS = ("flip", "set", "truncate", "insert", "delete")
+
+
+def random_edits(draw: st.DrawFn, out: bytearray, actions: tuple[str, ...] = EDITS) -> None:
+    """One to four random edits of `out`, in place: flip a bit, set an octet, cut the rest, insert
+    or delete a few octets."""
     for _ in range(draw(st.integers(1, 4))):
-        action = draw(st.sampled_from(["flip", "set", "truncate", "insert", "delete"]))
+        action = draw(st.sampled_from(actions))
         at = draw(st.integers(0, max(0, len(out) - 1)))
         if action == "flip" and out:
             out[at] ^= 1 << draw(st.integers(0, 7))
@@ -276,6 +278,13 @@ def mutated_packets(draw: st.DrawFn) -> bytearray:
             out[at:at] = draw(st.binary(min_size=1, max_size=8))
         elif action == "delete":
             del out[at : at + draw(st.integers(1, 8))]
+
+
+@st.composite
+def mutated_packets(draw: st.DrawFn) -> bytearray:
+    seg = draw(segments())
+    out = bytearray(build_packet(seg))
+    random_edits(draw, out)
     if len(out) >= 20 and draw(st.booleans()):
         # Repair checksums so mutations reach the TCP-level checks and option parsing.
         ihl = (out[0] & 0x0F) * 4

@@ -408,7 +408,16 @@ def assert_built_like_named_structs(seg: Segment, ttl: int, ident: int, df: bool
         "src": src4,
         "dst": dst4,
     }
-    tcp = {
+    tcp = reference_tcp_header(seg, options, int.from_bytes(pkt[36:38], "big"))
+    assert pkt == h.IPV4_HEADER.build(ip) + h.TCP_HEADER.build(tcp) + options + seg.payload
+    assert internet_checksum(pkt[:20]) == 0
+    assert tcp_checksum_ipv4(src4, dst4, pkt[20:]) == 0
+
+
+def reference_tcp_header(seg: Segment, options: bytes, checksum: int) -> dict[str, int]:
+    """TCP_HEADER's fields of `seg` with its option area `options`, for either family; the checksum
+    is the packet's own (the caller verifies it)."""
+    return {
         "src_port": seg.src_port,
         "dst_port": seg.dst_port,
         "seq": seg.seq,
@@ -416,12 +425,9 @@ def assert_built_like_named_structs(seg: Segment, ttl: int, ident: int, df: bool
         "data_offset": (20 + len(options)) // 4 << 4,
         "flags": seg.flags,
         "window": seg.window,
-        "checksum": int.from_bytes(pkt[36:38], "big"),
+        "checksum": checksum,
         "urgent": seg.urgent,
     }
-    assert pkt == h.IPV4_HEADER.build(ip) + h.TCP_HEADER.build(tcp) + options + seg.payload
-    assert internet_checksum(pkt[:20]) == 0
-    assert tcp_checksum_ipv4(src4, dst4, pkt[20:]) == 0
 
 
 def reference_parse_packet(pkt: bytes) -> Segment:
