@@ -33,6 +33,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable
 from functools import partial
 from typing import Any
 
@@ -205,6 +206,19 @@ def run(args: argparse.Namespace) -> int:
         session.close_files()
 
 
+async def _started(start: Awaitable[None], what: str) -> None:
+    """Wait for the stack or the worker pool to start; whatever stops it is one line for the user
+    (a namespace in use, no TUN device, a bad address, a worker that died starting)."""
+    try:
+        await start
+    except NetnsBusy as exc:
+        raise CliError(f"{exc}") from None
+    except LinkUnavailable as exc:
+        raise CliError(exc.reason) from None
+    except (NetnsError, OSError, ValueError, WorkerGone) as exc:
+        raise CliError(f"cannot start {what}: {exc}") from None
+
+
 class Session:
     """One serve run: the stack, its servers, recorders and control socket, and their teardown."""
 
@@ -302,14 +316,7 @@ class Session:
                       addr6=v6[0] if v6 else None, peer_addr6=v6[1] if v6 else None, prefix6=PREFIX6,
                       netns=args.netns, faults=self.faults, offload=args.offload, pcap=self.pcap, trace=self.trace,
                       stats_log=args.stats_log)
-        try:
-            await stack.start()
-        except NetnsBusy as exc:
-            raise CliError(f"{exc}") from None
-        except LinkUnavailable as exc:
-            raise CliError(exc.reason) from None
-        except (NetnsError, OSError, ValueError) as exc:
-            raise CliError(f"cannot start the stack: {exc}") from None
+        await _started(stack.start(), "the stack")
         self.stack = stack
         servers: list[Server] = []
         for app, port in self.apps:
@@ -328,14 +335,7 @@ class Session:
                              addr6=v6[0] if v6 else None, peer_addr6=v6[1] if v6 else None, prefix6=PREFIX6,
                              offload=args.offload, faults=self.faults, pcap=args.pcap, trace=args.trace)
         pool = Workers(args.workers, partial(serve_apps, self.apps), opts, netns=args.netns)
-        try:
-            await pool.start()
-        except NetnsBusy as exc:
-            raise CliError(f"{exc}") from None
-        except LinkUnavailable as exc:
-            raise CliError(exc.reason) from None
-        except (NetnsError, OSError, ValueError, WorkerGone) as exc:
-            raise CliError(f"cannot start the workers: {exc}") from None
+        await _started(pool.start(), "the workers")
         self.pool = pool
         self._watch = asyncio.get_running_loop().create_task(self._watch_workers(pool))
         path = args.control or default_path(pool.netns or "?")
