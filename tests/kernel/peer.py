@@ -202,6 +202,29 @@ async def kernel_server(netns: str, port: int, handler, addr: str = KERNEL_ADDR)
     return await asyncio.start_server(handler, sock=sock)
 
 
+async def echo_until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chunk: int = 65536) -> None:
+    """The stack's echo server of these tests: echo what comes, close after the peer's FIN."""
+    while data := await reader.read(chunk):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+async def send_and_read_back(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, blob: bytes) -> bytes:
+    """Write `blob` and the kernel's FIN while reading the echo to its end, at the same time (one
+    after the other, both sides' buffers would fill and stall); what came back."""
+
+    async def send() -> None:
+        writer.write(blob)
+        await writer.drain()
+        writer.write_eof()
+
+    sender = asyncio.create_task(send())
+    got = await reader.read()
+    await sender
+    return got
+
+
 async def wait_for(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout

@@ -25,7 +25,7 @@ from stack.tcp.states import State
 from stack.wire import ACK, Segment, build_packet
 from stack.wire.icmp import ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, IcmpMessage, build_icmp
 from tests.kernel.conftest import requires_kernel_link
-from tests.kernel.peer import KERNEL_ADDR, STACK_ADDR, kernel_connect, running_stack, wait_for
+from tests.kernel.peer import KERNEL_ADDR, STACK_ADDR, echo_until_eof, kernel_connect, running_stack, wait_for
 
 pytestmark = [requires_kernel_link, pytest.mark.kernel]
 needs_ping = pytest.mark.skipif(shutil.which("ping") is None, reason="ping (iputils-ping) is not installed")
@@ -205,14 +205,7 @@ def test_blind_spray_of_spoofed_errors_changes_nothing() -> None:
         async with running_stack() as (stack, _log):
             ns = stack.netns
             assert ns is not None
-
-            async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-                writer.close()
-
-            await stack.start_server(echo, 7)
+            await stack.start_server(echo_until_eof, 7)
             reader, writer, kport = await kernel_connect(ns, 7)
             await wait_for(lambda: stack.state_of(7, (KERNEL_ADDR, kport)) is State.ESTABLISHED)
             key = (STACK_ADDR, 7, KERNEL_ADDR, kport)

@@ -17,10 +17,12 @@ from tests.kernel import peer
 from tests.kernel.conftest import requires_kernel_link
 from tests.kernel.peer import (
     Fam,
+    echo_until_eof,
     kernel_connect,
     kernel_server,
     kernel_states,
     running_stack,
+    send_and_read_back,
     wait_for,
     wait_kernel_state,
 )
@@ -33,13 +35,6 @@ PORT = 7
 
 def run(coro):  # type: ignore[no-untyped-def]
     peer.run_test(coro, 60)
-
-
-async def echo_until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
 
 
 def test_1_kernel_client_closes_first(fam: Fam) -> None:
@@ -301,15 +296,7 @@ def test_8_isn_near_wrap_one_megabyte_each_way(fam: Fam) -> None:
             await stack.start_server(echo_until_eof, PORT)
             r, w, _kport = await kernel_connect(ns, PORT, fam.stack)
             blob = bytes((i * 31) & 0xFF for i in range(1 << 20))
-
-            async def send() -> None:
-                w.write(blob)
-                await w.drain()
-                w.write_eof()
-
-            sender = asyncio.create_task(send())
-            got = await r.read()
-            await sender
+            got = await send_and_read_back(r, w, blob)
             assert got == blob
             w.close()
             await wait_for(lambda: not stack.host.connections)  # type: ignore[union-attr]

@@ -4,23 +4,16 @@ with faults too (a corrupt fault must still be caught although the kernel leaves
 
 from __future__ import annotations
 
-import asyncio
+from functools import partial
 
 import pytest
 
 from stack.faults import FaultEngine
 from stack.tcp.config import Config
 from tests.kernel.conftest import requires_kernel_link
-from tests.kernel.peer import Fam, kernel_connect, run_test, running_stack
+from tests.kernel.peer import Fam, echo_until_eof, kernel_connect, run_test, running_stack, send_and_read_back
 
 pytestmark = [requires_kernel_link, pytest.mark.kernel, pytest.mark.usefixtures("stack_workers")]
-
-
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(1 << 20):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
 
 
 @pytest.mark.parametrize("faults", [None, "corrupt in p=0.02 seed=5"])
@@ -32,18 +25,10 @@ def test_offloaded_echo_of_8_megabytes(faults: str | None, fam: Fam) -> None:
             sizes: list[int] = []
             stack.observers.append(lambda kind, t, *rest: sizes.append(len(rest[0].payload))
                                    if kind in ("in", "out") else None)
-            await stack.start_server(echo, 7)
+            await stack.start_server(partial(echo_until_eof, chunk=1 << 20), 7)
             r, w, _ = await kernel_connect(stack.netns, 7, fam.stack)
             blob = bytes((i * 7) & 0xFF for i in range(8 << 20))
-
-            async def send() -> None:
-                w.write(blob)
-                await w.drain()
-                w.write_eof()
-
-            sender = asyncio.create_task(send())
-            got = await r.read()
-            await sender
+            got = await send_and_read_back(r, w, blob)
             w.close()
             assert got == blob
             assert max(sizes) > 10 * 1460  # GSO: segments far beyond the MTU, both ways

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from stack.bench.cps import EchoProtocol
 from stack.bench.loadgen import EchoServer
 from stack.link.nsenter import netns_socket
 from stack.link.steering import flow_hash, load_steering_program, owner
@@ -49,22 +50,11 @@ FROM_KERNEL = 120  # connections the kernel opens toward the stack
 IDLE = 3.5  # longer than TUN_FLOW_EXPIRE (3 s)
 
 
-class Echo(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: Any = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def eof_received(self) -> bool:
-        return False
-
-
 async def _serve_and_connect(kernel: str, stack: Stack) -> dict[str, Any]:
     """In every worker: echo servers on PORT..PORT+3, and PER_WORKER connections to the kernel at
     `kernel` that talk, sit idle past the flow-table expiry, talk again and close."""
     for i in range(4):
-        await stack.create_server(Echo, PORT + i)
+        await stack.create_server(EchoProtocol, PORT + i)
     await asyncio.sleep(0.5)  # the parent starts the kernel's echo server meanwhile
     streams = []
     ports = []
@@ -218,7 +208,7 @@ def test_the_steering_program_hashes_tcp_and_the_tcp_an_icmp_error_quotes(
 
 
 async def _listen(stack: Stack) -> None:
-    await stack.create_server(Echo, PORT)
+    await stack.create_server(EchoProtocol, PORT)
 
 
 @pytest.mark.kernel
