@@ -169,7 +169,7 @@ class Workers:
                 self._ready.append(loop.create_future())
                 self._listen(index)
             # Each worker says "ready" once its listeners exist: only then may the kernel connect.
-            for reply in await asyncio.wait_for(asyncio.gather(*self._ready), ASK_TIMEOUT):
+            for reply in await all_within(self._ready, ASK_TIMEOUT):
                 if isinstance(reply, BaseException):
                     raise reply
         except BaseException:
@@ -232,7 +232,7 @@ class Workers:
             except OSError as exc:
                 fut.set_result(WorkerGone(str(exc)))
         try:
-            return list(await asyncio.wait_for(asyncio.gather(*futures), timeout))
+            return await all_within(futures, timeout)
         finally:
             for fut in futures:
                 for ident, (_w, f) in list(self._owner.items()):
@@ -318,6 +318,19 @@ class Workers:
                 merge_pcaps([part_path(opts.pcap, i) for i in range(self.count)], opts.pcap)
             if opts.trace is not None:
                 merge_traces([part_path(opts.trace, i) for i in range(self.count)], opts.trace)
+
+
+async def all_within(futures: list[asyncio.Future[Any]], timeout: float) -> list[Any]:
+    """Every future's result, within `timeout` seconds. When the wait ends early (a timeout, or
+    the caller was cancelled: the live sampler is, at the end of every benchmark run), wait_for
+    cancels the gathered future and never looks at its outcome; looking at it here keeps asyncio
+    from reporting "_GatheringFuture exception was never retrieved" on the terminal."""
+    gathered = asyncio.gather(*futures)
+    try:
+        return list(await asyncio.wait_for(gathered, timeout))
+    finally:
+        if gathered.done() and not gathered.cancelled():
+            gathered.exception()
 
 
 class WorkerGone(Exception):

@@ -3,7 +3,9 @@ ownership in the host (TCPMisrouted, no RST; local ports), seeds per worker, and
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import random
 import struct
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 from stack.link.steering import _program, flow_hash, owner
 from stack.observe.merge import merge_pcaps, merge_traces
 from stack.observe.pcap import PcapWriter, read_pcap
-from stack.runtime.workers import derive_seed, part_path, worker_count
+from stack.runtime.workers import all_within, derive_seed, part_path, worker_count
 from stack.tcp.config import Config
 from stack.tcp.host import Host
 from stack.wire.segment import SYN, Segment
@@ -99,3 +101,27 @@ def test_merge_puts_every_workers_records_in_time_order(tmp_path: Path) -> None:
     merge_traces(parts, str(tmp_path / "all.jsonl"))
     times = [json.loads(line)["time"] for line in (tmp_path / "all.jsonl").read_text().splitlines()]
     assert times == sorted(times) and len(times) == 6
+
+
+def test_all_within_leaves_nothing_unretrieved_when_cut_short(caplog: pytest.LogCaptureFixture) -> None:
+    import gc
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        never = [loop.create_future(), loop.create_future()]
+        with pytest.raises(TimeoutError):
+            await all_within(never, 0.01)
+        # Cancelled while waiting, as the benchmark's sampler is at the end of a run.
+        waiting = asyncio.ensure_future(all_within([loop.create_future()], 5))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        done = [loop.create_future()]
+        done[0].set_result(7)
+        assert await all_within(done, 1) == [7]
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio.run(main())
+        gc.collect()
+    assert "never retrieved" not in caplog.text
