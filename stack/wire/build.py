@@ -27,7 +27,6 @@ import socket
 import struct
 from collections.abc import Callable
 from io import BytesIO
-from typing import Any
 
 from construct import ConstructError
 
@@ -70,7 +69,6 @@ from stack.wire.headers import (
     TCP_SYN_LAYOUT,
     TCP_TS_LAYOUT,
     TS6_CODEC,
-    TS_CODEC,
     TS_LAYOUT,
     TS_OPTION_PREFIX,
     TS_OPTION_SIZE,
@@ -79,19 +77,16 @@ from stack.wire.headers import (
 from stack.wire.segment import Segment, TcpOptions
 
 _build_plain = PLAIN_CODEC.build_into
-_build_ts = TS_CODEC.build_into
 _build_option = OPTION_CODEC.build_into
 _build_plain6 = PLAIN6_CODEC.build_into
 _build_ts6 = TS6_CODEC.build_into
 
 _VERSION_IHL = IPV4_VERSION << 4 | IPV4_MIN_HEADER >> 2  # 0x45: no IP options are ever sent
 _IP_CHECKSUM_AT = 10
-_TCP_CHECKSUM_AT = IPV4_MIN_HEADER + 16
 _PLAIN_DOFF = (PLAIN_LAYOUT_SIZE - IPV4_MIN_HEADER) >> 2 << 4  # 5 words, in the high nibble
 _TS_DOFF = (PLAIN_LAYOUT_SIZE - IPV4_MIN_HEADER + TS_OPTION_SIZE) >> 2 << 4
 _MAX_PAYLOAD = IP_MAX_TOTAL_LENGTH - PLAIN_LAYOUT_SIZE
 _VERSION_CLASS_FLOW = IPV6_VERSION << IPV6_VERSION_SHIFT  # traffic class 0, flow label 0
-_TCP6_CHECKSUM_AT = IPV6_HEADER_SIZE + 16
 _MAX_PAYLOAD_LENGTH = 0xFFFF  # RFC 8200 §3: 16 bits; no jumbograms (RFC 2675) are sent
 
 # Interpreted options are written by their compiled `OPTION_LAYOUTS` FlatSequence (proven equal
@@ -206,31 +201,14 @@ def build_packet(seg: Segment, *, ttl: int = 64, ident: int = 0, dont_fragment: 
             return _build_hot(seg, src4, dst4, ttl, ident, dont_fragment)
         except struct.error as exc:
             raise ValueError(f"cannot encode {seg.summary()}: {exc}") from exc
+    # Other options (or the SYN's in another order): construct writes them.
     stream = BytesIO()
-    # Checksums are built as 0 and patched below: RFC 791 §3.1 and RFC 9293 §3.1 both compute
-    # them with the checksum field itself zeroed.
     try:
-        if plain and timestamp is None:
-            total_length = PLAIN_LAYOUT_SIZE + len(payload)
-            doff = _PLAIN_DOFF
-            raw_options = b""
-            build = _build_plain
-            tail: tuple[Any, ...] = ()
-        elif plain and timestamp is not None:
-            total_length = PLAIN_LAYOUT_SIZE + TS_OPTION_SIZE + len(payload)
-            doff = _TS_DOFF
-            raw_options = b""
-            build = _build_ts
-            tail = (None, timestamp[0], timestamp[1])
-        else:
-            raw_options = build_tcp_options(opts)
-            total_length = PLAIN_LAYOUT_SIZE + len(raw_options) + len(payload)
-            if total_length > IP_MAX_TOTAL_LENGTH:
-                raise ValueError(f"packet of {total_length} octets does not fit in one IPv4 datagram")
-            doff = (TCP_MIN_HEADER + len(raw_options)) >> 2 << 4
-            build = _build_plain
-            tail = ()
-        build(
+        raw_options = build_tcp_options(opts)
+        total_length = PLAIN_LAYOUT_SIZE + len(raw_options) + len(payload)
+        if total_length > IP_MAX_TOTAL_LENGTH:
+            raise ValueError(f"packet of {total_length} octets does not fit in one IPv4 datagram")
+        _build_plain(
             (
                 _VERSION_IHL,
                 0,  # TOS
@@ -239,35 +217,41 @@ def build_packet(seg: Segment, *, ttl: int = 64, ident: int = 0, dont_fragment: 
                 IP_DF if dont_fragment else 0,
                 ttl,
                 IPPROTO_TCP,
-                0,  # header checksum, patched below
+                0,  # header checksum, patched by _finish
                 src4,
                 dst4,
                 seg.src_port,
                 seg.dst_port,
                 seg.seq,
                 seg.ack,
-                doff,
+                (TCP_MIN_HEADER + len(raw_options)) >> 2 << 4,
                 seg.flags,
                 seg.window,
-                0,  # TCP checksum, patched below
+                0,  # TCP checksum, patched by _finish
                 seg.urgent,
-                *tail,
             ),
             stream,
             BUILD_CONTEXT,
         )
     except (ConstructError, struct.error, TypeError, IndexError) as exc:
         raise ValueError(f"cannot encode {seg.summary()}: {exc}") from exc
+    return _finish(stream, raw_options, payload, IPV4_MIN_HEADER, tcp_checksum_ipv4, src4, dst4)
+
+
+def _finish(stream: BytesIO, raw_options: bytes, payload: bytes, ip_header: int,
+            tcp_checksum: Callable[[bytes, bytes, memoryview], int], src: bytes, dst: bytes) -> bytes:
+    """Append the options and the payload to the headers in `stream`, then patch the checksums
+    into the finished packet: they were built as 0, as RFC 791 §3.1 and RFC 9293 §3.1 compute
+    them with the field zeroed (IPv6 has no header checksum, RFC 8200 §3)."""
     if raw_options:
         stream.write(raw_options)
     stream.write(payload)
     packet = stream.getvalue()
-    ip_sum = internet_checksum(packet[:IPV4_MIN_HEADER])
-    tcp_sum = tcp_checksum_ipv4(src4, dst4, packet[IPV4_MIN_HEADER:])
-    stream.seek(_IP_CHECKSUM_AT)
-    stream.write(ip_sum.to_bytes(2, "big"))
-    stream.seek(_TCP_CHECKSUM_AT)
-    stream.write(tcp_sum.to_bytes(2, "big"))
+    if ip_header == IPV4_MIN_HEADER:
+        stream.seek(_IP_CHECKSUM_AT)
+        stream.write(internet_checksum(packet[:IPV4_MIN_HEADER]).to_bytes(2, "big"))
+    stream.seek(ip_header + 16)
+    stream.write(tcp_checksum(src, dst, memoryview(packet)[ip_header:]).to_bytes(2, "big"))
     return stream.getvalue()
 
 
@@ -311,7 +295,7 @@ def _build_ipv6(seg: Segment, src6: bytes, dst6: bytes, hop_limit: int) -> bytes
             tcp_header >> 2 << 4,
             seg.flags,
             seg.window,
-            0,  # TCP checksum, patched below
+            0,  # TCP checksum, patched by _finish
             seg.urgent,
         )
         if plain and timestamp is not None:
@@ -320,14 +304,7 @@ def _build_ipv6(seg: Segment, src6: bytes, dst6: bytes, hop_limit: int) -> bytes
             _build_plain6(head, stream, BUILD_CONTEXT)
     except (ConstructError, struct.error, TypeError, IndexError) as exc:
         raise ValueError(f"cannot encode {seg.summary()}: {exc}") from exc
-    if raw_options:
-        stream.write(raw_options)
-    stream.write(payload)
-    packet = stream.getvalue()
-    tcp_sum = tcp_checksum_ipv6(src6, dst6, memoryview(packet)[IPV6_HEADER_SIZE:])
-    stream.seek(_TCP6_CHECKSUM_AT)
-    stream.write(tcp_sum.to_bytes(2, "big"))
-    return stream.getvalue()
+    return _finish(stream, raw_options, payload, IPV6_HEADER_SIZE, tcp_checksum_ipv6, src6, dst6)
 
 
 def _build_hot(seg: Segment, src4: bytes, dst4: bytes, ttl: int, ident: int, dont_fragment: bool) -> bytes:
