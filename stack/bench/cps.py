@@ -232,6 +232,25 @@ def machine_ticks() -> tuple[int, int, int]:
     return total - idle, values[6], total
 
 
+async def settle(quiet_cores: float = 0.15, interval: float = 0.25, longest: float = 15.0) -> float:
+    """Wait until the machine is quiet (below `quiet_cores` busy over one `interval`), at most
+    `longest` seconds; returns how long that took. Deleting the previous case's namespace leaves
+    the kernel freeing its sockets (10^5 TIME-WAIT of them after kernel_to_kernel) for seconds in
+    kernel workers: measured, that ran into the next case's first tenth and made a 60 s run look
+    faster at its end than at its start."""
+    start = time.monotonic()
+    before = machine_ticks()
+    ncpu = os.cpu_count() or 1
+    while time.monotonic() - start < longest:
+        await asyncio.sleep(interval)
+        now = machine_ticks()
+        busy = ncpu * (now[0] - before[0]) / ((now[2] - before[2]) or 1)
+        before = now
+        if busy < quiet_cores:
+            break
+    return time.monotonic() - start
+
+
 def bucket_ms_for(seconds: float) -> int:
     return max(1, int(seconds * 10))  # 100 buckets per run: a tenth is 10 of them
 
@@ -343,6 +362,7 @@ async def run_case(case: str, seconds: float, concurrency: int, *, msl: float = 
     cfg = _config(case, msl)
     bucket_ms = bucket_ms_for(seconds)
     base = BASE_PORT[case]
+    settled = await settle()
     async with Stack(config=cfg) as stack:
         netns = stack.netns
         assert netns is not None and stack.host is not None
@@ -401,7 +421,8 @@ async def run_case(case: str, seconds: float, concurrency: int, *, msl: float = 
     ours = cpu_s / wall + srv_cpu / wall + gen.get("cpu_seconds", 0.0) / elapsed + softirq
     # `other_cores` well above 0 means something else ran on the machine: the rates are low.
     result["machine"] = {"busy_cores": round(busy, 2), "softirq_cores": round(softirq, 2),
-                         "other_cores": round(max(0.0, busy - ours), 2), "cpus": ncpu}
+                         "other_cores": round(max(0.0, busy - ours), 2), "cpus": ncpu,
+                         "settle_seconds": round(settled, 2)}
     if conns and case != "kernel_to_kernel":
         result["segments_per_conn"] = segments_per_conn(stats, conns)
     if "cpu_seconds" in gen:

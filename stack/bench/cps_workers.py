@@ -34,6 +34,7 @@ from stack.bench.cps import (
     load_figures,
     machine_ticks,
     segments_per_conn,
+    settle,
     stack_client_load,
     start_servers,
 )
@@ -99,6 +100,7 @@ async def run_case_workers(case: str, seconds: float, concurrency: int, workers:
         app = partial(_clients, base, ports, seconds, concurrency, workers, bucket_ms, ipv6)
     else:
         app = partial(start_servers, case, base, ports)
+    settled = await settle()
     async with Workers(workers, app, WorkerOptions(config=cfg), hold=True, steering=steering) as pool:
         netns = pool.netns
         assert netns is not None
@@ -148,6 +150,7 @@ async def run_case_workers(case: str, seconds: float, concurrency: int, workers:
     # As run_case: CPU used beyond this run's own processes means the machine was shared.
     ours = result["cpu"] + result.get("loadgen_cpu", 0.0) + result["machine"]["softirq_cores"]
     result["machine"]["other_cores"] = round(max(0.0, result["machine"]["busy_cores"] - ours), 2)
+    result["machine"]["settle_seconds"] = round(settled, 2)
     if case == "kernel_closes_first":
         result.update(peak_time_wait=gen.get("peak_time_wait", -1), time_wait_side="kernel (/proc/net/sockstat)",
                       time_wait_by_tenth=sampler.by_tenth(seconds, 2))
