@@ -342,6 +342,11 @@ class Stack:
     # ---------------------------------------------------------------- driver
     def _host(self) -> Host:
         if self.host is None:
+            if self.pool is not None:
+                # The front of a worker pool has no host of its own: every worker has one.
+                raise RuntimeError(f"this stack runs in {self.workers} worker processes: ask them with "
+                                   "`await stack.pool.counters()` / `await stack.pool.rows()`, or call "
+                                   "this inside the app, which runs in each worker")
             raise RuntimeError("the stack is not started (use `async with Stack(...)`)")
         return self.host
 

@@ -109,6 +109,8 @@ def test_two_workers_steer_both_directions_and_after_idle(_kernel_link_session: 
                 await asyncio.sleep(0.2)
                 per_worker = await pool.ask("stats")
                 total = await pool.counters()
+                with pytest.raises(RuntimeError, match="2 worker processes: ask them"):
+                    front.counters()  # the front has no host: it says where the counters are
         return results, int(out.split()[0]), total, per_worker
 
     results, kernel_ok, total, per_worker = asyncio.run(main())
