@@ -3,8 +3,8 @@
 The send buffer holds every byte from SND.UNA on (sent-but-unacknowledged, then not-yet-sent), so a
 retransmission is a slice. The receive queue holds in-order data the application has not read yet
 and out-of-order blocks waiting for a gap to fill (RFC 9293 §3.10.7.4 SHLD-31), from which the SACK
-blocks of RFC 2018 are derived. CPython's bytearray drops a prefix without moving the rest, so
-acknowledging or reading is cheap.
+blocks of RFC 2018 are derived. Both keep data in the pieces it came in (a write, a segment), so
+queueing, acknowledging and reading move no bytes.
 """
 
 from __future__ import annotations
@@ -26,30 +26,40 @@ class SendBuffer:
     """Bytes from SND.UNA on, and where each write ended (its push mark). With a `MemoryPool`,
     the bytes are charged to it; while the pool is over its hard limit a buffer takes no more than
     `SNDBUF_MIN` (Linux: writes wait for memory, but a socket may always queue a little, so that
-    every connection can make progress)."""
+    every connection can make progress).
 
-    __slots__ = ("_acked", "_marks", "capacity", "data", "pool", "seq")
+    The bytes are kept as the writes brought them, one piece per write, like Linux's skb queue:
+    a `bytes` write is kept as that very object (it cannot change under us), so queueing a 1 MB
+    write copies nothing and acknowledging drops whole pieces; a segment inside one piece is one
+    slice of it. Anything mutable (bytearray, memoryview) is copied when written."""
+
+    __slots__ = ("_acked", "_head", "_len", "_marks", "_pieces", "_starts", "capacity", "pool", "seq")
 
     def __init__(self, capacity: int, seq: int, pool: MemoryPool | None = None) -> None:
         self.capacity = capacity
-        self.data = bytearray()
-        self.seq = seq  # sequence number of data[0]
+        self.seq = seq  # sequence number of the first unacknowledged byte (SND.UNA)
         self.pool = pool
         # Where each write ended, as offsets in the byte stream (bytes written before it plus its
         # own length: no wrap-around), oldest first; dropped once acknowledged. Linux marks the
         # last segment of every write with PSH (tcp_push); so does the sender, from these. Made at
         # the first write: an idle connection keeps no deque.
         self._marks: deque[int] | None = None
-        self._acked = 0  # stream offset of data[0]
+        self._acked = 0  # stream offset of SND.UNA
+        self._len = 0  # bytes from SND.UNA on
+        # The pieces from index `_head` on, and the stream offset each starts at (the first may
+        # start before SND.UNA: partly acknowledged). Made at the first write, as the marks.
+        self._pieces: list[bytes] | None = None
+        self._starts: list[int] | None = None
+        self._head = 0
 
     def __len__(self) -> int:
-        return len(self.data)
+        return self._len
 
     @property
     def free(self) -> int:
-        room = self.capacity - len(self.data)
+        room = self.capacity - self._len
         if self.pool is not None and self.pool.exhausted:
-            room = min(room, SNDBUF_MIN - len(self.data))
+            room = min(room, SNDBUF_MIN - self._len)
         return max(0, room)
 
     def append(self, payload: bytes | bytearray | memoryview, segment: int = 0, half_window: int = 0) -> int:
@@ -61,8 +71,16 @@ class SendBuffer:
         small window deliver a long write early."""
         take = min(len(payload), self.free)
         if take:
-            start = self._acked + len(self.data)
-            self.data += payload[:take] if take < len(payload) else payload
+            start = self._acked + self._len
+            piece = payload if type(payload) is bytes and take == len(payload) else bytes(payload[:take])
+            pieces = self._pieces
+            if pieces is None:
+                self._pieces = [piece]
+                self._starts = [start]
+            else:
+                pieces.append(piece)
+                self._starts.append(start)  # type: ignore[union-attr]  # made with the pieces
+            self._len += take
             marks = self._marks
             if marks is None:
                 marks = self._marks = deque()
@@ -82,13 +100,28 @@ class SendBuffer:
 
     def slice(self, seq: int, n: int) -> bytes:
         """`n` bytes starting at sequence number `seq` (which must lie inside the buffer)."""
-        offset = seq_sub(seq, self.seq)
-        if n < 8192:
-            return bytes(self.data[offset : offset + n])  # two small copies beat making a view
-        # A large segment (TSO): through a view, one copy instead of a bytearray slice and then
-        # its bytes. The view is released at once, so the buffer can still resize (ack_to, append).
-        with memoryview(self.data) as view:
-            return bytes(view[offset : offset + n])
+        pieces = self._pieces
+        starts = self._starts
+        if pieces is None or starts is None or n <= 0:
+            return b""  # e.g. a FIN retransmitted alone
+        at = self._acked + seq_sub(seq, self.seq)  # stream offset
+        n = min(n, self._acked + self._len - at)  # as a slice of the bytes: never past the end
+        if n <= 0:
+            return b""
+        i = bisect_right(starts, at, self._head) - 1
+        piece = pieces[i]
+        offset = at - starts[i]
+        if offset + n <= len(piece):
+            # Inside one write (every segment of a bulk write): one slice, or the write itself.
+            return piece if n == len(piece) else piece[offset : offset + n]
+        parts = [piece[offset:]]
+        need = n - len(parts[0])
+        while need > 0:
+            i += 1
+            piece = pieces[i]
+            parts.append(piece[:need] if need < len(piece) else piece)
+            need -= len(parts[-1])
+        return b"".join(parts)
 
     def push_in(self, seq: int, n: int) -> bool:
         """Whether the `n` bytes from `seq` contain the end of a write (the segment gets PSH)."""
@@ -101,16 +134,32 @@ class SendBuffer:
 
     def ack_to(self, ack: int) -> int:
         """Drop the bytes acknowledged by `ack`; returns how many were dropped."""
-        n = min(max(seq_sub(ack, self.seq), 0), len(self.data))
+        n = min(max(seq_sub(ack, self.seq), 0), self._len)
         if n:
-            del self.data[:n]
             self.seq = seq_add(self.seq, n)
             self._acked += n
+            self._len -= n
+            acked = self._acked
+            pieces = self._pieces
+            starts = self._starts
+            assert pieces is not None and starts is not None
+            head = self._head
+            last = len(pieces)
+            while head < last and starts[head] + len(pieces[head]) <= acked:
+                pieces[head] = b""  # its bytes are freed now, the list shrinks below
+                head += 1
+            if head == last:
+                self._pieces = self._starts = None  # all acknowledged: an idle connection keeps no list
+                head = 0
+            elif head > 32 and head * 2 > last:
+                del pieces[:head], starts[:head]
+                head = 0
+            self._head = head
             marks = self._marks
-            while marks and marks[0] <= self._acked:
+            while marks and marks[0] <= acked:
                 marks.popleft()
             if marks is not None and not marks:
-                self._marks = None  # all acknowledged: an idle connection keeps no deque
+                self._marks = None
             if self.pool is not None:
                 self.pool.charge(-n)
         return n
@@ -118,12 +167,12 @@ class SendBuffer:
     def release(self) -> None:
         """The connection is gone: give its memory back to the pool."""
         if self.pool is not None:
-            if self.data:  # most connections end with nothing queued: no account to settle
-                self.pool.charge(-len(self.data))
+            if self._len:  # most connections end with nothing queued: no account to settle
+                self.pool.charge(-self._len)
             self.pool = None
 
     def end_seq(self) -> int:
-        return seq_add(self.seq, len(self.data))
+        return seq_add(self.seq, self._len)
 
 
 class ReceiveQueue:

@@ -111,11 +111,10 @@ def push(c: Tcb, ctx: Context) -> None:
     if c.state not in SENDING_STATES:
         return
     buf = c.send_buf
-    data = buf.data
     # Unsent bytes: the buffer's length less SND.NXT - its first sequence number (seq_sub written
     # out, here and in the loop: push runs for every segment received and every write).
     sent = (c.snd_nxt - buf.seq) & MASK
-    if len(data) - (sent - MOD if sent > HALF else sent) <= 0 and not c.fin_queued:
+    if len(buf) - (sent - MOD if sent > HALF else sent) <= 0 and not c.fin_queued:
         return  # nothing unsent, no FIN to send: nothing below would act (most calls end here)
     mss = c.send_mss()
     size = max(mss, ctx.tso_size) if mss == c.snd_mss else mss  # TSO: the link splits large segments
@@ -129,7 +128,7 @@ def push(c: Tcb, ctx: Context) -> None:
     while True:
         snd_nxt = c.snd_nxt
         sent = (snd_nxt - buf.seq) & MASK
-        avail = len(data) - (sent - MOD if sent > HALF else sent)
+        avail = len(buf) - (sent - MOD if sent > HALF else sent)
         if avail <= 0:
             if avail == 0 and c.fin_queued:
                 _send_data(c, b"", FIN, ctx)  # a bare FIN goes out even into a closed window

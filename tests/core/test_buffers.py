@@ -44,3 +44,40 @@ def test_take_chunks_is_take_in_pieces() -> None:
         a.add(piece)
         b.add(piece)
     assert b"".join(a.take_chunks()) == b.take() == b"".join(data)
+
+
+def test_send_buffer_keeps_bytes_writes_as_they_are_and_copies_mutable_ones() -> None:
+    buf = SendBuffer(1 << 20, 0xFFFF_FF00)  # sequence numbers wrap inside the buffer
+    write = b"w" * 65_000
+    assert buf.append(write) == 65_000
+    assert buf.slice(0xFFFF_FF00, 65_000) is write  # the whole write is the segment: no copy
+    mutable = bytearray(b"m" * 1000)
+    assert buf.append(mutable) == 1000
+    mutable[:] = b"x" * 1000  # the application reuses its buffer: what we queued is unchanged
+    assert buf.slice((0xFFFF_FF00 + 65_000) & 0xFFFFFFFF, 1000) == b"m" * 1000
+    assert buf.append(memoryview(b"0123456789")[2:7]) == 5
+    # A segment across three writes, and its end marked as a push.
+    seq = (0xFFFF_FF00 + 64_990) & 0xFFFFFFFF
+    assert buf.slice(seq, 1015) == b"w" * 10 + b"m" * 1000 + b"23456"
+    assert buf.push_in(seq, 1015)
+    assert len(buf) == 66_005 and buf.end_seq() == (0xFFFF_FF00 + 66_005) & 0xFFFFFFFF
+
+
+def test_send_buffer_acknowledges_piece_by_piece_and_stays_right_after_compaction() -> None:
+    buf = SendBuffer(1 << 20, 1)
+    stream = b"".join(bytes([i % 251]) * (1 + i % 7) for i in range(2000))
+    at = 0
+    for i in range(2000):
+        size = 1 + i % 7
+        assert buf.append(stream[at : at + size]) == size
+        at += size
+    acked = 0
+    for step in (3, 1, 500, 2, 4000, 77, 1):  # inside pieces, across many, one byte
+        assert buf.ack_to(1 + acked + step) == step
+        acked += step
+        assert len(buf) == len(stream) - acked
+        for offset, n in ((0, 1), (0, 50), (5, 300), (len(buf) - 9, 9)):
+            assert buf.slice(1 + acked + offset, n) == stream[acked + offset : acked + offset + n]
+    assert buf.ack_to(1 + len(stream)) == len(stream) - acked
+    assert len(buf) == 0 and buf.free == 1 << 20
+    assert buf.append(b"again") == 5 and buf.slice(1 + len(stream), 5) == b"again"
