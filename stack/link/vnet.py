@@ -20,6 +20,7 @@ import fcntl
 import struct
 
 from stack.native import ones_complement_sum
+from stack.wire.build import pseudo_header_sum
 
 HEADER = struct.Struct("<BBHHHH")
 HEADER_LEN = HEADER.size  # 10
@@ -47,16 +48,13 @@ def needs_checksum(raw: bytes | memoryview) -> bool:
 
 
 def _ip_header_and_pseudo_sum(packet: bytes | bytearray) -> tuple[int, int]:
-    """Where TCP starts, and the one's-complement sum of the pseudo-header for the whole segment:
-    IPv4's source, destination, protocol, TCP length; IPv6's source, destination, 32-bit
-    upper-layer length, next header."""
+    """Where TCP starts, and the one's-complement sum of the pseudo-header for the whole segment
+    (stack.wire.build's, from the packet's own addresses and length)."""
     if packet[0] >> 4 == 6:
-        tcp_len = len(packet) - IPV6_HEADER_LEN
-        pseudo = bytes(packet[8:40]) + tcp_len.to_bytes(4, "big") + b"\x00\x00\x00\x06"
-        return IPV6_HEADER_LEN, ones_complement_sum(pseudo)
+        return IPV6_HEADER_LEN, pseudo_header_sum(bytes(packet[8:24]), bytes(packet[24:40]),
+                                                  len(packet) - IPV6_HEADER_LEN)
     ihl = (packet[0] & 0x0F) * 4
-    tcp_len = len(packet) - ihl
-    return ihl, ones_complement_sum(bytes(packet[12:20]) + b"\x00\x06" + tcp_len.to_bytes(2, "big"))
+    return ihl, pseudo_header_sum(bytes(packet[12:16]), bytes(packet[16:20]), len(packet) - ihl)
 
 
 def complete_checksum(packet: bytearray) -> None:

@@ -371,14 +371,14 @@ def build_head_partial(seg: Segment, *, ttl: int = 64, ident: int = 0, dont_frag
         family = 6 if len(src4) == 16 else 4
         head_len = len(packet) - payload_len
         at = (IPV6_HEADER_SIZE if family == 6 else IPV4_MIN_HEADER) + 16
-        pseudo = _pseudo_sum(src4, dst4, len(packet) - at + 16)
+        pseudo = pseudo_header_sum(src4, dst4, len(packet) - at + 16)
         return packet[:at] + pseudo.to_bytes(2, "big") + packet[at + 2 : head_len]
     frag = IP_DF if dont_fragment else 0
     timestamp = opts.timestamp
     tcp_len = (PLAIN_LAYOUT_SIZE - IPV4_MIN_HEADER) + (TS_OPTION_SIZE if timestamp is not None else 0) + payload_len
     total = IPV4_MIN_HEADER + tcp_len
     ip_sum = _ip_checksum(total, ident, frag, ttl, src4, dst4)
-    pseudo = _pseudo_sum(src4, dst4, tcp_len)
+    pseudo = pseudo_header_sum(src4, dst4, tcp_len)
     if timestamp is None:
         return _pack_plain(_VERSION_IHL, 0, total, ident, frag, ttl, IPPROTO_TCP, ip_sum, src4, dst4, seg.src_port,
                            seg.dst_port, seg.seq, seg.ack, _PLAIN_DOFF, seg.flags, seg.window, pseudo, seg.urgent)
@@ -387,7 +387,7 @@ def build_head_partial(seg: Segment, *, ttl: int = 64, ident: int = 0, dont_frag
                     TS_OPTION_PREFIX, timestamp[0], timestamp[1])
 
 
-def _pseudo_sum(src: bytes, dst: bytes, tcp_len: int) -> int:
+def pseudo_header_sum(src: bytes, dst: bytes, tcp_len: int) -> int:
     """The folded, not inverted, sum of the pseudo-header (RFC 9293 §3.1; RFC 8200 §8.1 for 16-octet
     addresses, whose 32-bit length and next header sum the same way for lengths below 2^16)."""
     return ones_complement_sum(src + dst, IPPROTO_TCP + tcp_len)
