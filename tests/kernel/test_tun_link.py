@@ -187,7 +187,9 @@ def test_caller_owned_namespace_outlives_link_and_dead_device_is_counted_not_rai
             link.write(probe)  # must never raise
             time.sleep(0.01)
         assert link.stats.tx_errors >= 1
-        assert link.stats.last_tx_errno == errno.EBADFD
+        # EIO while the device is going down (no longer up), EBADFD once it is detached from the
+        # fd: which one the first failed write meets depends on the teardown's timing (both seen).
+        assert link.stats.last_tx_errno in (errno.EIO, errno.EBADFD)
         with pytest.raises(LinkClosed):
             link.read_batch()
         link.close()
